@@ -1,0 +1,1 @@
+"""Recognition: classifiers that turn features into scores over a taxonomy's leaves."""

@@ -1,0 +1,19 @@
+"""synthworld: a procedural tree of life whose photos every method can learn from on a CPU."""
+
+from taxonlens.synthworld.render import render
+from taxonlens.synthworld.traits import TRAIT_NAMES, TRAITS, assign_genomes, attributes, describe
+from taxonlens.synthworld.world import SynthDataset, SynthImage, SynthWorld, random_taxonomy, select_species
+
+__all__ = [
+    "TRAITS",
+    "TRAIT_NAMES",
+    "SynthDataset",
+    "SynthImage",
+    "SynthWorld",
+    "assign_genomes",
+    "attributes",
+    "describe",
+    "random_taxonomy",
+    "render",
+    "select_species",
+]
