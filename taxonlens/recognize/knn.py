@@ -39,13 +39,20 @@ class KNNClassifier:
         self.n_classes_ = int(n_classes if n_classes is not None else self.y_.max() + 1)
         return self
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """float32 ``[M, n_classes]`` class probabilities for features ``x [M, D]``."""
+    def kneighbors(self, x: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine similarity and index (into the fitted rows) of the ``k`` nearest
+        neighbours of each row of ``x [M, D]``, nearest first: two ``[M, k]`` arrays."""
         sim = np.asarray(x, np.float32) @ self.x_.T
-        k = min(self.k, sim.shape[1])
+        k = min(k or self.k, sim.shape[1])
         top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         top_sim = np.take_along_axis(sim, top, axis=1)
-        w = np.exp((top_sim - top_sim.max(axis=1, keepdims=True)) / self.temperature)
+        order = np.argsort(-top_sim, axis=1, kind="stable")
+        return np.take_along_axis(top_sim, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """float32 ``[M, n_classes]`` class probabilities for features ``x [M, D]``."""
+        top_sim, top = self.kneighbors(x)
+        w = np.exp((top_sim - top_sim[:, :1]) / self.temperature)
         w /= w.sum(axis=1, keepdims=True)
         proba = np.zeros((len(x), self.n_classes_), np.float32)
         np.add.at(proba, (np.arange(len(x))[:, None], self.y_[top]), w)

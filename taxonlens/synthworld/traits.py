@@ -87,10 +87,12 @@ def refine(value: TraitValue, rng: np.random.Generator) -> TraitValue:
 def trait_blocks(max_depth: int, n_traits: int = len(TRAITS)) -> list[tuple[int, int]]:
     """``[start, end)`` trait indices owned by each depth 1..max_depth.
 
-    With ``max_depth == n_traits`` every rank owns one trait; a shallower tree gives
-    a rank several; a deeper one leaves some ranks an empty block, and those ranks
-    refine the trait at ``start`` (see :func:`assign_genomes`)."""
-    return [((d - 1) * n_traits // max_depth, d * n_traits // max_depth) for d in range(1, max_depth + 1)]
+    Trait ``k`` belongs to depth ``k * max_depth // n_traits + 1``, so the first rank
+    always owns the body plan, a 7-rank tree gives each rank one trait, a shallower
+    tree gives a rank several, and a deeper one leaves some ranks an empty block;
+    those ranks refine trait ``start - 1``, the finest one fixed above them."""
+    owner = [k * max_depth // n_traits + 1 for k in range(n_traits)]
+    return [(sum(o < d for o in owner), sum(o <= d for o in owner)) for d in range(1, max_depth + 1)]
 
 
 def assign_genomes(taxonomy: Taxonomy, seed: int) -> list[Genome]:
@@ -109,9 +111,8 @@ def assign_genomes(taxonomy: Taxonomy, seed: int) -> list[Genome]:
         d = int(taxonomy.depth[node])
         rng = np.random.default_rng(stable_seed(seed, *taxonomy.path_names(node)))
         start, end = blocks[d - 1]
-        if start == end:  # this level owns no trait of its own: refine the one it falls in
-            k = min(start, len(TRAITS) - 1)
-            inherited[k] = refine(inherited[k], rng) if inherited[k] is not None else draw(TRAITS[k], rng)
+        if start == end:  # this level owns no trait: it refines the finest trait fixed above it
+            inherited[start - 1] = refine(inherited[start - 1], rng)  # type: ignore[arg-type]
         for k in range(start, end):
             inherited[k] = draw(TRAITS[k], rng)
         memo[node] = inherited

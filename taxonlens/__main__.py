@@ -1,0 +1,3 @@
+from taxonlens.cli import main
+
+main()

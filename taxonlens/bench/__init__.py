@@ -1,0 +1,1 @@
+"""Benchmarks that print figures and ratios (``taxonlens bench ...``); never timed unit tests."""

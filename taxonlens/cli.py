@@ -1,0 +1,208 @@
+"""The ``taxonlens`` command line: a thin typer layer over the Python API.
+
+Input errors (:class:`~taxonlens.errors.TaxonlensError`) are printed to stderr
+as one red line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from taxonlens.errors import TaxonlensError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="Recognise organisms across the tree of life with consistent taxonomy paths.")
+taxonomy_app = typer.Typer(no_args_is_help=True, help="Inspect and validate taxonomies.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print figures and ratios measured on this machine.")
+app.add_typer(taxonomy_app, name="taxonomy")
+app.add_typer(bench_app, name="bench")
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+TaxonomyOpt = Annotated[
+    str,
+    typer.Option(help="Taxonomy file (.json, .csv, .tsv, .jsonl) or a built-in name: "
+                      "inat21-plantae, inat21-animalia, imagenet-animal."),
+]
+
+
+def progress_bar() -> Progress:
+    """The rich progress bar every long command shows."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def _load(taxonomy: str, allow_homonyms: bool = False):
+    from taxonlens.resources import taxonomy_file
+    from taxonlens.taxonomy import load_taxonomy
+
+    return load_taxonomy(taxonomy_file(taxonomy), allow_homonyms=allow_homonyms)
+
+
+def _print_figures(title: str, figures: dict[str, float | int]) -> None:
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in figures.items():
+        table.add_row(k, f"{v:,.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+# --------------------------------------------------------------------- taxonomy
+@taxonomy_app.command("info")
+def taxonomy_info(
+    file: Annotated[str, typer.Argument(help="Taxonomy file or built-in name.")],
+    allow_homonyms: Annotated[bool, typer.Option(help="Accept a name whose parent changes within a kingdom.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Load and validate a taxonomy; print its size per rank."""
+    summary = _load(file, allow_homonyms).summary()
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table(caption=f"{summary['leaves']:,} leaves, {summary['taxa']:,} taxa")
+    table.add_column("rank")
+    table.add_column("taxa", justify="right")
+    for rank, n in summary["taxa_per_rank"].items():
+        table.add_row(rank, f"{n:,}")
+    console.print(table)
+    console.print(f"leaf depths: {summary['leaf_depths']}")
+
+
+# ------------------------------------------------------------------- synthworld
+@app.command()
+def synthworld(
+    out: Annotated[Path, typer.Option(help="Output folder (images/, manifest.jsonl, taxonomy, world.json).")],
+    taxonomy: TaxonomyOpt = "inat21-plantae",
+    species: Annotated[int, typer.Option(help="Number of species (sibling clusters are chosen).")] = 200,
+    images_per_species: Annotated[int, typer.Option(help="Photos of each species.")] = 20,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+    novel_fraction: Annotated[float, typer.Option(help="Share of species held out as the novel split.")] = 0.15,
+    nuisance: Annotated[float, typer.Option(help="0..1 strength of pose, clutter, lighting, noise, occlusion.")] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    random_tree: Annotated[bool, typer.Option(help="Ignore --taxonomy and generate a random tree of life.")] = False,
+) -> None:
+    """Write a procedural tree-of-life image set (PNGs + manifest). Re-running resumes."""
+    from taxonlens.synthworld import SynthWorld, random_taxonomy
+
+    tax = random_taxonomy(species, seed=seed) if random_tree else _load(taxonomy)
+    world = SynthWorld.create(tax, species, images_per_species, novel_fraction, size, seed, nuisance)
+    with progress_bar() as bar:
+        task = bar.add_task("rendering", total=len(world.index()))
+        manifest = world.write(out, progress=lambda n: bar.advance(task, n))
+    counts = world.config()["images_per_split"]
+    console.print(f"wrote {manifest} ({world.taxonomy.n_leaves} species, {len(world.novel)} novel): {counts}")
+
+
+# --------------------------------------------------------------------- evaluate
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def evaluate(
+    benchmark: Annotated[Path, typer.Argument(help="Hierarchical-VQA JSONL, or a manifest (.jsonl/.csv/.parquet).")],
+    predictions: Annotated[Path, typer.Argument(help="Predictions JSONL {image, path} or the reference result JSON.")],
+    format: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
+    ranks: Annotated[list[str] | None, typer.Option("--ranks", help="Score only these ranks (names or level numbers).")] = None,
+    taxonomy: Annotated[str | None, typer.Option(help="Taxonomy for path validity and mistake severity "
+                                                      "(default: built from the benchmark).")] = None,
+) -> None:
+    """Score predicted paths: per-rank accuracy, HCA, leaf accuracy, POR, S-POR, TOR (percent)."""
+    from taxonlens.evaluate import evaluate_files
+
+    tax = _load(taxonomy, allow_homonyms=True) if taxonomy else None
+    rank_args = [int(r) if r.isdigit() else r for r in ranks] if ranks else None
+    report = evaluate_files(benchmark, predictions, ranks=rank_args, taxonomy=tax).to_dict()
+    if format is OutputFormat.json:
+        print(json.dumps(report))
+        return
+    _print_report(report)
+
+
+def _print_report(report: dict) -> None:
+    table = Table(title=f"{report['n']} images")
+    for col in ("HCA", "leaf acc", "POR", "S-POR", "TOR"):
+        table.add_column(col, justify="right")
+    table.add_row(*(f"{report[k]:.2f}" for k in ("hca", "acc_leaf", "por", "s_por", "tor")))
+    console.print(table)
+    per_rank = Table(title="accuracy per rank (%)")
+    for rank in report["per_rank"]:
+        per_rank.add_column(rank, justify="right")
+    per_rank.add_row(*(f"{v:.2f}" for v in report["per_rank"].values()))
+    console.print(per_rank)
+    extras = {k: v for k, v in report.items() if k not in ("hca", "acc_leaf", "por", "s_por", "tor", "per_rank", "n")}
+    if extras:
+        console.print(json.dumps(extras, indent=1))
+
+
+# ------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("taxonlens-demo"),
+    species: Annotated[int, typer.Option(help="Species drawn from the built-in iNat21 plant taxonomy.")] = 200,
+    images_per_species: Annotated[int, typer.Option()] = 12,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 48,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """The main job, offline: a synthworld of real plant taxa, classified and scored on seen and novel species."""
+    from taxonlens.demo import run_demo
+
+    with progress_bar() as bar:
+
+        def track(description: str, total: int):
+            task = bar.add_task(description, total=total)
+            return lambda n: bar.advance(task, n)
+
+        results = run_demo(out, species, images_per_species, size, seed=seed, progress=track)
+    for split, label in (("test", "seen species (test split)"), ("novel", "novel species (held out)")):
+        table = Table(title=label)
+        for col in ("decoder", "HCA", "leaf", "POR", "S-POR", "TOR", "valid paths", *next(iter(results[split].values()))["per_rank"]):
+            table.add_column(col, justify="right")
+        for name, r in results[split].items():
+            table.add_row(name, *(f"{r[k]:.1f}" for k in ("hca", "acc_leaf", "por", "s_por", "tor", "valid_path_pct")),
+                          *(f"{v:.1f}" for v in r["per_rank"].values()))
+        console.print(table)
+    console.print(f"report, world, manifests and predictions in {out}/")
+
+
+# ------------------------------------------------------------------------ bench
+@bench_app.command("taxonomy")
+def bench_taxonomy(
+    leaves: Annotated[int, typer.Option(help="Leaves of the synthetic 7-rank taxonomy.")] = 450_000,
+    batch: Annotated[int, typer.Option(help="Images in the marginals batch.")] = 256,
+) -> None:
+    """Build, save, load and index a synthetic TreeOfLife-sized taxonomy."""
+    from taxonlens.bench.foundation import bench_taxonomy as run
+
+    _print_figures(f"taxonomy with {leaves:,} leaves (seconds)", run(leaves, batch))
+
+
+@bench_app.command("synthworld")
+def bench_synthworld(
+    species: Annotated[int, typer.Option()] = 100,
+    images_per_species: Annotated[int, typer.Option()] = 10,
+    size: Annotated[int, typer.Option()] = 64,
+) -> None:
+    """synthworld generation speed (images/s), in memory and written to disk."""
+    from taxonlens.bench.foundation import bench_synthworld as run
+
+    _print_figures("synthworld generation", run(species, images_per_species, size))
+
+
+def main() -> None:
+    """Entry point of the ``taxonlens`` command."""
+    try:
+        app()
+    except TaxonlensError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise SystemExit(2) from None

@@ -1,0 +1,56 @@
+"""The command line: each command runs end to end and bad input is one clear line, exit 2."""
+
+import json
+
+from typer.testing import CliRunner
+
+from taxonlens.cli import app, main
+
+runner = CliRunner()
+
+
+def test_taxonomy_info_builtin_and_json():
+    result = runner.invoke(app, ["taxonomy", "info", "inat21-animalia", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["leaves"] == 5388 and summary["taxa_per_rank"]["kingdom"] == 1
+
+
+def _run_main(monkeypatch, capsys, argv):
+    monkeypatch.setattr("sys.argv", ["taxonlens", *argv])
+    try:
+        main()
+    except SystemExit as e:
+        return e.code, capsys.readouterr()
+    return 0, capsys.readouterr()
+
+
+def test_bad_taxonomy_is_one_line_exit_2(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("kingdom,phylum,species\nPlantae,Tracheophyta,Rosa canina\nPlantae,,Rosa arvensis\n")
+    code, out = _run_main(monkeypatch, capsys, ["taxonomy", "info", str(bad)])
+    assert code == 2
+    assert "bad.csv:3" in out.err and "empty name" in out.err and "Traceback" not in out.out + out.err
+    assert len(out.err.strip().splitlines()) == 1
+    code, out = _run_main(monkeypatch, capsys, ["taxonomy", "info", str(tmp_path / "missing.json")])
+    assert code == 2 and "does not exist" in out.err
+
+
+def test_synthworld_writes_and_resumes(tmp_path):
+    args = ["synthworld", "--out", str(tmp_path), "--species", "6", "--images-per-species", "2", "--size", "24",
+            "--novel-fraction", "0.2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and len(list((tmp_path / "images").rglob("*.png"))) == 12
+    world = json.loads((tmp_path / "world.json").read_text())
+    assert world["species"] == 6 and len(world["novel_species"]) == 1
+    assert runner.invoke(app, args).exit_code == 0  # second run keeps what is there
+    assert (tmp_path / "manifest.jsonl").read_text().splitlines() == lines
+
+
+def test_synthworld_random_tree(tmp_path):
+    result = runner.invoke(app, ["synthworld", "--out", str(tmp_path), "--random-tree", "--species", "5",
+                                 "--images-per-species", "1", "--size", "16"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 5
