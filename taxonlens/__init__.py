@@ -5,4 +5,4 @@ from taxonlens.errors import TaxonlensError
 from taxonlens.taxonomy import Taxonomy, load_taxonomy
 
 __version__ = "0.1.0"
-__all__ = ["Taxonomy", "TaxonlensError", "__version__", "load_taxonomy"]
+__all__ = ["TaxonlensError", "Taxonomy", "__version__", "load_taxonomy"]

@@ -164,14 +164,18 @@ def demo(
             return lambda n: bar.advance(task, n)
 
         results = run_demo(out, species, images_per_species, size, seed=seed, progress=track)
-    for split, label in (("test", "seen species (test split)"), ("novel", "novel species (held out)")):
-        table = Table(title=label)
-        for col in ("decoder", "HCA", "leaf", "POR", "S-POR", "TOR", "valid paths", *next(iter(results[split].values()))["per_rank"]):
-            table.add_column(col, justify="right")
-        for name, r in results[split].items():
-            table.add_row(name, *(f"{r[k]:.1f}" for k in ("hca", "acc_leaf", "por", "s_por", "tor", "valid_path_pct")),
-                          *(f"{v:.1f}" for v in r["per_rank"].values()))
-        console.print(table)
+    columns = [(split, name, r) for split in ("test", "novel") for name, r in results[split].items()]
+    table = Table(title="raw-pixel nearest neighbour on synthworld (percent)")
+    table.add_column("metric")
+    for split, name, _ in columns:
+        table.add_column(f"{'seen' if split == 'test' else 'novel'}: {name}", justify="right")
+    rows = {"HCA": "hca", "leaf accuracy": "acc_leaf", "POR": "por", "S-POR": "s_por", "TOR": "tor",
+            "valid paths": "valid_path_pct"}
+    for label, key in rows.items():
+        table.add_row(label, *(f"{r[key]:.1f}" for _, _, r in columns))
+    for rank in columns[0][2]["per_rank"]:
+        table.add_row(rank, *(f"{r['per_rank'][rank]:.1f}" for _, _, r in columns))
+    console.print(table)
     console.print(f"report, world, manifests and predictions in {out}/")
 
 

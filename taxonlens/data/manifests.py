@@ -14,6 +14,7 @@ One logical schema in every format:
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from taxonlens.data.records import Record
 from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.taxonomy.loaders import is_rank_column
+from taxonlens.textio import read_jsonl, read_text
 
 _RESERVED = frozenset({"image", "path", "label", "split", "common_name", "attributes"})
 
@@ -95,28 +97,19 @@ def read_manifest(path: str | Path, taxonomy: Taxonomy | None = None) -> list[Re
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"manifest {path} does not exist")
+        raise DataError(f"manifest file {path} does not exist")
     root = path.parent
     suffix = path.suffix.lower()
     rows: list[tuple[str, Mapping[str, object]]] = []
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-                    if not isinstance(obj, dict):
-                        raise DataError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-                    rows.append((f"{path}:{i}", obj))
+        rows = [(f"{path}:{i}", obj) for i, obj in read_jsonl(path, "manifest")]
     elif suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            for row in reader:
-                if None in row or None in row.values():
-                    raise DataError(f"{path}:{reader.line_num}: number of fields differs from the header")
-                rows.append((f"{path}:{reader.line_num}", row))
+        reader = csv.DictReader(io.StringIO(read_text(path, "manifest"), newline=""),
+                                delimiter="\t" if suffix == ".tsv" else ",")
+        for row in reader:
+            if None in row or None in row.values():
+                raise DataError(f"{path}:{reader.line_num}: number of fields differs from the header")
+            rows.append((f"{path}:{reader.line_num}", row))
     elif suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from taxonlens.data.records import Record
 from taxonlens.errors import DataError
+from taxonlens.textio import read_jsonl
 
 _LEVEL_KEY = re.compile(r"level(\d+)$")
 
@@ -74,22 +75,7 @@ def _parse_line(obj: object, where: str, line: int) -> VQARecord:
 
 def read_vqa_benchmark(path: str | Path) -> list[VQARecord]:
     """Read a hierarchical-VQA JSONL file; raises :class:`DataError` naming the line of any problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"benchmark file {path} does not exist")
-    records: list[VQARecord] = []
-    with path.open(encoding="utf-8") as f:
-        for i, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            records.append(_parse_line(obj, f"{path}:{i}", i))
-    if not records:
-        raise DataError(f"{path}: no records")
-    return records
+    return [_parse_line(obj, f"{path}:{i}", i) for i, obj in read_jsonl(path, "benchmark")]
 
 
 def write_vqa_benchmark(records: list[VQARecord], path: str | Path) -> Path:

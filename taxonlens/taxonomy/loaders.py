@@ -8,6 +8,7 @@ first problem it finds.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from taxonlens.errors import TaxonomyError
 from taxonlens.taxonomy.tree import Taxonomy
+from taxonlens.textio import read_text
 
 _RANK_COLUMN = re.compile(
     r"(level\d+|(super|sub|infra|parv)?(domain|kingdom|phylum|class|order|family|tribe|genus|species)"
@@ -78,7 +80,7 @@ class _KeyLines:
 
 
 def _load_json(path: Path, ranks: Sequence[str] | None, allow_homonyms: bool) -> Taxonomy:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "taxonomy", TaxonomyError)
     top_pairs: list[tuple[str, object]] = []
 
     def keep_pairs(kv: list[tuple[str, object]]) -> dict:
@@ -124,24 +126,23 @@ def _rank_columns(header: list[str], ranks: Sequence[str] | None, where: str) ->
 
 def _load_table(path: Path, ranks: Sequence[str] | None, allow_homonyms: bool) -> Taxonomy:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
-        if not header:
-            raise TaxonomyError(f"{path}: empty file; expected a header row naming the rank columns")
-        cols = _rank_columns(header, ranks, str(path))
-        paths, sources = [], []
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise TaxonomyError(f"{where}: {len(row)} fields but the header has {len(header)}: {row!r}")
-            names = [row[c].strip() for c in cols]
-            while names and not names[-1]:  # trailing empty cells: a shorter (variable-depth) path
-                names.pop()
-            paths.append(names)
-            sources.append(where)
+    reader = csv.reader(io.StringIO(read_text(path, "taxonomy", TaxonomyError), newline=""), delimiter=delimiter)
+    header = next(reader, None)
+    if not header:
+        raise TaxonomyError(f"{path}: empty file; expected a header row naming the rank columns")
+    cols = _rank_columns(header, ranks, str(path))
+    paths, sources = [], []
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise TaxonomyError(f"{where}: {len(row)} fields but the header has {len(header)}: {row!r}")
+        names = [row[c].strip() for c in cols]
+        while names and not names[-1]:  # trailing empty cells: a shorter (variable-depth) path
+            names.pop()
+        paths.append(names)
+        sources.append(where)
     rank_names = [header[c].strip() for c in cols]
     return Taxonomy.from_paths(paths, ranks=rank_names, sources=sources, allow_homonyms=allow_homonyms)
 

@@ -146,7 +146,7 @@ def test_attributes_as_json_text_in_csv(tmp_path: Path) -> None:
         ("m.csv", 'image,species,attributes\na.jpg,x,"[""red""]"\n', r"m\.csv:2: 'attributes' must be an object"),
         ("m.csv", "image,species\n,x\n", r"m\.csv:2: missing 'image'"),
         ("m.jsonl", '{"image": "a.jpg"}\n{"image": "b.jpg",\n', r"m\.jsonl:2: not valid JSON"),
-        ("m.jsonl", '["a.jpg"]\n', r"m\.jsonl:1: expected a JSON object, got list"),
+        ("m.jsonl", '["a.jpg"]\n', r"m\.jsonl:1: expected a JSON object per line, got list"),
         ("m.jsonl", '{"image": "a.jpg", "attributes": 5}\n', r"m\.jsonl:1: 'attributes' must be an object"),
         ("m.parquet", "not parquet", r"m\.parquet: not a readable Parquet file"),
         ("m.xlsx", "", r"m\.xlsx: unknown manifest format '\.xlsx'"),

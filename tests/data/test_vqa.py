@@ -94,5 +94,5 @@ def test_missing_or_empty_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         read_vqa_benchmark(tmp_path / "nope.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n \n")
-    with pytest.raises(DataError, match="no records"):
+    with pytest.raises(DataError, match="empty benchmark file"):
         read_vqa_benchmark(tmp_path / "empty.jsonl")
