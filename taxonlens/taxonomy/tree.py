@@ -234,12 +234,25 @@ class Taxonomy:
         """The name path of every leaf, in leaf order."""
         return [self.path_names(int(leaf)) for leaf in self.leaves]
 
+    @cached_property
+    def leaf_ranges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(leaf_order, lo, hi)``: leaf indices in depth-first order ``[n_leaves]``, and for
+        every node ``[n_nodes]`` the slice ``leaf_order[lo:hi]`` holding the leaves under it.
+
+        A node's marginal is then ``cumsum(p[:, leaf_order])[:, hi] - ...[:, lo]``: two
+        gathers per node after one cumulative sum, whatever the tree's size."""
+        order, tin, size = self._preorder
+        is_leaf = self.leaf_index[order] >= 0
+        leaf_order = self.leaf_index[order][is_leaf].astype(np.int64)
+        before = np.concatenate([[0], np.cumsum(is_leaf)])  # leaves strictly before each preorder slot
+        lo = before[tin]
+        hi = before[tin + size]
+        return _frozen(leaf_order), _frozen(lo), _frozen(hi)
+
     def leaves_under(self, node: int) -> np.ndarray:
         """Leaf indices (not node ids) of the leaves in the subtree of ``node``, sorted."""
-        order, tin, size = self._preorder
-        sub = order[tin[node] : tin[node] + size[node]]
-        idx = self.leaf_index[sub]
-        return np.sort(idx[idx >= 0])
+        leaf_order, lo, hi = self.leaf_ranges
+        return np.sort(leaf_order[lo[node] : hi[node]])
 
     def rank_depth(self, rank: str | int) -> int:
         """Depth (1-based) of a rank given by name or depth; raises on unknown ranks."""

@@ -1,0 +1,311 @@
+"""Tree-consistent decoding: from scores over leaves (or over the taxa of each
+rank) to a path that exists in the taxonomy, a confidence per rank, and the
+deepest rank the evidence supports.
+
+All operations are batched over images (rows) and cost one pass over the
+leaves: node marginals come from one cumulative sum over the leaves in
+depth-first order (every subtree is a contiguous slice), and path scores from
+one sparse product with the leaf-to-ancestor matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from taxonlens.taxonomy import Taxonomy
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's answer.
+
+    Attributes:
+        path: names of the best consistent path, first rank to leaf.
+        leaf: its leaf index.
+        confidence: rank name -> marginal probability of the path's taxon at that rank.
+        rank_reached: the deepest rank whose confidence clears its threshold (the
+            answer to trust); ``None`` when not even the first rank does.
+        alternatives: the next best leaves as ``(path, score)``.
+    """
+
+    path: tuple[str, ...]
+    leaf: int
+    confidence: dict[str, float]
+    rank_reached: str | None
+    alternatives: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+
+    @property
+    def reached_path(self) -> tuple[str, ...]:
+        """The path cut at :attr:`rank_reached` (empty if no rank is trusted)."""
+        if self.rank_reached is None:
+            return ()
+        return self.path[: list(self.confidence).index(self.rank_reached) + 1]
+
+
+class TreeDecoder:
+    """Consistent decoding over one taxonomy.
+
+    Args:
+        taxonomy: the label tree; scores are over its leaves in leaf order.
+        thresholds: rank name -> minimum marginal probability to report that rank
+            (see :meth:`calibrate`); ranks without one are always reported.
+        float64: sum leaf probabilities in float64. By default they are summed into
+            their parents in float32 (measured error up to 4e-5 on a 13,700-species
+            genus of a 450,000-leaf tree) and folded upwards in float64.
+    """
+
+    def __init__(self, taxonomy: Taxonomy, thresholds: Mapping[str, float] | None = None, float64: bool = False):
+        self.taxonomy = taxonomy
+        self.float64 = float64
+        tax = taxonomy
+        n = len(tax)
+        # Internal nodes (with children, root excluded) get a column of the marginals matrix,
+        # shallowest first; a tree-leaf's marginal is its own probability, read from the input.
+        kids, ptr = tax._children
+        has_kids = (ptr[1:] > ptr[:-1]) & (np.arange(n) != 0)
+        internal = np.flatnonzero(has_kids)
+        internal = internal[np.argsort(tax.depth[internal], kind="stable")]
+        pos = np.full(n, -1, dtype=np.int64)
+        pos[internal] = np.arange(len(internal))
+        leaves = tax.leaves.astype(np.int64)
+        target = np.where(pos[leaves] >= 0, pos[leaves], pos[tax.parent[leaves]])  # -1: a depth-1 tree-leaf
+        self._n_internal = len(internal)
+        self._pos = torch.from_numpy(pos)
+        self._leaf_of = torch.from_numpy(tax.leaf_index.astype(np.int64))
+        self._target = torch.from_numpy(target)
+        self._all_targets = bool((target >= 0).all())
+        # for each depth d >= 2, internal columns of depth d and their parents' columns
+        depth_int = tax.depth[internal]
+        self._folds = []
+        for d in range(int(depth_int.max(initial=0)), 1, -1):
+            lo, hi = np.searchsorted(depth_int, [d, d + 1])
+            self._folds.append((int(lo), int(hi), torch.from_numpy(pos[tax.parent[internal[lo:hi]]])))
+        self._leaf_paths = torch.from_numpy(tax.ancestor_table[tax.leaves].astype(np.int64))
+        self._kids = torch.from_numpy(kids.astype(np.int64))
+        self._ptr = torch.from_numpy(ptr.astype(np.int64))
+        m = tax.leaf_ancestor_matrix()
+        self._leaf_anc = torch.sparse_csr_tensor(
+            torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
+            torch.ones(m.nnz), size=m.shape,
+        )
+        self.thresholds = dict(thresholds or {})
+
+    # ------------------------------------------------------------ marginals
+    def internal_marginals(self, leaf_probs: torch.Tensor) -> torch.Tensor:
+        """float32 ``[B, n_internal]``: the probability of every internal node, from the
+        leaves up: each leaf's probability is added to its parent (or to itself, for a
+        label with children), then each rank is folded into the one above, deepest first.
+        Cost: one pass over the leaves plus one over the internal nodes."""
+        p = leaf_probs.double() if self.float64 else leaf_probs.float()
+        m = torch.zeros(len(p), self._n_internal, dtype=p.dtype)
+        if self._all_targets:
+            m.index_add_(1, self._target, p)
+        else:
+            keep = self._target >= 0
+            m.index_add_(1, self._target[keep], p[:, keep])
+        m = m.double()  # the folds add many small masses: accumulate them in float64
+        for lo, hi, parents in self._folds:
+            m.index_add_(1, parents, m[:, lo:hi])
+        return m.float()
+
+    def gather(self, leaf_probs: torch.Tensor, internal: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """Marginals of ``nodes`` (``[K]`` or ``[B, K]`` ids) from the leaf probabilities and
+        :meth:`internal_marginals`; the root's is 1."""
+        nodes = nodes.long()
+        pos, leaf = self._pos[nodes], self._leaf_of[nodes]
+        if nodes.dim() == 1:
+            from_int, from_leaf = internal[:, pos.clamp(min=0)], leaf_probs[:, leaf.clamp(min=0)].float()
+        else:
+            from_int = torch.gather(internal, 1, pos.clamp(min=0))
+            from_leaf = torch.gather(leaf_probs.float(), 1, leaf.clamp(min=0))
+        out = torch.where(pos >= 0, from_int, from_leaf)
+        return out.masked_fill(nodes == 0, 1.0)
+
+    def marginals(self, leaf_probs: torch.Tensor, nodes: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """Probability of each node (summed over the leaves under it).
+
+        Args:
+            leaf_probs: ``[B, n_leaves]`` probabilities over the leaves (rows sum to 1).
+            nodes: node ids ``[K]`` or ``[B, K]`` to compute (default: all nodes).
+
+        Returns:
+            float32 ``[B, K]`` (or ``[B, n_nodes]``; the root column is 1).
+        """
+        if nodes is None:
+            nodes = torch.arange(len(self.taxonomy))
+        return self.gather(leaf_probs, self.internal_marginals(leaf_probs), torch.as_tensor(nodes))
+
+    def rank_marginals(self, leaf_probs: torch.Tensor, rank: str | int) -> tuple[torch.Tensor, np.ndarray]:
+        """``([B, K] probabilities, [K] node ids)`` of every taxon at ``rank``."""
+        nodes = self.taxonomy.nodes_at_rank(rank)
+        return self.marginals(leaf_probs, nodes), nodes
+
+    def path_confidence(self, leaf_probs: torch.Tensor, leaves: torch.Tensor,
+                        internal: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 ``[B, max_depth]``: marginal of each ancestor of ``leaves [B]`` (NaN below a leaf's depth)."""
+        if internal is None:
+            internal = self.internal_marginals(leaf_probs)
+        anc = self._leaf_paths[leaves]
+        return self.gather(leaf_probs, internal, anc.clamp(min=0)).masked_fill(anc < 0, float("nan"))
+
+    # -------------------------------------------------------------- decoding
+    def exact(self, leaf_probs: torch.Tensor) -> torch.Tensor:
+        """Leaf of the most probable consistent path: a path's probability is its leaf's. ``[B]``."""
+        return leaf_probs.argmax(dim=1)
+
+    def greedy(self, leaf_probs: torch.Tensor, internal: torch.Tensor | None = None) -> torch.Tensor:
+        """Leaf reached top-down by taking, at each node, the child of highest marginal. ``[B]``.
+
+        Can differ from :meth:`exact`: a heavy genus of many weak species beats a light
+        genus holding the single most probable species. At a label that has children
+        (a genus-only label), the walk stops when the label's own probability beats
+        every child's marginal. Children are handled as one flat (ragged) list per step,
+        so a node with 10,000 children costs that image alone, not the whole batch."""
+        if internal is None:
+            internal = self.internal_marginals(leaf_probs)
+        p = leaf_probs.float()
+        batch = len(p)
+        rows = torch.arange(batch)
+        node = torch.zeros(batch, dtype=torch.long)
+        while True:
+            start, stop = self._ptr[node], self._ptr[node + 1]
+            counts = stop - start
+            if int(counts.sum()) == 0:
+                break
+            row = torch.repeat_interleave(rows, counts)
+            first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+            child = self._kids[start[row] + torch.arange(len(row)) - first]
+            pos, leaf = self._pos[child], self._leaf_of[child]
+            mass = torch.where(pos >= 0, internal[row, pos.clamp(min=0)], p[row, leaf.clamp(min=0)])
+            best_mass = torch.full((batch,), -1.0).scatter_reduce(0, row, mass, "amax")
+            is_best = mass == best_mass[row]
+            best = torch.full((batch,), len(row)).scatter_reduce(0, row[is_best], torch.nonzero(is_best).flatten(),
+                                                                  "amin")
+            own_leaf = self._leaf_of[node]
+            own = torch.where(own_leaf >= 0, p[rows, own_leaf.clamp(min=0)], torch.full((batch,), -1.0))
+            go = (counts > 0) & (best_mass > own)
+            if not bool(go.any()):
+                break
+            node = torch.where(go, child[best.clamp(max=len(row) - 1)], node)
+        return self._leaf_of[node]
+
+    def path_scores(self, rank_scores: Mapping[str | int, torch.Tensor], weights: Mapping[str | int, float] | None = None
+                    ) -> torch.Tensor:
+        """Score of every leaf's path from scores over the taxa of some ranks.
+
+        Args:
+            rank_scores: rank -> ``[B, K_rank]`` log-probabilities over the taxa at that rank,
+                in the order of ``taxonomy.nodes_at_rank(rank)``.
+            weights: rank -> weight (default 1 for each given rank).
+
+        Returns:
+            float32 ``[B, n_leaves]``: the weighted sum of the scores of each leaf's ancestors,
+            i.e. the objective that dynamic programming over the tree maximises, for all paths
+            at once with one sparse product.
+        """
+        batch = len(next(iter(rank_scores.values())))
+        node_scores = torch.zeros(len(self.taxonomy), batch)
+        for rank, scores in rank_scores.items():
+            w = 1.0 if weights is None else float(weights.get(rank, 1.0))
+            node_scores[torch.from_numpy(self.taxonomy.nodes_at_rank(rank).astype(np.int64))] += w * scores.T.float()
+        return torch.sparse.mm(self._leaf_anc, node_scores).T
+
+    def fuse(self, rank_scores: Mapping[str | int, torch.Tensor], weights: Mapping[str | int, float] | None = None
+             ) -> torch.Tensor:
+        """Leaf ``[B]`` of the best consistent path under per-rank scores (see :meth:`path_scores`)."""
+        return self.path_scores(rank_scores, weights).argmax(dim=1)
+
+    # -------------------------------------------------------------- back-off
+    def reached(self, confidence: torch.Tensor) -> torch.Tensor:
+        """Deepest depth (1-based; 0 for none) whose confidence clears its rank's threshold,
+        with every shallower rank clearing its own: ``[B]`` from ``confidence [B, max_depth]``."""
+        thresholds = torch.tensor([self.thresholds.get(r, 0.0) for r in self.taxonomy.ranks])
+        ok = confidence >= thresholds  # NaN (below the leaf) compares False
+        return torch.cumprod(ok.int(), dim=1).sum(dim=1)
+
+    def calibrate(self, leaf_probs: torch.Tensor, truth_leaves: torch.Tensor | np.ndarray, precision: float = 0.9,
+                  method: str = "exact", min_support: int = 5) -> dict[str, float]:
+        """Set per-rank thresholds so that, on these validation scores, the taxa reported
+        at each rank are right at least ``precision`` of the time.
+
+        For each rank, the threshold is the lowest confidence ``t`` such that the
+        predictions with confidence >= ``t`` (at least ``min_support`` of them) reach the
+        target precision; a rank that never does gets threshold ``inf`` (never reported).
+
+        Returns:
+            the thresholds (also stored on the decoder).
+        """
+        truth = torch.as_tensor(np.asarray(truth_leaves)).long()
+        internal = self.internal_marginals(leaf_probs)
+        leaves = self.decode_leaves(leaf_probs, method, internal)
+        conf = self.path_confidence(leaf_probs, leaves, internal)
+        pred_anc, true_anc = self._leaf_paths[leaves], self._leaf_paths[truth]
+        thresholds: dict[str, float] = {}
+        for d, rank in enumerate(self.taxonomy.ranks):
+            has = (pred_anc[:, d] >= 0) & (true_anc[:, d] >= 0)
+            c, right = conf[has, d], (pred_anc[has, d] == true_anc[has, d]).double()
+            order = torch.argsort(c, descending=True)
+            prec = torch.cumsum(right[order], 0) / torch.arange(1, len(order) + 1)
+            ok = (prec >= precision) & (torch.arange(1, len(order) + 1) >= min_support)
+            # the largest prefix (lowest threshold) whose precision still meets the target
+            idx = torch.nonzero(ok).flatten()
+            thresholds[rank] = float(c[order][idx[-1]]) if len(idx) else float("inf")
+        self.thresholds = thresholds
+        return thresholds
+
+    # --------------------------------------------------------------- answers
+    def decode_leaves(self, leaf_probs: torch.Tensor, method: str = "exact",
+                      internal: torch.Tensor | None = None) -> torch.Tensor:
+        """Leaves ``[B]`` by ``exact`` or ``greedy`` decoding."""
+        if method == "exact":
+            return self.exact(leaf_probs)
+        if method == "greedy":
+            return self.greedy(leaf_probs, internal)
+        raise ValueError(f"unknown decoding method {method!r}; use 'exact' or 'greedy'")
+
+    def decode(self, leaf_probs: torch.Tensor, method: str = "exact", top_k: int = 5) -> list[Prediction]:
+        """Predictions for a batch: best consistent path, confidence per rank, rank
+        reached after back-off, and the ``top_k - 1`` next leaves.
+
+        Args:
+            leaf_probs: ``[B, n_leaves]`` probabilities over leaves.
+        """
+        tax = self.taxonomy
+        internal = self.internal_marginals(leaf_probs)
+        leaves = self.decode_leaves(leaf_probs, method, internal)
+        conf = self.path_confidence(leaf_probs, leaves, internal)
+        depth = self.reached(conf)
+        k = min(top_k, tax.n_leaves)
+        top_p, top_i = leaf_probs.topk(k, dim=1)
+        needed = set(leaves.tolist()) | set(top_i.flatten().tolist())
+        paths = {i: tax.path_names(int(tax.leaves[i])) for i in needed}
+        out = []
+        for b in range(len(leaves)):
+            leaf = int(leaves[b])
+            path = paths[leaf]
+            ranks = tax.ranks[: len(path)]
+            alts = [(paths[int(i)], float(p)) for p, i in zip(top_p[b], top_i[b]) if int(i) != leaf][: k - 1]
+            out.append(Prediction(
+                path=path, leaf=leaf,
+                confidence={r: float(conf[b, d]) for d, r in enumerate(ranks)},
+                rank_reached=ranks[int(depth[b]) - 1] if int(depth[b]) > 0 else None,
+                alternatives=alts,
+            ))
+        return out
+
+
+def rank_scores_from_logits(logits: Mapping[str | int, torch.Tensor]) -> dict[str | int, torch.Tensor]:
+    """Per-rank log-probabilities from per-rank logits (log-softmax over each rank's taxa)."""
+    return {rank: torch.log_softmax(x.float(), dim=1) for rank, x in logits.items()}
+
+
+def flat_paths(taxonomy: Taxonomy, rank_logits: Mapping[str, torch.Tensor]) -> list[tuple[str, ...]]:
+    """Independent per-rank argmax names (the inconsistent baseline): one tuple per image."""
+    names = {r: [taxonomy.names[n] for n in taxonomy.nodes_at_rank(r)] for r in rank_logits}
+    ranks: Sequence[str] = list(rank_logits)
+    best = {r: rank_logits[r].argmax(dim=1).tolist() for r in ranks}
+    return [tuple(names[r][best[r][b]] for r in ranks) for b in range(len(best[ranks[0]]))]
