@@ -1,0 +1,31 @@
+"""Tiny model configurations that build offline, for tests, benchmarks and the demo.
+
+Encoder presets are open_clip model configs (``embed_dim``, ``vision_cfg``,
+``text_cfg``): adding a model family is adding a config here; the conformance
+tests in ``tests/models`` run every preset.
+"""
+
+from __future__ import annotations
+
+_TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3}
+
+ENCODER_PRESETS: dict[str, dict] = {
+    # a small ViT: 64 px, 8 px patches (64 tokens), 4 layers of width 128
+    "tiny-clip": {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": 64, "patch_size": 8, "layers": 4, "width": 128, "head_width": 32},
+        "text_cfg": _TINY_TEXT,
+    },
+    # a small ResNet (open_clip's ModifiedResNet with attention pooling)
+    "tiny-clip-rn": {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32},
+        "text_cfg": _TINY_TEXT,
+    },
+}
+
+#: Names users know, mapped to where open_clip finds them.
+ENCODER_ALIASES: dict[str, str] = {
+    "bioclip": "hf-hub:imageomics/bioclip",
+    "bioclip-2": "hf-hub:imageomics/bioclip-2",
+}
