@@ -1,29 +1,28 @@
-"""The demo runs end to end on a small world and its figures come from the real evaluator."""
+"""The demo runs end to end on a small world, and its figures come from the real evaluator."""
 
 import json
 
-from taxonlens.demo import per_rank_vote, run_demo
-from taxonlens.taxonomy import Taxonomy
+from taxonlens.demo import DECODERS, TEXT_ARMS, DemoSettings, run_demo
 
 
 def test_demo_small_world(tmp_path):
     calls = []
-    results = run_demo(tmp_path, species=12, images_per_species=6, size=24, k=3,
-                       progress=lambda d, n: (calls.append((d, n)), lambda i: None)[1])
-    assert set(results) == {"test", "novel"}
-    for split in results.values():
-        leaf, vote = split.values()
-        assert leaf["valid_path_pct"] == 100.0  # a neighbour's leaf path is always a real path
-        assert 0 <= vote["valid_path_pct"] <= 100.0
-        assert leaf["per_rank"]["kingdom"] == 100.0  # one kingdom in the plant taxonomy
-    assert results["novel"]["leaf path (1-NN)"]["acc_leaf"] == 0.0  # novel species are never in memory
+    settings = DemoSettings(out=str(tmp_path), species=10, images_per_species=6, size=32, epochs=1, batch_size=8)
+    results = run_demo(settings, progress=lambda d, n: (calls.append((d, n)), lambda i: None)[1])
+    assert set(results["arms"]) == set(TEXT_ARMS)
+    for arm in results["arms"].values():
+        for split in ("test", "novel"):
+            assert set(arm[split]) == set(DECODERS)
+            assert arm[split]["consistent path"]["valid_path_pct"] == 100.0  # the decoder only answers real paths
+            assert arm[split]["tree fusion"]["valid_path_pct"] == 100.0
+            assert 0.0 <= arm[split]["flat per-rank argmax"]["valid_path_pct"] <= 100.0
+            backoff = arm[split]["consistent + back-off"]
+            assert abs(sum(backoff["reported_ranks"].values()) - 100.0) < 1e-6
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["world"]["species"] == 12 and report["results"]["test"] == results["test"]
-    assert ("writing synthworld", 72) in calls
-
-
-def test_per_rank_vote_can_be_inconsistent():
-    tax = Taxonomy.from_paths([("A", "x", "1"), ("A", "y", "2"), ("A", "y", "3")])
-    # neighbours 0, 0, 1, 2, 2 -> rank 2 votes y (3 of 5), leaf votes '1' (2) vs '3' (2): first seen wins
-    (path,) = per_rank_vote(tax, [[0, 0, 1, 2, 2]])
-    assert path == ("A", "y", "1") and tax.try_node_of_path(path) is None
+    assert report["world"]["species"] == 10 and report["arms"]["taxonomic"]["test"] == results["arms"]["taxonomic"]["test"]
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64" in html and "novel species" in html
+    assert ("writing synthworld", 60) in calls
+    # a second run resumes: photos and trained models are kept, the figures are the same
+    again = run_demo(settings)
+    assert again["arms"]["taxonomic"]["test"] == results["arms"]["taxonomic"]["test"]

@@ -221,6 +221,14 @@ def backoff(truths: Paths, preds: Paths) -> Backoff:
 
 
 # ----------------------------------------------------------------- bundle
+def reported_rank_accuracy(truths: Paths, preds: Paths) -> float:
+    """Percent of records whose deepest predicted name is right at its own depth (a path
+    that stops at genus is right when the genus is): the precision of what a back-off
+    decoder chose to report. FULL paths; an empty prediction (abstention) counts as wrong."""
+    pairs = _lowered(truths, preds)
+    return _mean_pct((0 < len(p) <= len(t) and p[-1] == t[len(p) - 1] for t, p in pairs), len(pairs))
+
+
 @dataclass(frozen=True)
 class HierarchicalReport:
     """Every metric of one evaluation (percent unless stated).

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Protocol, runtime_checkable
 import open_clip
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.presets import ENCODER_ALIASES, ENCODER_PRESETS
@@ -32,6 +34,9 @@ from taxonlens.models.presets import ENCODER_ALIASES, ENCODER_PRESETS
 log = logging.getLogger(__name__)
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
+#: What open_clip raises for a missing, unreadable or corrupt config or checkpoint (a bad JSON config is a
+#: ValueError, a corrupt .bin an UnpicklingError, a corrupt .safetensors a SafetensorError).
+_LOAD_ERRORS = (RuntimeError, OSError, ValueError, pickle.UnpicklingError, SafetensorError)
 
 
 class EncoderWeightsError(TaxonlensError):
@@ -225,7 +230,7 @@ def load_encoder(name: str, precision: str = "fp32", seed: int = 0) -> OpenCLIPE
     if target.startswith("hf-hub:"):
         try:
             model, train_tf, val_tf = open_clip.create_model_and_transforms(target, require_pretrained=True, **kwargs)
-        except (RuntimeError, FileNotFoundError, OSError) as e:
+        except _LOAD_ERRORS as e:
             raise _missing_weights(name, target, str(e).split(". Last error")[0]) from None
         from open_clip.factory import _get_hf_config
 
@@ -241,7 +246,7 @@ def load_encoder(name: str, precision: str = "fp32", seed: int = 0) -> OpenCLIPE
         try:
             model, train_tf, val_tf = open_clip.create_model_and_transforms(f"local-dir:{path}", require_pretrained=True,
                                                                             **kwargs)
-        except (RuntimeError, FileNotFoundError, OSError) as e:
+        except _LOAD_ERRORS as e:
             raise EncoderWeightsError(f"{path}: weights could not be loaded ({e}); expected {WEIGHTS_FILE} or "
                                       "open_clip_pytorch_model.bin beside the config") from None
         config = json.loads(cfg_file.read_text())["model_cfg"]
@@ -264,7 +269,7 @@ def load_encoder(name: str, precision: str = "fp32", seed: int = 0) -> OpenCLIPE
         with _quiet_random_init():
             model, train_tf, val_tf = open_clip.create_model_and_transforms(
                 arch, pretrained=pretrained or None, require_pretrained=bool(pretrained), **kwargs)
-    except (RuntimeError, FileNotFoundError, OSError) as e:
+    except _LOAD_ERRORS as e:
         raise EncoderWeightsError(f"encoder {name!r}: weights could not be loaded ({e}); offline, a pretrained tag "
                                   "needs its file in the cache: pass ARCH:/path/to/checkpoint instead") from None
     return OpenCLIPEncoder(model, config, val_tf, train_tf, name, precision)

@@ -78,15 +78,18 @@ class TreeDecoder:
         self._leaf_of = torch.from_numpy(tax.leaf_index.astype(np.int64))
         self._target = torch.from_numpy(target)
         self._all_targets = bool((target >= 0).all())
-        # for each depth d >= 2, internal columns of depth d and their parents' columns
+        # for each depth d >= 2: the columns of depth d, those of depth d - 1 (their parents'),
+        # and each one's parent as an offset into the latter
         depth_int = tax.depth[internal]
         self._folds = []
         for d in range(int(depth_int.max(initial=0)), 1, -1):
-            lo, hi = np.searchsorted(depth_int, [d, d + 1])
-            self._folds.append((int(lo), int(hi), torch.from_numpy(pos[tax.parent[internal[lo:hi]]])))
+            plo, lo, hi = np.searchsorted(depth_int, [d - 1, d, d + 1])
+            parents = torch.from_numpy(pos[tax.parent[internal[lo:hi]]] - plo)
+            self._folds.append((int(lo), int(hi), int(plo), int(lo), parents))
         self._leaf_paths = torch.from_numpy(tax.ancestor_table[tax.leaves].astype(np.int64))
         self._kids = torch.from_numpy(kids.astype(np.int64))
         self._ptr = torch.from_numpy(ptr.astype(np.int64))
+        self._kid_pos, self._kid_leaf = self._pos[self._kids], self._leaf_of[self._kids]
         m = tax.leaf_ancestor_matrix()
         self._leaf_anc = torch.sparse_csr_tensor(
             torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
@@ -108,8 +111,10 @@ class TreeDecoder:
             keep = self._target >= 0
             m.index_add_(1, self._target[keep], p[:, keep])
         m = m.double()  # the folds add many small masses: accumulate them in float64
-        for lo, hi, parents in self._folds:
-            m.index_add_(1, parents, m[:, lo:hi])
+        for lo, hi, plo, phi, parents in self._folds:
+            # into the parents' columns as a view of their own: source and destination are
+            # then disjoint slices, which index_add_ accepts even for a single row
+            m[:, plo:phi].index_add_(1, parents, m[:, lo:hi])
         return m.float()
 
     def gather(self, leaf_probs: torch.Tensor, internal: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
@@ -117,6 +122,7 @@ class TreeDecoder:
         :meth:`internal_marginals`; the root's is 1."""
         nodes = nodes.long()
         pos, leaf = self._pos[nodes], self._leaf_of[nodes]
+        internal = _nonempty(internal)
         if nodes.dim() == 1:
             from_int, from_leaf = internal[:, pos.clamp(min=0)], leaf_probs[:, leaf.clamp(min=0)].float()
         else:
@@ -163,35 +169,65 @@ class TreeDecoder:
         Can differ from :meth:`exact`: a heavy genus of many weak species beats a light
         genus holding the single most probable species. At a label that has children
         (a genus-only label), the walk stops when the label's own probability beats
-        every child's marginal. Children are handled as one flat (ragged) list per step,
-        so a node with 10,000 children costs that image alone, not the whole batch."""
+        every child's marginal. Images stop walking as they stop; at each step, small
+        fan-outs are compared as one padded matrix and large ones node by node over the
+        images standing there, so a node with 100,000 children costs only those images
+        (a slice, when the children's columns are consecutive)."""
         if internal is None:
             internal = self.internal_marginals(leaf_probs)
-        p = leaf_probs.float()
-        batch = len(p)
-        rows = torch.arange(batch)
-        node = torch.zeros(batch, dtype=torch.long)
-        while True:
-            start, stop = self._ptr[node], self._ptr[node + 1]
-            counts = stop - start
-            if int(counts.sum()) == 0:
-                break
-            row = torch.repeat_interleave(rows, counts)
-            first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-            child = self._kids[start[row] + torch.arange(len(row)) - first]
-            pos, leaf = self._pos[child], self._leaf_of[child]
-            mass = torch.where(pos >= 0, internal[row, pos.clamp(min=0)], p[row, leaf.clamp(min=0)])
-            best_mass = torch.full((batch,), -1.0).scatter_reduce(0, row, mass, "amax")
-            is_best = mass == best_mass[row]
-            best = torch.full((batch,), len(row)).scatter_reduce(0, row[is_best], torch.nonzero(is_best).flatten(),
-                                                                  "amin")
-            own_leaf = self._leaf_of[node]
-            own = torch.where(own_leaf >= 0, p[rows, own_leaf.clamp(min=0)], torch.full((batch,), -1.0))
-            go = (counts > 0) & (best_mass > own)
-            if not bool(go.any()):
-                break
-            node = torch.where(go, child[best.clamp(max=len(row) - 1)], node)
+        internal, p = _nonempty(internal), leaf_probs.float()
+        node = torch.zeros(len(p), dtype=torch.long)
+        rows = torch.arange(len(p))  # the images still walking
+        while len(rows):
+            here = node[rows]
+            child, mass = self._best_child(p, internal, rows, here)
+            own_leaf = self._leaf_of[here]
+            own = torch.where(own_leaf >= 0, p[rows, own_leaf.clamp(min=0)], -1.0)
+            go = mass > own  # -inf at a tree leaf
+            node[rows[go]] = child[go]
+            rows = rows[go]
         return self._leaf_of[node]
+
+    _PAD = 128  # fan-outs up to this are padded into one matrix; larger ones go node by node
+    _CHUNK = 1 << 22  # masses gathered at once for one large node (rows x children)
+
+    def _best_child(self, p: torch.Tensor, internal: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For images ``rows [R]`` standing at ``nodes [R]``: the child of highest marginal (the
+        first in child order on a tie) and its marginal, ``-inf`` where a node has no children."""
+        start = self._ptr[nodes]
+        counts = self._ptr[nodes + 1] - start
+        child, mass = nodes.clone(), torch.full((len(rows),), float("-inf"))
+        small = torch.nonzero((counts > 0) & (counts <= self._PAD)).flatten()
+        if len(small):
+            offsets = torch.arange(int(counts[small].max()))
+            valid = offsets < counts[small, None]
+            slot = torch.where(valid, start[small, None] + offsets, 0)  # [S, width] into the child list
+            r = rows[small, None]
+            kid_pos, kid_leaf = self._kid_pos[slot], self._kid_leaf[slot]
+            m = torch.where(kid_pos >= 0, internal[r, kid_pos.clamp(min=0)], p[r, kid_leaf.clamp(min=0)])
+            best = m.masked_fill(~valid, float("-inf")).argmax(dim=1, keepdim=True)
+            child[small] = self._kids[slot.gather(1, best)].flatten()
+            mass[small] = m.gather(1, best).flatten()
+        big = counts > self._PAD
+        for u in torch.unique(nodes[big]).tolist():
+            at = torch.nonzero(big & (nodes == u)).flatten()
+            lo, hi = int(self._ptr[u]), int(self._ptr[u + 1])
+            kid_pos, kid_leaf = self._kid_pos[lo:hi], self._kid_leaf[lo:hi]
+            step = max(1, self._CHUNK // (hi - lo))
+            for i in range(0, len(at), step):
+                sel = at[i:i + step]
+                r = rows[sel]
+                if bool((kid_pos >= 0).all()):
+                    m = _columns(internal, r, kid_pos)
+                elif bool((kid_pos < 0).all()):
+                    m = _columns(p, r, kid_leaf)
+                else:
+                    m = torch.where(kid_pos >= 0, _columns(internal, r, kid_pos.clamp(min=0)),
+                                    _columns(p, r, kid_leaf.clamp(min=0)))
+                best = m.argmax(dim=1, keepdim=True)  # the first maximum
+                child[sel], mass[sel] = self._kids[lo + best.flatten()], m.gather(1, best).flatten()
+        return child, mass
 
     def path_scores(self, rank_scores: Mapping[str | int, torch.Tensor], weights: Mapping[str | int, float] | None = None
                     ) -> torch.Tensor:
@@ -232,9 +268,12 @@ class TreeDecoder:
         """Set per-rank thresholds so that, on these validation scores, the taxa reported
         at each rank are right at least ``precision`` of the time.
 
-        For each rank, the threshold is the lowest confidence ``t`` such that the
-        predictions with confidence >= ``t`` (at least ``min_support`` of them) reach the
-        target precision; a rank that never does gets threshold ``inf`` (never reported).
+        Ranks are set from the first down, each among the images that :meth:`reached` lets
+        through every shallower rank: the threshold is the lowest confidence ``t`` such that
+        those with confidence >= ``t`` (every image at ``t`` included, at least ``min_support``
+        of them) reach the target precision; a rank that never does gets threshold ``inf``
+        (never reported). A taxon reported at a rank the true leaf does not have (a shallow
+        leaf of a variable-depth tree) counts as wrong.
 
         Returns:
             the thresholds (also stored on the decoder).
@@ -245,15 +284,21 @@ class TreeDecoder:
         conf = self.path_confidence(leaf_probs, leaves, internal)
         pred_anc, true_anc = self._leaf_paths[leaves], self._leaf_paths[truth]
         thresholds: dict[str, float] = {}
+        passed = torch.ones(len(leaves), dtype=torch.bool)  # cleared every shallower rank
         for d, rank in enumerate(self.taxonomy.ranks):
-            has = (pred_anc[:, d] >= 0) & (true_anc[:, d] >= 0)
+            has = passed & (pred_anc[:, d] >= 0)
             c, right = conf[has, d], (pred_anc[has, d] == true_anc[has, d]).double()
             order = torch.argsort(c, descending=True)
-            prec = torch.cumsum(right[order], 0) / torch.arange(1, len(order) + 1)
-            ok = (prec >= precision) & (torch.arange(1, len(order) + 1) >= min_support)
+            c, n = c[order], torch.arange(1, len(order) + 1)
+            prec = torch.cumsum(right[order], 0) / n
+            # a threshold admits every image at its value: only a prefix ending a run of ties is one
+            run_end = torch.ones(len(c), dtype=torch.bool)
+            run_end[:-1] = c[1:] < c[:-1]
+            ok = (prec >= precision) & (n >= min_support) & run_end
             # the largest prefix (lowest threshold) whose precision still meets the target
             idx = torch.nonzero(ok).flatten()
-            thresholds[rank] = float(c[order][idx[-1]]) if len(idx) else float("inf")
+            thresholds[rank] = float(c[idx[-1]]) if len(idx) else float("inf")
+            passed &= conf[:, d] >= thresholds[rank]  # NaN (no such rank) compares False
         self.thresholds = thresholds
         return thresholds
 
@@ -296,6 +341,21 @@ class TreeDecoder:
                 alternatives=alts,
             ))
         return out
+
+
+def _nonempty(internal: torch.Tensor) -> torch.Tensor:
+    """``internal`` with one (unused) zero column when the tree has no internal node, so that
+    indexing it with clamped positions stays in bounds."""
+    return internal if internal.shape[1] else internal.new_zeros(len(internal), 1)
+
+
+def _columns(table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``table[rows][:, cols]`` ``[R, K]`` without copying whole rows; slices the columns when
+    they are a run (siblings listed together usually are)."""
+    first, k = int(cols[0]), len(cols)
+    if int(cols[-1]) - first == k - 1 and bool((torch.diff(cols) == 1).all()):
+        return table[:, first:first + k][rows]
+    return table[rows[:, None], cols]
 
 
 def rank_scores_from_logits(logits: Mapping[str | int, torch.Tensor]) -> dict[str | int, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from taxonlens.models.encoders import Encoder
 from taxonlens.models.text import label_prompts
 from taxonlens.taxonomy import Taxonomy
 
+log = logging.getLogger(__name__)
 CHUNK = 2048
 
 
@@ -41,7 +43,7 @@ def embed_prompts(encoder: Encoder, prompts: Sequence[Sequence[str]]) -> torch.T
     mean taken and renormalised (open_clip's zero-shot recipe). Returns float32 ``[N, D]``."""
     flat = [p for group in prompts for p in group]
     emb = encoder.encode_texts(flat)
-    sizes = torch.tensor([len(g) for g in prompts])
+    sizes = torch.tensor([len(g) for g in prompts], dtype=torch.long)
     owner = torch.repeat_interleave(torch.arange(len(prompts)), sizes)
     mean = torch.zeros(len(prompts), emb.shape[1]).index_add_(0, owner, emb) / sizes[:, None]
     return torch.nn.functional.normalize(mean, dim=-1)
@@ -63,7 +65,19 @@ def label_embeddings(encoder: Encoder, prompts: Sequence[Sequence[str]], cache_d
         if progress:
             progress(len(prompts))
         return torch.from_numpy(np.load(final))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        log.warning("label-embedding cache %s cannot be written; embedding %d labels without it", folder, len(prompts))
+        parts = []
+        for start in range(0, len(prompts), CHUNK):
+            parts.append(embed_prompts(encoder, prompts[start : start + CHUNK]))
+            if progress:
+                progress(len(parts[-1]))
+        return torch.cat(parts) if parts else torch.zeros(0, encoder.embed_dim)
     partial, done_file = folder / f"{key}.partial.npy", folder / f"{key}.done"
     n, d = len(prompts), encoder.embed_dim
     done = int(done_file.read_text()) if done_file.is_file() and partial.is_file() else 0

@@ -54,6 +54,8 @@ def select_species(taxonomy: Taxonomy, n_species: int, seed: int, max_per_parent
 
 def choose_novel(taxonomy: Taxonomy, n_novel: int, seed: int) -> frozenset[int]:
     """Leaf indices to hold out: at most one per parent that keeps at least one seen sibling."""
+    if n_novel <= 0:
+        return frozenset()
     rng = np.random.default_rng(stable_seed(seed, "novel"))
     parents = taxonomy.parent[taxonomy.leaves]
     counts = np.bincount(parents, minlength=len(taxonomy))
