@@ -147,6 +147,97 @@ def _print_report(report: dict) -> None:
         console.print(json.dumps(extras, indent=1))
 
 
+# ---------------------------------------------------------------------- predict
+def _read_thresholds(path: Path | None) -> dict[str, float] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise TaxonlensError(f"thresholds file {path}: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
+        raise TaxonlensError(f"thresholds file {path}: expected a JSON object {{rank: minimum confidence}}, "
+                             "as written by `taxonlens calibrate`")
+    return {str(k): float(v) for k, v in data.items()}
+
+
+ModelOpt = Annotated[str, typer.Option(help="Encoder: bioclip, bioclip-2, hf-hub:ORG/REPO, a model folder, "
+                                            "an open_clip ARCH[:FILE|:TAG], or a tiny preset.")]
+LabelsTaxonomyOpt = Annotated[str | None, typer.Option(
+    "--taxonomy", help="Label tree (.json/.csv/.tsv/.jsonl or a built-in name), or a TreeOfLife "
+                       "txt_emb_species.json; default: the TreeOfLife labels of the model, as pybioclip.")]
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
+    model: ModelOpt = "bioclip-2",
+    taxonomy: LabelsTaxonomyOpt = None,
+    labels: Annotated[Path | None, typer.Option(help="Plain labels, one per line, instead of a taxonomy.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Only these taxa: RANK=NAME[,NAME...] or a CSV whose first "
+                                                    "column is headed by a rank (as pybioclip's --subset).")] = None,
+    rank: Annotated[str | None, typer.Option(help="Answer at this rank (default: the deepest).")] = None,
+    top_k: Annotated[int, typer.Option(help="Answers per photo: the best and top_k - 1 alternatives.")] = 5,
+    out: Annotated[Path, typer.Option(help="Output .csv, .jsonl or .parquet; an interrupted run resumes.")] = Path(
+        "predictions.csv"),
+    thresholds: Annotated[Path | None, typer.Option(help="Back-off thresholds JSON from `taxonlens calibrate`.")
+                          ] = None,
+    text_type: Annotated[str, typer.Option(help="Label text: taxonomic, scientific, common, ...")] = "taxonomic",
+    templates: Annotated[str, typer.Option(help="photo (one caption) or openai (80 templates averaged).")] = "photo",
+    method: Annotated[str, typer.Option(help="exact (most probable leaf) or greedy (top-down).")] = "exact",
+    batch_size: Annotated[int, typer.Option()] = 32,
+    precision: Annotated[str, typer.Option(help="auto (bf16 where this CPU is fast at it), fp32 or bf16.")] = "auto",
+) -> None:
+    """Name the organism in each photo: a consistent taxonomy path, a confidence per rank, the rank
+    reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal."""
+    from taxonlens.predict import build_recognizer, expand_inputs, predict_files
+
+    if top_k < 1 or batch_size < 1:
+        raise TaxonlensError("--top-k and --batch-size must be at least 1")
+    files = expand_inputs(paths)
+    with progress_bar() as bar:
+        task = bar.add_task("embedding labels", total=None)
+        recognizer = build_recognizer(model, taxonomy, labels, subset, text_type, templates, precision,
+                                      _read_thresholds(thresholds), method,
+                                      progress=lambda n: bar.advance(task, n))
+        if rank is not None:
+            recognizer.taxonomy.rank_depth(rank)  # an unknown rank fails before any photo is read
+        bar.update(task, visible=False)
+        task = bar.add_task("predicting", total=len(files))
+        written, failures = predict_files(recognizer, files, out, batch_size, top_k, rank,
+                                          progress=lambda n: bar.advance(task, n))
+    for f in failures:
+        err_console.print(f"[yellow]skipped[/] {f}", highlight=False)
+    console.print(f"{len(files) - len(failures)} photos predicted, {len(failures)} unreadable: {written}")
+
+
+@app.command()
+def calibrate(
+    manifest: Annotated[Path, typer.Argument(help="Labelled photos (manifest or image folder); the val split "
+                                                  "is used when there is one.")],
+    model: ModelOpt = "bioclip-2",
+    taxonomy: LabelsTaxonomyOpt = None,
+    precision_target: Annotated[float, typer.Option("--precision", help="Target precision at every rank.")] = 0.9,
+    out: Annotated[Path, typer.Option(help="Thresholds JSON for `taxonlens predict --thresholds`.")] = Path(
+        "thresholds.json"),
+    text_type: Annotated[str, typer.Option()] = "taxonomic",
+    batch_size: Annotated[int, typer.Option()] = 32,
+) -> None:
+    """Back-off thresholds per rank: the lowest confidence at which answers at that rank are right at
+    least --precision of the time on labelled photos."""
+    from taxonlens.predict import build_recognizer, calibrate_thresholds
+
+    if not 0 < precision_target <= 1:
+        raise TaxonlensError("--precision must lie in (0, 1]")
+    recognizer = build_recognizer(model, taxonomy, text_type=text_type)
+    with progress_bar() as bar:
+        task = bar.add_task("calibrating", total=None)
+        result = calibrate_thresholds(recognizer, manifest, precision_target, batch_size,
+                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    _print_figures(f"thresholds for precision {precision_target} ({out})", result)
+
+
 # ------------------------------------------------------------------------ train
 @train_app.command("contrastive")
 def train_contrastive_cmd(

@@ -29,7 +29,7 @@ from taxonlens.recognize.zeroshot import ZeroShotClassifier, rank_classifiers
 from taxonlens.resources import taxonomy_file
 from taxonlens.synthworld import SynthWorld
 from taxonlens.taxonomy import load_taxonomy
-from taxonlens.train.contrastive import ContrastiveConfig, Example, StepLog, synthworld_examples, train_contrastive
+from taxonlens.train.contrastive import ContrastiveConfig, Example, synthworld_examples, train_contrastive
 
 DEMO_TAXONOMY = "inat21-plantae"
 TEXT_ARMS = ("scientific", "taxonomic", "mixed")
@@ -100,10 +100,11 @@ def evaluate_arm(encoder: OpenCLIPEncoder, world: SynthWorld, splits: dict[str, 
     return metrics, paths
 
 
-def run_demo(settings: DemoSettings = DemoSettings(),
+def run_demo(settings: DemoSettings | None = None,
              progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
     """Run the demo (see the module docstring). Re-running resumes: finished photos and
     training runs are kept. Returns the figures also written to ``report.json``."""
+    settings = settings or DemoSettings()
     out = Path(settings.out)
     tax = load_taxonomy(taxonomy_file(DEMO_TAXONOMY))
     world = SynthWorld.create(tax, settings.species, settings.images_per_species, novel_fraction=0.15,
@@ -120,7 +121,7 @@ def run_demo(settings: DemoSettings = DemoSettings(),
         n_steps = settings.epochs * max(1, len(splits["train"]) // settings.batch_size)
         step = progress(f"training ({arm} text)", n_steps) if progress else None
         trained = train_contrastive(config, splits["train"], taxonomy=world.taxonomy, resume=True,
-                                    progress=(lambda log: step(1)) if step else None)
+                                    progress=(lambda log, step=step: step(1)) if step else None)
         metrics, paths = evaluate_arm(trained.encoder, world, splits, arm, settings.precision_target, out / "cache")
         results["arms"][arm] = metrics
         samples[arm] = paths

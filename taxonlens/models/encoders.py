@@ -29,6 +29,7 @@ from PIL import Image
 from safetensors import SafetensorError
 
 from taxonlens.errors import TaxonlensError
+from taxonlens.models.hub import repo_folder
 from taxonlens.models.presets import ENCODER_ALIASES, ENCODER_PRESETS
 
 log = logging.getLogger(__name__)
@@ -189,17 +190,11 @@ def _tokenizer_for(config: dict):
     return open_clip.SimpleTokenizer(context_length=int(text_cfg.get("context_length", 77)))
 
 
-def _hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
-
-
 def _missing_weights(name: str, target: str, detail: str) -> EncoderWeightsError:
     repo = target.removeprefix("hf-hub:")
     return EncoderWeightsError(
         f"encoder {name!r} ({target}) could not be loaded: {detail}. Looked in the Hugging Face cache "
-        f"{_hub_cache()}/models--{repo.replace('/', '--')}; downloads are off (offline or HF_HUB_OFFLINE=1). "
+        f"{repo_folder(repo)}; downloads are off (offline or HF_HUB_OFFLINE=1). "
         f"Supply the weights: on a machine with network run `huggingface-cli download {repo}` and copy its cache "
         "here (set HF_HOME to it), or pass --model /path/to/dir holding open_clip_config.json and "
         "open_clip_model.safetensors"

@@ -10,6 +10,7 @@ one sparse product with the leaf-to-ancestor matrix.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -24,12 +25,15 @@ class Prediction:
     """One image's answer.
 
     Attributes:
-        path: names of the best consistent path, first rank to leaf.
-        leaf: its leaf index.
+        path: names of the best consistent path, first rank to its last taxon (a leaf,
+            or the taxon at the rank asked for).
+        leaf: the leaf index of the path's last taxon (-1 for a taxon that is not a label,
+            as a genus when decoding stopped at genus).
         confidence: rank name -> marginal probability of the path's taxon at that rank.
         rank_reached: the deepest rank whose confidence clears its threshold (the
             answer to trust); ``None`` when not even the first rank does.
-        alternatives: the next best leaves as ``(path, score)``.
+        alternatives: the next best answers (leaves, or taxa at the rank asked for) as
+            ``(path, probability)``.
     """
 
     path: tuple[str, ...]
@@ -86,15 +90,19 @@ class TreeDecoder:
             plo, lo, hi = np.searchsorted(depth_int, [d - 1, d, d + 1])
             parents = torch.from_numpy(pos[tax.parent[internal[lo:hi]]] - plo)
             self._folds.append((int(lo), int(hi), int(plo), int(lo), parents))
-        self._leaf_paths = torch.from_numpy(tax.ancestor_table[tax.leaves].astype(np.int64))
+        self._ancestors = torch.from_numpy(tax.ancestor_table.astype(np.int64))  # [n_nodes, max_depth], -1 padded
+        self._leaf_nodes = torch.from_numpy(tax.leaves.astype(np.int64))
+        self._leaf_paths = self._ancestors[self._leaf_nodes]
         self._kids = torch.from_numpy(kids.astype(np.int64))
         self._ptr = torch.from_numpy(ptr.astype(np.int64))
         self._kid_pos, self._kid_leaf = self._pos[self._kids], self._leaf_of[self._kids]
         m = tax.leaf_ancestor_matrix()
-        self._leaf_anc = torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
-            torch.ones(m.nnz), size=m.shape,
-        )
+        with warnings.catch_warnings():  # torch's notice that sparse CSR support is in beta
+            warnings.simplefilter("ignore", UserWarning)
+            self._leaf_anc = torch.sparse_csr_tensor(
+                torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
+                torch.ones(m.nnz), size=m.shape, check_invariants=False,
+            )
         self.thresholds = dict(thresholds or {})
 
     # ------------------------------------------------------------ marginals
@@ -150,13 +158,19 @@ class TreeDecoder:
         nodes = self.taxonomy.nodes_at_rank(rank)
         return self.marginals(leaf_probs, nodes), nodes
 
-    def path_confidence(self, leaf_probs: torch.Tensor, leaves: torch.Tensor,
+    def node_confidence(self, leaf_probs: torch.Tensor, nodes: torch.Tensor,
                         internal: torch.Tensor | None = None) -> torch.Tensor:
-        """float32 ``[B, max_depth]``: marginal of each ancestor of ``leaves [B]`` (NaN below a leaf's depth)."""
+        """float32 ``[B, max_depth]``: marginal of each ancestor of ``nodes [B]`` (node ids;
+        NaN below a node's depth)."""
         if internal is None:
             internal = self.internal_marginals(leaf_probs)
-        anc = self._leaf_paths[leaves]
+        anc = self._ancestors[nodes]
         return self.gather(leaf_probs, internal, anc.clamp(min=0)).masked_fill(anc < 0, float("nan"))
+
+    def path_confidence(self, leaf_probs: torch.Tensor, leaves: torch.Tensor,
+                        internal: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`node_confidence` of leaves given by leaf index ``[B]``."""
+        return self.node_confidence(leaf_probs, self._leaf_nodes[leaves], internal)
 
     # -------------------------------------------------------------- decoding
     def exact(self, leaf_probs: torch.Tensor) -> torch.Tensor:
@@ -312,33 +326,43 @@ class TreeDecoder:
             return self.greedy(leaf_probs, internal)
         raise ValueError(f"unknown decoding method {method!r}; use 'exact' or 'greedy'")
 
-    def decode(self, leaf_probs: torch.Tensor, method: str = "exact", top_k: int = 5) -> list[Prediction]:
+    def decode(self, leaf_probs: torch.Tensor, method: str = "exact", top_k: int = 5,
+               rank: str | int | None = None) -> list[Prediction]:
         """Predictions for a batch: best consistent path, confidence per rank, rank
-        reached after back-off, and the ``top_k - 1`` next leaves.
+        reached after back-off, and the ``top_k - 1`` next answers.
 
         Args:
             leaf_probs: ``[B, n_leaves]`` probabilities over leaves.
+            method: ``exact`` or ``greedy`` (see :meth:`decode_leaves`).
+            rank: stop at this rank: the answer is the taxon of highest marginal probability
+                there (which need not hold the most probable leaf), and the alternatives
+                are the next taxa of that rank. ``None`` decodes to the leaves.
         """
         tax = self.taxonomy
         internal = self.internal_marginals(leaf_probs)
-        leaves = self.decode_leaves(leaf_probs, method, internal)
-        conf = self.path_confidence(leaf_probs, leaves, internal)
+        if rank is None:
+            nodes = self._leaf_nodes[self.decode_leaves(leaf_probs, method, internal)]
+            top_p, top_i = leaf_probs.float().topk(min(top_k, tax.n_leaves), dim=1)
+            top_nodes = self._leaf_nodes[top_i]
+        else:
+            candidates = torch.from_numpy(tax.nodes_at_rank(rank).astype(np.int64))
+            marg = self.gather(leaf_probs, internal, candidates)
+            top_p, top_i = marg.topk(min(top_k, len(candidates)), dim=1)
+            top_nodes = candidates[top_i]
+            nodes = top_nodes[:, 0]
+        conf = self.node_confidence(leaf_probs, nodes, internal)
         depth = self.reached(conf)
-        k = min(top_k, tax.n_leaves)
-        top_p, top_i = leaf_probs.topk(k, dim=1)
-        needed = set(leaves.tolist()) | set(top_i.flatten().tolist())
-        paths = {i: tax.path_names(int(tax.leaves[i])) for i in needed}
+        paths = {n: tax.path_names(n) for n in set(nodes.tolist()) | set(top_nodes.flatten().tolist())}
         out = []
-        for b in range(len(leaves)):
-            leaf = int(leaves[b])
-            path = paths[leaf]
+        for b, node in enumerate(nodes.tolist()):
+            path = paths[node]
             ranks = tax.ranks[: len(path)]
-            alts = [(paths[int(i)], float(p)) for p, i in zip(top_p[b], top_i[b]) if int(i) != leaf][: k - 1]
+            alts = [(paths[n], p) for p, n in zip(top_p[b].tolist(), top_nodes[b].tolist()) if n != node]
             out.append(Prediction(
-                path=path, leaf=leaf,
+                path=path, leaf=int(tax.leaf_index[node]),
                 confidence={r: float(conf[b, d]) for d, r in enumerate(ranks)},
                 rank_reached=ranks[int(depth[b]) - 1] if int(depth[b]) > 0 else None,
-                alternatives=alts,
+                alternatives=alts[: top_k - 1],
             ))
         return out
 

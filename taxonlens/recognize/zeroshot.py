@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taxonlens.data.treeoflife import LabelSet
 from taxonlens.models.encoders import Encoder
 from taxonlens.recognize.labels import label_embeddings, taxon_prompts
 from taxonlens.taxonomy import Taxonomy
@@ -25,36 +26,53 @@ class ZeroShotClassifier:
         text_type: see :mod:`taxonlens.models.text` (``taxonomic`` by default, as BioCLIP).
         templates: ``photo`` or ``openai`` (average of the 80 ImageNet templates).
         common_names: node id -> common name, for the ``common`` text types.
-        embeddings: precomputed label embeddings ``[N, D]`` (e.g. BioCLIP's TreeOfLife file);
-            skips the text encoder.
+        embeddings: precomputed label embeddings ``[N, D]`` (e.g. BioCLIP's TreeOfLife file, see
+            :meth:`from_labels`); skips the text encoder.
+        column_leaf: with ``embeddings`` over the leaves: the leaf index of each of its N rows,
+            when several rows name one leaf (their probabilities add up).
         cache_dir: label-embedding cache folder (default ``~/.cache/taxonlens/labels``).
 
     Attributes:
-        nodes: node ids of the classes, in column order ``[N]``.
-        embeddings: float32 ``[N, D]`` unit vectors.
+        nodes: node ids of the classes, in column order of the probabilities ``[K]``.
+        embeddings: float32 ``[N, D]`` unit vectors (N = K unless ``column_leaf`` is given).
     """
 
     def __init__(self, encoder: Encoder, taxonomy: Taxonomy, rank: str | int | None = None,
                  text_type: str = "taxonomic", templates: str = "photo", common_names: dict[int, str] | None = None,
                  embeddings: torch.Tensor | None = None, cache_dir: str | Path | None = None,
-                 progress: Callable[[int], None] | None = None):
+                 progress: Callable[[int], None] | None = None, column_leaf: np.ndarray | None = None):
         self.encoder, self.taxonomy, self.rank = encoder, taxonomy, rank
         self.nodes: np.ndarray = taxonomy.leaves if rank is None else taxonomy.nodes_at_rank(rank)
+        if column_leaf is not None and rank is not None:
+            raise ValueError("column_leaf maps embeddings to leaves: it needs rank=None")
         if embeddings is None:
             prompts = taxon_prompts(taxonomy, self.nodes, text_type, templates, common_names)
             embeddings = label_embeddings(encoder, prompts, cache_dir, progress)
-        if embeddings.shape != (len(self.nodes), encoder.embed_dim):
+        rows = len(self.nodes) if column_leaf is None else len(column_leaf)
+        if embeddings.shape != (rows, encoder.embed_dim):
             raise ValueError(f"label embeddings have shape {tuple(embeddings.shape)}, expected "
-                             f"({len(self.nodes)}, {encoder.embed_dim})")
+                             f"({rows}, {encoder.embed_dim})")
+        if column_leaf is not None and np.array_equal(column_leaf, np.arange(len(self.nodes))):
+            column_leaf = None  # one row per leaf, in leaf order: a plain softmax
+        self.column_leaf = None if column_leaf is None else torch.as_tensor(np.asarray(column_leaf), dtype=torch.long)
         self.embeddings = embeddings.float()
 
+    @classmethod
+    def from_labels(cls, encoder: Encoder, labels: LabelSet) -> ZeroShotClassifier:
+        """A leaf classifier over a :class:`~taxonlens.data.treeoflife.LabelSet` (precomputed embeddings)."""
+        return cls(encoder, labels.taxonomy, embeddings=labels.embeddings, column_leaf=labels.column_leaf)
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, N]`` scaled cosine similarities of unit image features ``[B, D]``."""
+        """``[B, N]`` scaled cosine similarities of unit image features ``[B, D]`` with each embedding."""
         return self.encoder.logit_scale * features.float() @ self.embeddings.T
 
     def predict_proba(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, N]`` softmax over the classes."""
-        return torch.softmax(self.logits(features), dim=1)
+        """``[B, K]`` probabilities of the classes: a softmax over the embeddings, the rows of
+        one leaf summed where ``column_leaf`` maps several to it."""
+        p = torch.softmax(self.logits(features), dim=1)
+        if self.column_leaf is None:
+            return p
+        return p.new_zeros(len(p), len(self.nodes)).index_add_(1, self.column_leaf, p)
 
 
 def rank_classifiers(encoder: Encoder, taxonomy: Taxonomy, text_type: str = "taxonomic", templates: str = "photo",

@@ -7,9 +7,7 @@ hub names must fail (or load from a local cache) at once, without retries.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from PIL import Image
 
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.encoders import CONFIG_FILE, WEIGHTS_FILE, Encoder, EncoderWeightsError, load_encoder
+from taxonlens.models.hub import write_snapshot
 from taxonlens.models.presets import ENCODER_PRESETS
 
 TEXTS = ["a photo of Plantae Tracheophyta Magnoliopsida Rosales Rosaceae Rosa canina.", "a photo of Vulpes vulpes.",
@@ -194,23 +193,6 @@ def offline_hub(monkeypatch, tmp_path) -> Path:
     return home
 
 
-def _hf_cache(home: Path, repo_id: str, files: dict[str, bytes]) -> Path:
-    """The layout ``huggingface-cli download`` leaves: refs/main -> snapshots/<commit>/<file>
-    symlinked to blobs/<sha256>."""
-    root = home / "hub" / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    (root / "refs").mkdir(parents=True, exist_ok=True)
-    (root / "refs" / "main").write_text(commit)
-    for rel, data in files.items():
-        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        snap = root / "snapshots" / commit / rel
-        snap.parent.mkdir(parents=True, exist_ok=True)
-        snap.symlink_to(os.path.relpath(blob, snap.parent))
-    return root
-
-
 @pytest.mark.parametrize(("name", "repo"), [("bioclip", "imageomics/bioclip"), ("bioclip-2", "imageomics/bioclip-2"),
                                             ("hf-hub:x/y", "x/y")])
 def test_missing_hub_weights_name_the_repo_and_the_fix(offline_hub, name, repo):
@@ -226,7 +208,7 @@ def test_missing_hub_weights_name_the_repo_and_the_fix(offline_hub, name, repo):
 
 def test_hub_cache_with_config_but_no_weights_is_an_error_not_random_weights(offline_hub, tmp_path):
     load_encoder("tiny-clip").save(tmp_path / "saved")
-    _hf_cache(offline_hub, "imageomics/bioclip", {CONFIG_FILE: (tmp_path / "saved" / CONFIG_FILE).read_bytes()})
+    write_snapshot("imageomics/bioclip", {CONFIG_FILE: tmp_path / "saved" / CONFIG_FILE})
     with pytest.raises(EncoderWeightsError, match="imageomics/bioclip"):
         load_encoder("bioclip")
 
@@ -234,8 +216,7 @@ def test_hub_cache_with_config_but_no_weights_is_an_error_not_random_weights(off
 def test_bioclip_loads_offline_from_a_local_hub_cache(offline_hub, tmp_path, images):
     saved = load_encoder("tiny-clip", seed=3)
     saved.save(tmp_path / "saved")
-    _hf_cache(offline_hub, "imageomics/bioclip",
-              {name: (tmp_path / "saved" / name).read_bytes() for name in (CONFIG_FILE, WEIGHTS_FILE)})
+    write_snapshot("imageomics/bioclip", {name: tmp_path / "saved" / name for name in (CONFIG_FILE, WEIGHTS_FILE)})
     enc = load_encoder("bioclip")
     assert enc.name == "bioclip" and enc.fingerprint() == saved.fingerprint()
     x = torch.stack([enc.preprocess(img) for img in images])

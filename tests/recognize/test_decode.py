@@ -558,6 +558,25 @@ def test_decode_returns_full_predictions(real: dict[str, Taxonomy], name: str, m
     assert len(many.alternatives) == tax.n_leaves - 1
 
 
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_decode_at_a_rank_answers_its_most_probable_taxon(real: dict[str, Taxonomy], name: str) -> None:
+    tax = real[name]
+    p64 = _probs(6, tax.n_leaves, seed=12, alpha=0.02)
+    probs = torch.from_numpy(p64).float()
+    ref = _brute_marginals(tax, probs)
+    rank = tax.ranks[2]
+    nodes = tax.nodes_at_rank(rank)
+    dec = _decoder(tax, thresholds={tax.ranks[0]: 0.99})
+    for b, pred in enumerate(dec.decode(probs, top_k=3, rank=rank)):
+        order = nodes[np.argsort(-ref[b, nodes], kind="stable")]
+        assert pred.path == tax.path_names(int(order[0])) and len(pred.path) == 3
+        assert pred.leaf == tax.leaf_index[order[0]]  # -1 unless that taxon is itself a label
+        assert list(pred.confidence) == list(tax.ranks[:3])
+        np.testing.assert_allclose(list(pred.confidence.values()), ref[b, list(tax.path(int(order[0])))], atol=1e-4)
+        assert [path for path, _ in pred.alternatives] == [tax.path_names(int(n)) for n in order[1:3]]
+        assert pred.rank_reached == (tax.ranks[2] if pred.confidence[tax.ranks[0]] >= 0.99 else None)
+
+
 def test_decode_backs_off_to_the_trusted_rank() -> None:
     tax = Taxonomy.from_paths(SMALL_PATHS, ranks=RANKS3)
     dec = _decoder(tax, thresholds={"kingdom": 0.9, "genus": 0.8, "species": 0.7})

@@ -112,3 +112,25 @@ def test_rank_classifiers_cover_every_rank(plants, encoder, cache):
     for rank, clf in classifiers.items():
         assert np.array_equal(clf.nodes, plants.nodes_at_rank(rank)) and clf.rank == rank
     assert classifiers["kingdom"].embeddings.shape == (1, encoder.embed_dim)
+
+
+def test_rows_of_one_leaf_add_their_probabilities(plants, encoder, features, cache):
+    """Several embedding rows for one leaf (a TreeOfLife lineage listed twice): a softmax over
+    the rows, summed per leaf, as pybioclip sums the rows of a lineage."""
+    base = ZeroShotClassifier(encoder, plants, cache_dir=cache)
+    column_leaf = np.concatenate([np.arange(plants.n_leaves), [0, 0, 5]])
+    extra = torch.nn.functional.normalize(torch.randn(3, encoder.embed_dim, generator=torch.Generator().manual_seed(0)),
+                                          dim=1)
+    clf = ZeroShotClassifier(NoText(encoder), plants, embeddings=torch.cat([base.embeddings, extra]),
+                             column_leaf=column_leaf)
+    probs = clf.predict_proba(features)
+    rows = torch.softmax(clf.logits(features), dim=1)
+    assert probs.shape == (len(features), plants.n_leaves)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(len(features)))
+    torch.testing.assert_close(probs[:, 0], rows[:, 0] + rows[:, -3] + rows[:, -2])
+    torch.testing.assert_close(probs[:, 1], rows[:, 1])
+    identity = ZeroShotClassifier(NoText(encoder), plants, embeddings=base.embeddings,
+                                  column_leaf=np.arange(plants.n_leaves))
+    assert identity.column_leaf is None
+    with pytest.raises(ValueError, match="needs rank=None"):
+        ZeroShotClassifier(NoText(encoder), plants, "genus", embeddings=base.embeddings, column_leaf=column_leaf)

@@ -1,0 +1,240 @@
+"""``predict``: photos on disk -> one row per photo with a consistent path, pybioclip's
+columns, back-off and alternatives; resumes after a crash; bad files are rows, not failures."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from taxonlens.cli import app
+from taxonlens.data import load_image, read_manifest
+from taxonlens.data.treeoflife import read_treeoflife, write_treeoflife
+from taxonlens.errors import DataError
+from taxonlens.predict import build_recognizer, calibrate_thresholds, expand_inputs, plain_labels, predict_files
+from taxonlens.synthworld import SynthWorld, random_taxonomy
+
+PYBIOCLIP_COLUMNS = ["file_name", "kingdom", "phylum", "class", "order", "family", "genus", "species_epithet",
+                     "species", "common_name", "score"]
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    SynthWorld.create(random_taxonomy(12, seed=1), 12, 3, novel_fraction=0.0, size=64, seed=1).write(out)
+    (out / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return out
+
+
+@pytest.fixture(scope="module")
+def recognizer(world_dir, tmp_path_factory):
+    return build_recognizer("tiny-clip", world_dir / "taxonomy.json", precision="fp32",
+                            cache_dir=tmp_path_factory.mktemp("labels"))
+
+
+def _photos(world_dir: Path) -> list[str]:
+    return expand_inputs([world_dir])
+
+
+def test_rows_carry_pybioclip_columns_and_a_consistent_path(recognizer, world_dir, tmp_path):
+    files = _photos(world_dir)
+    out, failures = predict_files(recognizer, files, tmp_path / "p.csv", batch_size=8, top_k=3)
+    assert [f.path for f in failures] == [str(world_dir / "broken.png")]
+    rows = list(_read_csv(out))
+    assert len(rows) == len(files) and list(rows[0])[: len(PYBIOCLIP_COLUMNS)] == PYBIOCLIP_COLUMNS
+    tax = recognizer.taxonomy
+    leaf_paths = {" > ".join(p) for p in tax.leaf_paths()}
+    for r in rows:
+        if r["file_name"].endswith("broken.png"):
+            assert r["error"] and r["path"] == "" and r["score"] == ""
+            continue
+        assert r["path"] in leaf_paths and r["error"] == ""
+        assert r["species"] == r["path"].split(" > ")[-1] == f"{r['genus']} {r['species_epithet']}"
+        conf = [float(r[f"confidence_{k}"]) for k in tax.ranks]
+        assert all(a >= b - 1e-6 for a, b in itertools.pairwise(conf))  # marginals shrink down the path
+        assert math.isclose(float(r["score"]), conf[-1], rel_tol=1e-6)
+        alts = json.loads(r["alternatives"])
+        assert len(alts) == 2 and all(a["path"] in leaf_paths and a["path"] != r["path"] for a in alts)
+        assert float(r["score"]) >= alts[0]["score"] >= alts[1]["score"]
+        assert r["rank_reached"] == "species" and r["reached_path"] == r["path"]  # no thresholds: no back-off
+
+
+def _read_csv(path: Path):
+    import csv
+
+    with path.open(newline="") as f:
+        yield from csv.DictReader(f)
+
+
+def test_rank_answers_take_the_best_taxon_of_that_rank(recognizer, world_dir, tmp_path):
+    files = [f for f in _photos(world_dir) if not f.endswith("broken.png")][:6]
+    out, _ = predict_files(recognizer, files, tmp_path / "g.jsonl", rank="genus", top_k=2)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    probs = recognizer.leaf_probs([load_image(f) for f in files])
+    marg, nodes = recognizer.decoder.rank_marginals(probs, "genus")
+    tax = recognizer.taxonomy
+    for r, m in zip(rows, marg):
+        best = int(nodes[int(m.argmax())])
+        assert r["path"] == " > ".join(tax.path_names(best)) and r["species"] == "" and r["species_epithet"] == ""
+        assert math.isclose(r["score"], float(m.max()), rel_tol=1e-5) and r["confidence_species"] is None
+        assert json.loads(r["alternatives"])[0]["path"].count(" > ") == 5  # another genus
+
+
+def test_an_interrupted_run_resumes_and_skips_finished_photos(recognizer, world_dir, tmp_path):
+    files = [f for f in _photos(world_dir) if not f.endswith("broken.png")]
+    out = tmp_path / "p.parquet"
+    journal = tmp_path / "p.parquet.partial.jsonl"
+    first = [recognizer.row(f, p) for f, p in zip(files[:5], recognizer.predict([load_image(f) for f in files[:5]]))]
+    journal.write_text("".join(json.dumps(r) + "\n" for r in first) + '{"file_name": "cut mid-wr')
+
+    seen: list[int] = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(recognizer, name)
+
+        def predict(self, images, top_k=5, rank=None):
+            seen.append(len(images))
+            return recognizer.predict(images, top_k, rank)
+
+    predict_files(Counting(), files, out, batch_size=4)
+    assert sum(seen) == len(files) - 5  # the five journaled photos were not predicted again
+    table = pq.read_table(out).to_pylist()
+    assert sorted(r["file_name"] for r in table) == sorted(files) and not journal.exists()
+    before = {r["file_name"]: r["path"] for r in first}
+    assert all(r["path"] == before[r["file_name"]] for r in table if r["file_name"] in before)
+    seen.clear()
+    predict_files(Counting(), files, out)  # all done: nothing to predict
+    assert seen == []
+
+
+def test_unreadable_photos_are_retried_on_the_next_run(recognizer, tmp_path, world_dir):
+    good = next(f for f in _photos(world_dir) if f.endswith(".png") and "broken" not in f)
+    bad = tmp_path / "later.png"
+    bad.write_bytes(b"")
+    out = tmp_path / "p.jsonl"
+    _, failures = predict_files(recognizer, [good, str(bad)], out)
+    assert len(failures) == 1 and "empty file" in failures[0].reason
+    bad.write_bytes(Path(good).read_bytes())
+    _, failures = predict_files(recognizer, [good, str(bad)], out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert failures == [] and len(rows) == 2 and all(r["error"] == "" for r in rows)
+
+
+def test_treeoflife_labels_with_a_subset(tmp_path, world_dir):
+    tax = random_taxonomy(40, seed=2)
+    paths = tax.leaf_paths()
+    emb = np.random.default_rng(0).normal(size=(len(paths) + 1, 128)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    names_file = write_treeoflife(tmp_path / "tol", [*paths, paths[0]], emb, [f"common {i}" for i in range(41)])
+    rec = build_recognizer("tiny-clip", names_file, precision="fp32")
+    assert rec.taxonomy.n_leaves == 40 and rec.classifier.embeddings.shape == (41, 128)
+    phylum = tax.names[int(tax.nodes_at_rank("phylum")[0])]
+    sub = build_recognizer("tiny-clip", names_file, subset=f"phylum={phylum}", precision="fp32")
+    assert 0 < sub.taxonomy.n_leaves < 40
+    assert {p[1] for p in sub.taxonomy.leaf_paths()} == {phylum}
+    out, _ = predict_files(sub, [f for f in _photos(world_dir) if "broken" not in f][:3], tmp_path / "s.csv")
+    rows = list(_read_csv(out))
+    assert all(r["phylum"] == phylum and r["common_name"].startswith("common ") for r in rows)
+    with pytest.raises(DataError, match="128 dimensions|belong to another model"):
+        wrong = write_treeoflife(tmp_path / "wrong", paths, emb[:40, :64])
+        build_recognizer("tiny-clip", wrong, precision="fp32")
+    assert read_treeoflife(names_file).taxonomy == rec.taxonomy
+
+
+def test_plain_labels(tmp_path):
+    f = tmp_path / "labels.txt"
+    f.write_text("# my classes\nduck\n\ngoose\nswan\n")
+    tax = plain_labels(f)
+    assert tax.ranks == ("label",) and [p[-1] for p in tax.leaf_paths()] == ["duck", "goose", "swan"]
+    f.write_text("duck\nduck\n")
+    with pytest.raises(DataError, match="listed twice: duck"):
+        plain_labels(f)
+    with pytest.raises(DataError, match="does not exist"):
+        plain_labels(tmp_path / "none.txt")
+
+
+def test_calibrated_thresholds_meet_the_precision_on_their_photos(recognizer, world_dir):
+    thresholds = calibrate_thresholds(recognizer, world_dir / "manifest.jsonl", precision=0.9, batch_size=16)
+    assert list(thresholds) == list(recognizer.taxonomy.ranks)
+    records = [r for r in read_manifest(world_dir / "manifest.jsonl") if r.split == "val"]
+    preds = recognizer.predict([load_image(r.image) for r in records])
+    for rank in recognizer.taxonomy.ranks:
+        d = recognizer.taxonomy.ranks.index(rank)
+        reported = [(p, r) for p, r in zip(preds, records) if len(p.reached_path) > d]
+        if reported:
+            right = sum(p.path[d].lower() == r.path[d].lower() for p, r in reported)
+            assert right / len(reported) >= 0.9
+    recognizer.decoder.thresholds = {}
+
+
+def test_leaf_probabilities_sum_to_one_and_the_answer_is_the_most_probable_leaf(recognizer, world_dir):
+    files = [f for f in _photos(world_dir) if "broken" not in f][:4]
+    probs = recognizer.leaf_probs([load_image(f) for f in files])
+    assert torch.allclose(probs.sum(dim=1), torch.ones(len(files)), atol=1e-5)
+    for p, pred in zip(probs, recognizer.predict([load_image(f) for f in files])):
+        assert pred.leaf == int(p.argmax())
+
+
+# ------------------------------------------------------------------------- CLI
+runner = CliRunner()
+
+
+def test_cli_predict_and_calibrate(world_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAXONLENS_CACHE", str(tmp_path / "cache"))
+    thresholds = tmp_path / "t.json"
+    args = ["--model", "tiny-clip", "--taxonomy", str(world_dir / "taxonomy.json"), "--precision", "fp32"]
+    result = runner.invoke(app, ["calibrate", str(world_dir / "manifest.jsonl"), "--model", "tiny-clip",
+                                 "--taxonomy", str(world_dir / "taxonomy.json"), "--precision", "0.5",
+                                 "--out", str(thresholds)])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(thresholds.read_text())) == {"kingdom", "phylum", "class", "order", "family", "genus",
+                                                         "species"}
+    out = tmp_path / "p.csv"
+    result = runner.invoke(app, ["predict", str(world_dir), *args, "--out", str(out), "--thresholds", str(thresholds),
+                                 "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable" in result.output and "broken.png" in result.output
+    rows = list(_read_csv(out))
+    assert len(rows) == len(_photos(world_dir))
+    assert {r["rank_reached"] for r in rows} <= {"", "kingdom", "phylum", "class", "order", "family", "genus",
+                                                 "species"}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "tiny-clip", "--rank", "tribe"], "unknown rank 'tribe'"),
+    (["--model", "tiny-clip", "--subset", "genus=Nothing"], "unknown genus in the subset"),
+    (["--model", "tiny-clip", "--out", "x.xlsx"], "unknown output format"),
+])
+def test_cli_predict_errors_are_one_line(world_dir, tmp_path, monkeypatch, capsys, argv, message):
+    from taxonlens.cli import main
+
+    monkeypatch.setenv("TAXONLENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["taxonlens", "predict", str(world_dir), "--taxonomy",
+                                     str(world_dir / "taxonomy.json"), *argv])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_predict_without_weights_names_them(world_dir, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from taxonlens.cli import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("sys.argv", ["taxonlens", "predict", str(world_dir)])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "imageomics/bioclip-2" in err and "huggingface-cli download" in err
