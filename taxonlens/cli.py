@@ -352,6 +352,69 @@ def bench_synthworld(
     _print_figures("synthworld generation", run(species, images_per_species, size))
 
 
+@bench_app.command("decode")
+def bench_decode(
+    leaves: Annotated[int, typer.Option(help="Leaves of the synthetic 7-rank taxonomy.")] = 450_000,
+    batch: Annotated[int, typer.Option(help="Images decoded at once.")] = 256,
+) -> None:
+    """Tree-consistent decoding of a batch over a TreeOfLife-sized taxonomy: seconds per stage."""
+    from taxonlens.bench.decode import bench_decode as run
+
+    _print_figures(f"decoding {batch} images over {leaves:,} leaves", run(leaves, batch))
+
+
+@bench_app.command("encode")
+def bench_encode(
+    arch: Annotated[str, typer.Option(help="open_clip architecture (random weights: speed only).")] = "ViT-B-16",
+    images: Annotated[int, typer.Option()] = 64,
+    batch: Annotated[int, typer.Option()] = 32,
+    labels: Annotated[int, typer.Option(help="Label embeddings scored and decoded.")] = 10_000,
+) -> None:
+    """Zero-shot prediction throughput: taxonlens (with consistent decoding and back-off) against a
+    plain open_clip loop (encode, matmul, argmax), same photos, same run."""
+    from taxonlens.bench.encoders import bench_encode as run
+
+    _print_figures(f"zero-shot prediction, {arch}", run(arch, images, batch, labels))
+
+
+@bench_app.command("labels")
+def bench_labels(
+    labels: Annotated[int, typer.Option(help="Labels to embed.")] = 100_000,
+    model: Annotated[str, typer.Option(help="Encoder whose text tower embeds them.")] = "tiny-clip",
+) -> None:
+    """Label-embedding cache: build once, load afterwards."""
+    from taxonlens.bench.labels import bench_label_cache as run
+
+    _print_figures(f"label-embedding cache, {labels:,} labels", run(labels, model))
+
+
+@bench_app.command("pybioclip")
+def bench_pybioclip(
+    species: Annotated[int, typer.Option(help="Synthetic TreeOfLife labels.")] = 100_000,
+    images: Annotated[int, typer.Option(help="Photo files predicted at every rank.")] = 8,
+    arch: Annotated[str, typer.Option(help="Model architecture (random weights), BioCLIP's by default.")
+                    ] = "ViT-B-16",
+    batch: Annotated[int, typer.Option()] = 8,
+    ranks: Annotated[list[str] | None, typer.Option("--ranks", help="Ranks to compare (default: all).")] = None,
+) -> None:
+    """pybioclip and taxonlens side by side, offline, same weights, labels and photos: seconds per
+    rank, the speed-up, and agreement of the top-5 answers and probabilities."""
+    from taxonlens.bench.pybioclip import bench_pybioclip as run
+    from taxonlens.taxonomy.tree import STANDARD_RANKS
+
+    result = run(species, images, arch, batch, ranks=ranks or STANDARD_RANKS[::-1],
+                 progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+    per_rank = result.pop("ranks")
+    _print_figures("pybioclip vs taxonlens", result)
+    table = Table(title="per rank (seconds for all photos, including decoding the files and encoding)")
+    for col in ("rank", "pybioclip s", "taxonlens s", "speed-up", "same top-5", "max |p diff|"):
+        table.add_column(col, justify="right")
+    for rank, r in per_rank.items():
+        table.add_row(rank, f"{r['pybioclip_s']:.2f}", f"{r['taxonlens_s']:.2f}", f"{r['speedup']:.1f}x",
+                      f"{100 * r['same_top_k']:.0f}%", f"{r['max_abs_prob_diff']:.1e}")
+    console.print(table)
+
+
 def main() -> None:
     """Entry point of the ``taxonlens`` command."""
     try:

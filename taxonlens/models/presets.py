@@ -23,6 +23,12 @@ ENCODER_PRESETS: dict[str, dict] = {
         "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32},
         "text_cfg": _TINY_TEXT,
     },
+    # 224 px input (32 px patches, 49 tokens) for tools that resize every photo to 224 px, as pybioclip
+    "tiny-clip-224": {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": 224, "patch_size": 32, "layers": 2, "width": 128, "head_width": 32},
+        "text_cfg": _TINY_TEXT,
+    },
 }
 
 #: Names users know, mapped to where open_clip finds them.

@@ -1,0 +1,178 @@
+"""taxonlens beside pybioclip, offline, on the same weights, labels and photos.
+
+:func:`write_bioclip_cache` lays a Hugging Face cache out as pybioclip expects it: the
+model repository ``imageomics/bioclip`` (an open_clip config and random weights of the
+chosen architecture, ViT-B/16 as BioCLIP) and the dataset ``imageomics/TreeOfLife-10M``
+with a synthetic TreeOfLife label file of realistic shape (:func:`synthetic_lineages`).
+:func:`bench_pybioclip` then predicts the same photo files at every rank with both tools
+in one process, and reports seconds per rank, the ratio, and how far the top-k answers and
+probabilities of the two agree. pybioclip sums species probabilities per lineage in a
+Python loop; taxonlens takes every rank's marginals from one pass over the leaves.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from taxonlens.data.treeoflife import EMBEDDINGS_FILE, NAMES_FILE, TOL_REPOS, bioclip_name, write_treeoflife
+from taxonlens.errors import TaxonlensError
+from taxonlens.synthworld import SynthWorld, random_taxonomy
+from taxonlens.taxonomy.tree import STANDARD_RANKS
+
+MODEL = "hf-hub:imageomics/bioclip"
+
+
+def synthetic_lineages(n_species: int, seed: int = 0) -> list[tuple[str, ...]]:
+    """``n_species`` 7-name TreeOfLife lineages (``""`` for a missing rank) shaped like the real
+    file: heavy-tailed families and genera (:func:`~taxonlens.synthworld.random_taxonomy`),
+    genus names reused under other families (homonyms), about 1% genus-only labels (empty
+    epithet) and 0.5% with an empty class or order between named ranks."""
+    tax = random_taxonomy(n_species, seed=seed)
+    rng = np.random.default_rng(seed)
+    genera = tax.nodes_at_rank("genus")
+    renamed = {int(g): tax.names[int(o)] for g, o in zip(rng.choice(genera, len(genera) // 50, replace=False),
+                                                          rng.choice(genera, len(genera) // 50))}
+    out = []
+    for leaf in tax.leaves:
+        path = list(tax.path_names(int(leaf)))
+        genus_node = int(tax.parent[leaf])
+        epithet = path[6].split(" ", 1)[1]
+        path[5] = renamed.get(genus_node, path[5])
+        u = rng.random()
+        if u < 0.01:
+            epithet = ""
+        elif u < 0.0125:
+            path[2] = ""
+        elif u < 0.015:
+            path[3] = ""
+        path[6] = f"{path[5]} {epithet}" if epithet else ""
+        out.append(tuple(path))
+    return out
+
+
+def write_bioclip_cache(cache: str | Path, n_species: int, arch: str = "ViT-B-16", seed: int = 0) -> dict[str, Path]:
+    """Write ``imageomics/bioclip`` (random weights of ``arch``: an open_clip architecture or a
+    preset) and ``imageomics/TreeOfLife-10M`` (``n_species`` synthetic labels with unit random
+    embeddings) into the hub cache folder ``cache``. Returns the snapshot folders."""
+    from taxonlens.models.encoders import CONFIG_FILE, WEIGHTS_FILE, load_encoder
+    from taxonlens.models.hub import write_snapshot
+
+    cache = Path(cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder = load_encoder(arch, seed=seed)
+        model_dir = encoder.save(Path(tmp) / "model")
+        model = write_snapshot(MODEL.removeprefix("hf-hub:"), {f: model_dir / f for f in (CONFIG_FILE, WEIGHTS_FILE)},
+                               cache=cache)
+        paths = synthetic_lineages(n_species, seed)
+        emb = np.random.default_rng(seed).standard_normal((len(paths), encoder.embed_dim), dtype=np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        folder = Path(tmp) / "tol"
+        write_treeoflife(folder, paths, emb, [f"common {i}" if i % 3 == 0 else "" for i in range(len(paths))])
+        labels = write_snapshot(TOL_REPOS[MODEL], {f: folder / f for f in (NAMES_FILE, EMBEDDINGS_FILE)},
+                                repo_type="dataset", cache=cache)
+    return {"model": model, "labels": labels}
+
+
+def _key_of_path(path: Sequence[str], depth: int) -> tuple[str, ...]:
+    """The names pybioclip prints for an answer (kingdom .. genus, species epithet), to ``depth``."""
+    names = [bioclip_name(n) for n in path] + [""] * (7 - len(path))
+    epithet = names[6][len(names[5]) + 1:] if names[5] and names[6].startswith(names[5] + " ") else names[6]
+    return (*names[:6], epithet)[:depth]
+
+
+def _key_of_row(row: dict, depth: int) -> tuple[str, ...]:
+    return (*(row.get(r, "") for r in STANDARD_RANKS[:6]), row.get("species_epithet", ""))[:depth]
+
+
+def bench_pybioclip(n_species: int = 100_000, n_images: int = 8, arch: str = "ViT-B-16", batch_size: int = 8,
+                    top_k: int = 5, ranks: Sequence[str] = STANDARD_RANKS[::-1], seed: int = 0,
+                    workdir: str | Path | None = None, compile_pybioclip: bool = True,
+                    progress: Callable[[str], None] | None = None) -> dict:
+    """Predict ``n_images`` photo files at each rank with pybioclip and with taxonlens (fp32,
+    same weights and labels, same process and threads) and compare.
+
+    Returns a dict with the settings, ``load_s`` of each tool (model + labels), pybioclip's
+    one-off ``torch.compile`` warm-up, and per rank: ``pybioclip_s``, ``taxonlens_s``,
+    ``speedup`` (pybioclip / taxonlens), ``same_top_k`` (share of images whose top-k answers
+    are the same taxa in the same order) and ``max_abs_prob_diff`` (largest difference of a
+    top-k probability).
+
+    Args:
+        compile_pybioclip: leave pybioclip's ``torch.compile`` on (as its users run it); off,
+            its model runs eagerly (tests).
+    """
+    try:
+        import huggingface_hub.constants as hub_constants
+        import torch
+        from bioclip import Rank, TreeOfLifeClassifier
+    except ImportError as e:
+        raise TaxonlensError(f"the comparison needs pybioclip ({e}): pip install pybioclip") from None
+    from taxonlens.data import load_image
+    from taxonlens.predict import build_recognizer
+
+    say = progress or (lambda _msg: None)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        tmp = Path(tmp)
+        say(f"writing a hub cache: {arch} and {n_species:,} TreeOfLife labels")
+        write_bioclip_cache(tmp / "hub", n_species, arch, seed)
+        world = SynthWorld.create(random_taxonomy(max(n_images, 2), seed=seed), max(n_images, 2), 1, novel_fraction=0,
+                                  size=224, seed=seed)
+        files = []
+        for i, (leaf, k) in enumerate(world.index()[:n_images]):
+            files.append(str(tmp / f"photo{i}.png"))
+            world.photo(leaf, k).image.save(files[-1])
+        saved = (hub_constants.HF_HUB_CACHE, hub_constants.HF_HUB_OFFLINE)
+        hub_constants.HF_HUB_CACHE, hub_constants.HF_HUB_OFFLINE = str(tmp / "hub"), True
+        dynamo_was_disabled = torch._dynamo.config.disable
+        torch._dynamo.config.disable = not compile_pybioclip or dynamo_was_disabled
+        try:
+            say("loading both tools")
+            t = time.perf_counter()
+            theirs = TreeOfLifeClassifier(model_str=MODEL)
+            their_load = time.perf_counter() - t
+            t = time.perf_counter()
+            ours = build_recognizer("bioclip", precision="fp32")
+            our_load = time.perf_counter() - t
+            t = time.perf_counter()
+            theirs.predict(files[:1], Rank.SPECIES, k=1, batch_size=1, callback=lambda *_: None)
+            warmup = time.perf_counter() - t
+            ours.predict([load_image(files[0])], top_k=1)
+            result: dict = {"species": n_species, "labels": ours.taxonomy.n_leaves, "images": n_images, "arch": arch,
+                            "threads": torch.get_num_threads(), "batch_size": batch_size, "top_k": top_k,
+                            "pybioclip_load_s": their_load, "taxonlens_load_s": our_load,
+                            "pybioclip_compile_warmup_s": warmup, "ranks": {}}
+            for rank in ranks:
+                depth = STANDARD_RANKS.index(rank) + 1
+                say(f"rank {rank}: pybioclip")
+                t = time.perf_counter()
+                rows = theirs.predict(files, Rank[rank.upper()], k=top_k, batch_size=batch_size,
+                                      callback=lambda *_: None)
+                their_s = time.perf_counter() - t
+                say(f"rank {rank}: taxonlens")
+                t = time.perf_counter()
+                preds = []
+                for i in range(0, len(files), batch_size):
+                    images = [load_image(f) for f in files[i:i + batch_size]]
+                    preds.extend(ours.predict(images, top_k, None if rank == "species" else rank))
+                our_s = time.perf_counter() - t
+                same, diff = 0, 0.0
+                for f, pred in zip(files, preds):
+                    their_rows = [r for r in rows if r["file_name"] == f]
+                    mine = [(pred.path, pred.confidence[ours.taxonomy.ranks[len(pred.path) - 1]]),
+                            *pred.alternatives]
+                    their_keys = [_key_of_row(r, depth) for r in their_rows]
+                    my_keys = [_key_of_path(p, depth) for p, _ in mine]
+                    same += their_keys == my_keys
+                    for r, (_, p) in zip(their_rows, mine):
+                        diff = max(diff, abs(float(r["score"]) - p))
+                result["ranks"][rank] = {"pybioclip_s": their_s, "taxonlens_s": our_s, "speedup": their_s / our_s,
+                                         "same_top_k": same / len(files), "max_abs_prob_diff": diff}
+        finally:
+            hub_constants.HF_HUB_CACHE, hub_constants.HF_HUB_OFFLINE = saved
+            torch._dynamo.config.disable = dynamo_was_disabled
+    return result

@@ -1,0 +1,35 @@
+"""The benchmarks run end to end at small sizes and report what they promise (no timing is
+asserted: figures belong to `taxonlens bench`, not to the test suite)."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from taxonlens.bench.decode import bench_decode
+from taxonlens.bench.encoders import bench_encode
+from taxonlens.bench.labels import bench_label_cache
+from taxonlens.cli import app
+
+
+def test_decode_benchmark_marginals_are_exact():
+    r = bench_decode(n_leaves=3000, batch=8)
+    assert r["leaves"] == 3000 and r["batch"] == 8
+    assert r["marginals_float64_max_abs_err"] < 1e-6 and r["marginals_float32_max_abs_err"] < 1e-5
+    assert all(r[k] > 0 for k in ("build_decoder_s", "backoff_float32_s", "decode_top5_s", "greedy_s"))
+
+
+def test_encode_benchmark_compares_with_a_plain_loop():
+    r = bench_encode("tiny-clip", n_images=4, batch=2, n_labels=50, repeats=1)
+    assert r["plain_open_clip_fp32_images_per_s"] > 0 and r["ratio_fp32"] > 0
+    assert r["auto_precision"] in ("fp32", "bf16") and f"ratio_{r['auto_precision']}" in r
+
+
+def test_label_cache_benchmark_loads_what_it_built():
+    r = bench_label_cache(n_labels=300)
+    assert r["labels"] == 300 and r["embed_dim"] == 128 and r["build_s"] > 0 and r["load_from_cache_s"] > 0
+
+
+def test_bench_commands_print_their_figures():
+    result = CliRunner().invoke(app, ["bench", "decode", "--leaves", "500", "--batch", "4"])
+    assert result.exit_code == 0, result.output
+    assert "backoff_float32_s" in result.output and "500" in result.output
