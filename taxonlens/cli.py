@@ -288,11 +288,12 @@ def demo(
     species: Annotated[int, typer.Option(help="Species drawn from the built-in iNat21 plant taxonomy.")] = 100,
     images_per_species: Annotated[int, typer.Option()] = 16,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
-    epochs: Annotated[int, typer.Option(help="Training epochs per text type.")] = 12,
+    epochs: Annotated[int, typer.Option(help="Training epochs per text type.")] = 24,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """The main job, offline: train a tiny BioCLIP three ways on a synthworld of real plant taxa,
-    predict seen and novel species, compare training texts and decoders, write an HTML report."""
+    predict seen and novel species, compare training texts and decoders, write an HTML report
+    and predictions.csv. Re-running resumes."""
     from taxonlens.demo import DECODERS, DemoSettings, run_demo, world_ranks
 
     settings = DemoSettings(out=str(out), species=species, images_per_species=images_per_species, size=size,
@@ -306,7 +307,7 @@ def demo(
         results = run_demo(settings, progress=track)
     ranks = world_ranks(results)
     table = Table(title="training text: accuracy per rank (%), consistent path")
-    table.add_column("text")
+    table.add_column("text", no_wrap=True)
     table.add_column("split")
     for r in ranks:
         table.add_column(r[:7], justify="right")
@@ -314,9 +315,11 @@ def demo(
         for split in ("test", "novel"):
             per_rank = m[split]["consistent path"]["per_rank"]
             table.add_row(arm, "seen" if split == "test" else "novel", *(f"{per_rank[r]:.1f}" for r in ranks))
-    console.print(table)
+    width = max(console.width, 110)  # a log file or a narrow terminal would wrap the tables into unreadable cells
+    console.print(table, width=width)
     table = Table(title="decoding, taxonomic text (%)")
-    for col in ("decoder", "split", "HCA", "leaf", "POR", "S-POR", "TOR", "valid", "at reported rank"):
+    table.add_column("decoder", no_wrap=True)
+    for col in ("split", "HCA", "leaf", "POR", "S-POR", "TOR", "valid", "at reported rank"):
         table.add_column(col, justify="right")
     for name in DECODERS:
         for split in ("test", "novel"):
@@ -324,8 +327,8 @@ def demo(
             table.add_row(name, "seen" if split == "test" else "novel",
                           *(f"{m[k]:.1f}" for k in ("hca", "acc_leaf", "por", "s_por", "tor", "valid_path_pct",
                                                     "reported_rank_acc")))
-    console.print(table)
-    console.print(f"report: {out / 'report.html'}  (figures in {out / 'report.json'})")
+    console.print(table, width=width)
+    console.print(f"report: {out / 'report.html'}, predictions of the photo files: {results['predictions']}")
 
 
 # ------------------------------------------------------------------------ bench

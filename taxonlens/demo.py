@@ -9,6 +9,8 @@
    the most probable consistent path, per-rank scores fused over the tree, and the
    consistent path with back-off (thresholds calibrated on the validation photos).
 4. Score with the hierarchical metrics and write ``report.html`` and ``report.json``.
+5. Run the product path on the written test and novel photo files with the taxonomic
+   model: ``predict`` with the calibrated back-off, into ``predictions.csv``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taxonlens.data import read_manifest
 from taxonlens.evaluate.metrics import hierarchical_report, reported_rank_accuracy
 from taxonlens.evaluate.report import Report, Sample
 from taxonlens.models.encoders import OpenCLIPEncoder
+from taxonlens.predict import Recognizer, predict_files
 from taxonlens.recognize.decode import TreeDecoder, flat_paths, rank_scores_from_logits
 from taxonlens.recognize.zeroshot import ZeroShotClassifier, rank_classifiers
 from taxonlens.resources import taxonomy_file
@@ -33,6 +37,7 @@ from taxonlens.train.contrastive import ContrastiveConfig, Example, synthworld_e
 
 DEMO_TAXONOMY = "inat21-plantae"
 TEXT_ARMS = ("scientific", "taxonomic", "mixed")
+PREDICT_ARM = "taxonomic"  # the model whose predictions.csv the demo writes
 DECODERS = ("flat per-rank argmax", "consistent path", "tree fusion", "consistent + back-off")
 
 
@@ -44,7 +49,7 @@ class DemoSettings:
     species: int = 100
     images_per_species: int = 16
     size: int = 64
-    epochs: int = 12
+    epochs: int = 24
     batch_size: int = 64
     lr: float = 1e-3
     precision_target: float = 0.8
@@ -57,9 +62,10 @@ def _features(encoder: OpenCLIPEncoder, examples: Sequence[Example], batch: int 
 
 
 def evaluate_arm(encoder: OpenCLIPEncoder, world: SynthWorld, splits: dict[str, list[Example]], text_type: str,
-                 precision: float, cache_dir: Path) -> tuple[dict, dict]:
-    """Decode the test and novel photos four ways; returns ``(metrics, paths)``:
-    ``metrics[split][decoder]`` figures and ``paths[split][decoder]`` predicted paths."""
+                 precision: float, cache_dir: Path) -> tuple[dict, dict, Recognizer]:
+    """Decode the test and novel photos four ways; returns ``(metrics, paths, recognizer)``:
+    ``metrics[split][decoder]`` figures, ``paths[split][decoder]`` predicted paths, and the
+    zero-shot recognizer with its back-off thresholds calibrated on the validation photos."""
     tax = world.taxonomy
     label_type = "taxonomic" if text_type == "mixed" else text_type
     leaf_clf = ZeroShotClassifier(encoder, tax, None, label_type, cache_dir=cache_dir)
@@ -97,7 +103,7 @@ def evaluate_arm(encoder: OpenCLIPEncoder, world: SynthWorld, splits: dict[str, 
                 key = tax.ranks[len(p) - 1] if p else "none"
                 counts[key] = counts.get(key, 0) + 1
             metrics[split][name]["reported_ranks"] = {k: 100.0 * v / len(preds) for k, v in counts.items()}
-    return metrics, paths
+    return metrics, paths, Recognizer(encoder, leaf_clf, decoder)
 
 
 def run_demo(settings: DemoSettings | None = None,
@@ -110,10 +116,11 @@ def run_demo(settings: DemoSettings | None = None,
     world = SynthWorld.create(tax, settings.species, settings.images_per_species, novel_fraction=0.15,
                               size=settings.size, seed=settings.seed)
     step = progress("writing synthworld", len(world.index())) if progress else None
-    world.write(out / "world", progress=step)
+    manifest = world.write(out / "world", progress=step)
     splits = {s: synthworld_examples(world, s) for s in ("train", "val", "test", "novel")}
     results: dict = {"settings": asdict(settings), "world": world.config(), "arms": {}}
     samples: dict = {}
+    recognizers: dict[str, Recognizer] = {}
     for arm in TEXT_ARMS:
         config = ContrastiveConfig(encoder="tiny-clip", text_type=arm, epochs=settings.epochs,
                                    batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
@@ -122,9 +129,15 @@ def run_demo(settings: DemoSettings | None = None,
         step = progress(f"training ({arm} text)", n_steps) if progress else None
         trained = train_contrastive(config, splits["train"], taxonomy=world.taxonomy, resume=True,
                                     progress=(lambda log, step=step: step(1)) if step else None)
-        metrics, paths = evaluate_arm(trained.encoder, world, splits, arm, settings.precision_target, out / "cache")
+        metrics, paths, recognizers[arm] = evaluate_arm(trained.encoder, world, splits, arm,
+                                                        settings.precision_target, out / "cache")
         results["arms"][arm] = metrics
         samples[arm] = paths
+    # the product path: the written photo files through `predict` (safe decoding, back-off, resumable CSV)
+    photos = [r.image for r in read_manifest(manifest) if r.split in ("test", "novel")]
+    step = progress("predicting photo files", len(photos)) if progress else None
+    predictions, _ = predict_files(recognizers[PREDICT_ARM], photos, out / "predictions.csv", progress=step)
+    results["predictions"] = str(predictions)
     (out / "report.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, splits, samples, out / "report.html")
     return results

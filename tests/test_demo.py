@@ -1,7 +1,11 @@
 """The demo runs end to end on a small world, and its figures come from the real evaluator."""
 
+import csv
 import json
 
+import pytest
+
+from taxonlens.data import read_manifest
 from taxonlens.demo import DECODERS, TEXT_ARMS, DemoSettings, run_demo
 
 
@@ -23,6 +27,16 @@ def test_demo_small_world(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64" in html and "novel species" in html
     assert ("writing synthworld", 60) in calls
+    # predictions.csv: the photo files through `predict` give the same back-off answers as in memory
+    with open(results["predictions"], newline="") as f:
+        rows = {r["file_name"]: r for r in csv.DictReader(f)}
+    split_of = {r.image: r.split for r in read_manifest(tmp_path / "world" / "manifest.jsonl")}
+    assert sorted(rows) == sorted(f for f, s in split_of.items() if s in ("test", "novel"))
+    assert all(r["error"] == "" and r["path"].count(" > ") == 6 for r in rows.values())
+    for split in ("test", "novel"):
+        reached = [r["rank_reached"] or "none" for f, r in rows.items() if split_of[f] == split]
+        from_files = {k: 100.0 * reached.count(k) / len(reached) for k in set(reached)}
+        assert from_files == pytest.approx(results["arms"]["taxonomic"][split]["consistent + back-off"]["reported_ranks"])
     # a second run resumes: photos and trained models are kept, the figures are the same
     again = run_demo(settings)
     assert again["arms"]["taxonomic"]["test"] == results["arms"]["taxonomic"]["test"]
