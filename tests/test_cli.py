@@ -54,3 +54,23 @@ def test_synthworld_random_tree(tmp_path):
                                  "--images-per-species", "1", "--size", "16"])
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 5
+
+
+def test_train_contrastive_then_predict_with_the_trained_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TAXONLENS_CACHE", str(tmp_path / "cache"))
+    world = tmp_path / "world"
+    assert runner.invoke(app, ["synthworld", "--out", str(world), "--random-tree", "--species", "6",
+                               "--images-per-species", "4", "--size", "32"]).exit_code == 0
+    train = ["train", "contrastive", str(world / "manifest.jsonl"), "--out", str(tmp_path / "run"), "--epochs", "1",
+             "--batch-size", "8"]
+    result = runner.invoke(app, train)
+    assert result.exit_code == 0, result.output
+    assert '"epoch": 1' in result.output and (tmp_path / "run" / "model" / "open_clip_config.json").is_file()
+    code, out = _run_main(monkeypatch, capsys, train)  # the run exists: resume it or choose another folder
+    assert code == 2 and "exists" in out.err and "Traceback" not in out.err
+    taxonomy = next(world.glob("taxonomy.*"))
+    result = runner.invoke(app, ["predict", str(world / "images"), "--model", str(tmp_path / "run" / "model"),
+                                 "--taxonomy", str(taxonomy), "--out", str(tmp_path / "p.jsonl"), "--rank", "genus"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and all(r["path"].count(" > ") == 5 and r["species"] == "" for r in rows)

@@ -6,21 +6,14 @@ for ``taxonlens bench decode``; it prints nothing.
 
 from __future__ import annotations
 
-import time
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from taxonlens.bench import timed
 from taxonlens.recognize.decode import TreeDecoder
 from taxonlens.synthworld import random_taxonomy
-
-
-def _timed(fn: Callable[[], object]) -> tuple[object, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def _leaf_probs(batch: int, n_leaves: int, seed: int) -> torch.Tensor:
@@ -53,17 +46,17 @@ def bench_decode(n_leaves: int = 450_000, batch: int = 256, seed: int = 0) -> di
     tax = random_taxonomy(n_leaves, seed=seed)
     with warnings.catch_warnings():  # torch's "sparse CSR is beta" notice
         warnings.simplefilter("ignore", UserWarning)
-        dec32, t_build = _timed(lambda: TreeDecoder(tax))
+        dec32, t_build = timed(lambda: TreeDecoder(tax))
         dec64 = TreeDecoder(tax, float64=True)
     thresholds = dict.fromkeys(tax.ranks, 0.5)
     dec32.thresholds = dec64.thresholds = thresholds
     probs = _leaf_probs(batch, tax.n_leaves, seed)
 
-    _, t_back32 = _timed(lambda: _back_off(dec32, probs))
-    _, t_back64 = _timed(lambda: _back_off(dec64, probs))
-    _, t_decode = _timed(lambda: dec32.decode(probs, "exact", top_k=5))
-    _, t_greedy = _timed(lambda: dec32.greedy(probs))
-    _, t_genus = _timed(lambda: dec32.rank_marginals(probs, "genus"))
+    _, t_back32 = timed(lambda: _back_off(dec32, probs))
+    _, t_back64 = timed(lambda: _back_off(dec64, probs))
+    _, t_decode = timed(lambda: dec32.decode(probs, "exact", top_k=5))
+    _, t_greedy = timed(lambda: dec32.greedy(probs))
+    _, t_genus = timed(lambda: dec32.rank_marginals(probs, "genus"))
 
     rows = probs[:8]
     m = tax.leaf_ancestor_matrix().astype(np.float64)

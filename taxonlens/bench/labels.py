@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import tempfile
-import time
 
+from taxonlens.bench import timed
 from taxonlens.models.encoders import load_encoder
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
 from taxonlens.synthworld import random_taxonomy
@@ -17,12 +17,8 @@ def bench_label_cache(n_labels: int = 100_000, model: str = "tiny-clip", seed: i
     tax = random_taxonomy(n_labels, seed=seed)
     encoder = load_encoder(model, seed=seed)
     with tempfile.TemporaryDirectory() as cache:
-        t = time.perf_counter()
-        ZeroShotClassifier(encoder, tax, cache_dir=cache)
-        build = time.perf_counter() - t
-        t = time.perf_counter()
-        ZeroShotClassifier(encoder, tax, cache_dir=cache)
-        load = time.perf_counter() - t
+        _, build = timed(lambda: ZeroShotClassifier(encoder, tax, cache_dir=cache))
+        _, load = timed(lambda: ZeroShotClassifier(encoder, tax, cache_dir=cache))
     return {
         "model": model,
         "labels": tax.n_leaves,

@@ -13,12 +13,12 @@ Python loop; taxonlens takes every rank's marginals from one pass over the leave
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from taxonlens.bench import timed
 from taxonlens.data.treeoflife import EMBEDDINGS_FILE, NAMES_FILE, TOL_REPOS, bioclip_name, write_treeoflife
 from taxonlens.errors import TaxonlensError
 from taxonlens.synthworld import SynthWorld, random_taxonomy
@@ -89,6 +89,28 @@ def _key_of_row(row: dict, depth: int) -> tuple[str, ...]:
     return (*(row.get(r, "") for r in STANDARD_RANKS[:6]), row.get("species_epithet", ""))[:depth]
 
 
+def _compare_rank(theirs, ours, files: Sequence[str], rank: str, top_k: int, batch_size: int) -> dict:
+    """Time both tools at one rank on ``files`` and compare their top-k answers (see :func:`bench_pybioclip`)."""
+    from bioclip import Rank
+
+    from taxonlens.data import load_image
+
+    depth = STANDARD_RANKS.index(rank) + 1
+    rows, their_s = timed(lambda: theirs.predict(files, Rank[rank.upper()], k=top_k, batch_size=batch_size,
+                                                 callback=lambda *_: None))
+    at = None if rank == "species" else rank  # pybioclip's species answers are its labels: our leaves
+    preds, our_s = timed(lambda: [p for i in range(0, len(files), batch_size)
+                                  for p in ours.predict([load_image(f) for f in files[i:i + batch_size]], top_k, at)])
+    same, diff = 0, 0.0
+    for f, pred in zip(files, preds):
+        their_rows = [r for r in rows if r["file_name"] == f]
+        mine = [(pred.path, pred.confidence[ours.taxonomy.ranks[len(pred.path) - 1]]), *pred.alternatives]
+        same += [_key_of_row(r, depth) for r in their_rows] == [_key_of_path(p, depth) for p, _ in mine]
+        diff = max([diff, *(abs(float(r["score"]) - p) for r, (_, p) in zip(their_rows, mine))])
+    return {"pybioclip_s": their_s, "taxonlens_s": our_s, "speedup": their_s / our_s,
+            "same_top_k": same / len(files), "max_abs_prob_diff": diff}
+
+
 def bench_pybioclip(n_species: int = 100_000, n_images: int = 8, arch: str = "ViT-B-16", batch_size: int = 8,
                     top_k: int = 5, ranks: Sequence[str] = STANDARD_RANKS[::-1], seed: int = 0,
                     workdir: str | Path | None = None, compile_pybioclip: bool = True,
@@ -132,46 +154,18 @@ def bench_pybioclip(n_species: int = 100_000, n_images: int = 8, arch: str = "Vi
         torch._dynamo.config.disable = not compile_pybioclip or dynamo_was_disabled
         try:
             say("loading both tools")
-            t = time.perf_counter()
-            theirs = TreeOfLifeClassifier(model_str=MODEL)
-            their_load = time.perf_counter() - t
-            t = time.perf_counter()
-            ours = build_recognizer("bioclip", precision="fp32")
-            our_load = time.perf_counter() - t
-            t = time.perf_counter()
-            theirs.predict(files[:1], Rank.SPECIES, k=1, batch_size=1, callback=lambda *_: None)
-            warmup = time.perf_counter() - t
+            theirs, their_load = timed(lambda: TreeOfLifeClassifier(model_str=MODEL))
+            ours, our_load = timed(lambda: build_recognizer("bioclip", precision="fp32"))
+            _, warmup = timed(lambda: theirs.predict(files[:1], Rank.SPECIES, k=1, batch_size=1,
+                                                     callback=lambda *_: None))
             ours.predict([load_image(files[0])], top_k=1)
             result: dict = {"species": n_species, "labels": ours.taxonomy.n_leaves, "images": n_images, "arch": arch,
                             "threads": torch.get_num_threads(), "batch_size": batch_size, "top_k": top_k,
                             "pybioclip_load_s": their_load, "taxonlens_load_s": our_load,
                             "pybioclip_compile_warmup_s": warmup, "ranks": {}}
             for rank in ranks:
-                depth = STANDARD_RANKS.index(rank) + 1
-                say(f"rank {rank}: pybioclip")
-                t = time.perf_counter()
-                rows = theirs.predict(files, Rank[rank.upper()], k=top_k, batch_size=batch_size,
-                                      callback=lambda *_: None)
-                their_s = time.perf_counter() - t
-                say(f"rank {rank}: taxonlens")
-                t = time.perf_counter()
-                preds = []
-                for i in range(0, len(files), batch_size):
-                    images = [load_image(f) for f in files[i:i + batch_size]]
-                    preds.extend(ours.predict(images, top_k, None if rank == "species" else rank))
-                our_s = time.perf_counter() - t
-                same, diff = 0, 0.0
-                for f, pred in zip(files, preds):
-                    their_rows = [r for r in rows if r["file_name"] == f]
-                    mine = [(pred.path, pred.confidence[ours.taxonomy.ranks[len(pred.path) - 1]]),
-                            *pred.alternatives]
-                    their_keys = [_key_of_row(r, depth) for r in their_rows]
-                    my_keys = [_key_of_path(p, depth) for p, _ in mine]
-                    same += their_keys == my_keys
-                    for r, (_, p) in zip(their_rows, mine):
-                        diff = max(diff, abs(float(r["score"]) - p))
-                result["ranks"][rank] = {"pybioclip_s": their_s, "taxonlens_s": our_s, "speedup": their_s / our_s,
-                                         "same_top_k": same / len(files), "max_abs_prob_diff": diff}
+                say(f"rank {rank}: both tools")
+                result["ranks"][rank] = _compare_rank(theirs, ours, files, rank, top_k, batch_size)
         finally:
             hub_constants.HF_HUB_CACHE, hub_constants.HF_HUB_OFFLINE = saved
             torch._dynamo.config.disable = dynamo_was_disabled

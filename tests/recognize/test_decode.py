@@ -184,12 +184,17 @@ def test_genus_only_label_marginals_include_its_own_mass() -> None:
     assert float(m[0, tax.find("Rosa canina")]) == pytest.approx(0.2)
 
 
+def _genus_weighted_probs(tax: Taxonomy, seed: int) -> np.ndarray:
+    """``[16, n_leaves]`` probabilities where the genus-only labels (listed first) carry real
+    weight, so that the greedy walk sometimes stops at one."""
+    p64 = _probs(16, tax.n_leaves, seed=seed, alpha=0.05)
+    p64[:, : (tax.depth[tax.leaves] == 6).sum()] *= 40
+    return p64 / p64.sum(1, keepdims=True)
+
+
 def test_genus_only_labels_marginals_and_greedy_on_a_real_tree(with_genus_labels: Taxonomy) -> None:
     tax = with_genus_labels
-    p64 = _probs(16, tax.n_leaves, seed=4, alpha=0.05)
-    # give the genus-only labels real weight, so that the walk sometimes stops at one
-    p64[:, : (tax.depth[tax.leaves] == 6).sum()] *= 40
-    p64 /= p64.sum(1, keepdims=True)
+    p64 = _genus_weighted_probs(tax, seed=4)
     dec = _decoder(tax)
     np.testing.assert_allclose(dec.marginals(torch.from_numpy(p64).float()).double().numpy(),
                                _brute_marginals(tax, p64), atol=1e-4)
@@ -280,9 +285,7 @@ def test_greedy_node_by_node_path_equals_brute_force(real: dict[str, Taxonomy], 
 
 def test_greedy_node_by_node_with_genus_labels(with_genus_labels: Taxonomy) -> None:
     tax = with_genus_labels
-    p64 = _probs(16, tax.n_leaves, seed=13, alpha=0.05)
-    p64[:, : (tax.depth[tax.leaves] == 6).sum()] *= 40
-    p64 /= p64.sum(1, keepdims=True)
+    p64 = _genus_weighted_probs(tax, seed=13)
     dec = _decoder(tax)
     dec._PAD = 0
     assert dec.greedy(torch.from_numpy(p64)).tolist() == _brute_greedy(tax, p64)
