@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from taxonlens.bench import timed
 from taxonlens.data.treeoflife import EMBEDDINGS_FILE, NAMES_FILE, TOL_REPOS, bioclip_name, write_treeoflife
@@ -28,31 +29,34 @@ MODEL = "hf-hub:imageomics/bioclip"
 
 
 def synthetic_lineages(n_species: int, seed: int = 0) -> list[tuple[str, ...]]:
-    """``n_species`` 7-name TreeOfLife lineages (``""`` for a missing rank) shaped like the real
-    file: heavy-tailed families and genera (:func:`~taxonlens.synthworld.random_taxonomy`),
-    genus names reused under other families (homonyms), about 1% genus-only labels (empty
-    epithet) and 0.5% with an empty class or order between named ranks."""
+    """About ``n_species`` distinct 7-name TreeOfLife lineages (``""`` for a missing rank) shaped
+    like the real file: heavy-tailed families and genera (:func:`~taxonlens.synthworld.random_taxonomy`),
+    2% of genera renamed after a genus of another family (homonyms), a genus-only label (empty
+    epithet) in place of a species for about 1% of genera, and 0.5% of species with an empty
+    class or order between named ranks. Every lineage is listed once, as in the real file
+    (a repeated lineage would be one answer to taxonlens and several rows to pybioclip)."""
     tax = random_taxonomy(n_species, seed=seed)
     rng = np.random.default_rng(seed)
     genera = tax.nodes_at_rank("genus")
-    renamed = {int(g): tax.names[int(o)] for g, o in zip(rng.choice(genera, len(genera) // 50, replace=False),
-                                                          rng.choice(genera, len(genera) // 50))}
+    pairs = zip(rng.choice(genera, len(genera) // 50, replace=False), rng.choice(genera, len(genera) // 50))
+    renamed = {int(g): tax.names[int(o)] for g, o in pairs if tax.parent[g] != tax.parent[o]}
+    genus_only = set(rng.choice(genera, len(genera) // 100, replace=False).tolist())
     out = []
     for leaf in tax.leaves:
         path = list(tax.path_names(int(leaf)))
-        genus_node = int(tax.parent[leaf])
+        genus = int(tax.parent[leaf])
         epithet = path[6].split(" ", 1)[1]
-        path[5] = renamed.get(genus_node, path[5])
-        u = rng.random()
-        if u < 0.01:
+        path[5] = renamed.get(genus, path[5])
+        if genus in genus_only:
+            genus_only.discard(genus)  # its first species becomes the genus-only label
             epithet = ""
-        elif u < 0.0125:
+        elif (u := rng.random()) < 0.0025:
             path[2] = ""
-        elif u < 0.015:
+        elif u < 0.005:
             path[3] = ""
         path[6] = f"{path[5]} {epithet}" if epithet else ""
         out.append(tuple(path))
-    return out
+    return list(dict.fromkeys(out))
 
 
 def write_bioclip_cache(cache: str | Path, n_species: int, arch: str = "ViT-B-16", seed: int = 0) -> dict[str, Path]:
@@ -89,8 +93,11 @@ def _key_of_row(row: dict, depth: int) -> tuple[str, ...]:
     return (*(row.get(r, "") for r in STANDARD_RANKS[:6]), row.get("species_epithet", ""))[:depth]
 
 
-def _compare_rank(theirs, ours, files: Sequence[str], rank: str, top_k: int, batch_size: int) -> dict:
-    """Time both tools at one rank on ``files`` and compare their top-k answers (see :func:`bench_pybioclip`)."""
+def _compare_rank(theirs, ours, files: Sequence[str], rank: str, top_k: int, batch_size: int,
+                  features: torch.Tensor) -> dict:
+    """Time both tools at one rank on ``files`` and compare their top-k answers; then time the
+    rank step alone, from the same probabilities of the image ``features [B, D]``
+    (see :func:`bench_pybioclip`)."""
     from bioclip import Rank
 
     from taxonlens.data import load_image
@@ -107,8 +114,18 @@ def _compare_rank(theirs, ours, files: Sequence[str], rank: str, top_k: int, bat
         mine = [(pred.path, pred.confidence[ours.taxonomy.ranks[len(pred.path) - 1]]), *pred.alternatives]
         same += [_key_of_row(r, depth) for r in their_rows] == [_key_of_path(p, depth) for p, _ in mine]
         diff = max([diff, *(abs(float(r["score"]) - p) for r, (_, p) in zip(their_rows, mine))])
+    column_probs = theirs.create_probabilities(features, theirs.get_txt_embeddings())  # [B, N labels]
+    if rank == "species":
+        _, their_step = timed(lambda: [theirs.format_species_probs(str(i), p, top_k) for i, p in enumerate(column_probs)])
+    else:
+        _, their_step = timed(lambda: [theirs.format_grouped_probs(str(i), p, Rank[rank.upper()], k=top_k)
+                                       for i, p in enumerate(column_probs)])
+    leaf_probs = ours.classifier.predict_proba(features)
+    _, our_step = timed(lambda: ours.decoder.decode(leaf_probs, top_k=top_k, rank=at))
     return {"pybioclip_s": their_s, "taxonlens_s": our_s, "speedup": their_s / our_s,
-            "same_top_k": same / len(files), "max_abs_prob_diff": diff}
+            "same_top_k": same / len(files), "max_abs_prob_diff": diff,
+            "pybioclip_rank_step_s": their_step, "taxonlens_rank_step_s": our_step,
+            "rank_step_speedup": their_step / our_step}
 
 
 def bench_pybioclip(n_species: int = 100_000, n_images: int = 8, arch: str = "ViT-B-16", batch_size: int = 8,
@@ -122,7 +139,10 @@ def bench_pybioclip(n_species: int = 100_000, n_images: int = 8, arch: str = "Vi
     one-off ``torch.compile`` warm-up, and per rank: ``pybioclip_s``, ``taxonlens_s``,
     ``speedup`` (pybioclip / taxonlens), ``same_top_k`` (share of images whose top-k answers
     are the same taxa in the same order) and ``max_abs_prob_diff`` (largest difference of a
-    top-k probability).
+    top-k probability); and the rank step alone, from the same probabilities of all photos:
+    ``pybioclip_rank_step_s`` (its top-k, or its loop that sums species into lineages),
+    ``taxonlens_rank_step_s`` (marginals, consistent path, back-off, top-k) and
+    ``rank_step_speedup``.
 
     Args:
         compile_pybioclip: leave pybioclip's ``torch.compile`` on (as its users run it); off,
@@ -130,7 +150,6 @@ def bench_pybioclip(n_species: int = 100_000, n_images: int = 8, arch: str = "Vi
     """
     try:
         import huggingface_hub.constants as hub_constants
-        import torch
         from bioclip import Rank, TreeOfLifeClassifier
     except ImportError as e:
         raise TaxonlensError(f"the comparison needs pybioclip ({e}): pip install pybioclip") from None
@@ -163,9 +182,10 @@ def bench_pybioclip(n_species: int = 100_000, n_images: int = 8, arch: str = "Vi
                             "threads": torch.get_num_threads(), "batch_size": batch_size, "top_k": top_k,
                             "pybioclip_load_s": their_load, "taxonlens_load_s": our_load,
                             "pybioclip_compile_warmup_s": warmup, "ranks": {}}
+            features = ours.encoder.encode_images(torch.stack([ours.encoder.preprocess(load_image(f)) for f in files]))
             for rank in ranks:
                 say(f"rank {rank}: both tools")
-                result["ranks"][rank] = _compare_rank(theirs, ours, files, rank, top_k, batch_size)
+                result["ranks"][rank] = _compare_rank(theirs, ours, files, rank, top_k, batch_size, features)
         finally:
             hub_constants.HF_HUB_CACHE, hub_constants.HF_HUB_OFFLINE = saved
             torch._dynamo.config.disable = dynamo_was_disabled

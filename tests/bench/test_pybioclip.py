@@ -33,3 +33,4 @@ def test_top_k_answers_and_probabilities_agree_at_every_rank(tmp_path):
         assert r["same_top_k"] == 1.0, rank
         assert r["max_abs_prob_diff"] < 1e-5, (rank, r["max_abs_prob_diff"])
         assert r["pybioclip_s"] > 0 and r["taxonlens_s"] > 0
+        assert r["pybioclip_rank_step_s"] > 0 and r["taxonlens_rank_step_s"] > 0
