@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import torch
 
+from taxonlens.bench import timed
 from taxonlens.models.encoders import load_encoder, resolve_precision
 from taxonlens.predict import Recognizer
 from taxonlens.recognize.decode import TreeDecoder
@@ -15,19 +13,8 @@ from taxonlens.recognize.zeroshot import ZeroShotClassifier
 from taxonlens.synthworld import SynthWorld, random_taxonomy
 
 
-def _images_per_s(run: Callable[[], object], n_images: int, repeats: int) -> float:
-    """Best images/s of ``repeats`` timed calls of ``run``, after one untimed warm-up call."""
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t)
-    return n_images / best
-
-
 def bench_encode(arch: str = "ViT-B-16", n_images: int = 64, batch: int = 32, n_labels: int = 10_000,
-                 seed: int = 0, repeats: int = 2) -> dict[str, float | int | str]:
+                 seed: int = 0, repeats: int = 3) -> dict[str, float | int | str]:
     """Images/s of a plain open_clip zero-shot loop and of taxonlens' recognizer (fp32 and
     the precision chosen for this CPU), on the same synthworld photos and label embeddings.
 
@@ -60,9 +47,9 @@ def bench_encode(arch: str = "ViT-B-16", n_images: int = 64, batch: int = 32, n_
             for i in range(0, len(images), batch):
                 rec.predict(images[i : i + batch])
 
-        return _images_per_s(run, len(images), repeats)
+        return len(images) / timed(run, repeats)[1]
 
-    plain_ips = _images_per_s(plain, len(images), repeats)
+    plain_ips = len(images) / timed(plain, repeats)[1]
     fast = resolve_precision("auto")
     ours_fp32 = ours("fp32")
     ours_fast = ours(fast) if fast != "fp32" else ours_fp32

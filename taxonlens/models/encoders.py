@@ -136,12 +136,45 @@ class OpenCLIPEncoder:
         return torch.nn.functional.normalize(f.float(), dim=-1)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        out = []
+        """``N`` strings -> L2-normalised float32 ``[N, D]``.
+
+        Texts are encoded in batches of similar length. For open_clip's plain CLIP text tower
+        (causal mask, feature at the end-of-text token: BioCLIP's), each batch is cut after its
+        longest text: the padding after an end-of-text token cannot reach it, so the result is
+        the same and a 77-token context costs only the tokens used (taxon captions are short).
+        """
+        if not len(texts):
+            return torch.zeros(0, self.embed_dim)
+        tokens = self.tokenizer(list(texts))  # [N, context]
+        trim = self._trimmable_text_tower()
+        ends = tokens.argmax(dim=-1) if trim else torch.zeros(len(tokens), dtype=torch.long)
+        order = torch.argsort(ends, stable=True)
+        out = torch.empty(len(tokens), self.embed_dim)
         with self._inference():
-            for i in range(0, len(texts), batch_size):
-                f = self.model.encode_text(self.tokenizer(list(texts[i : i + batch_size])))
-                out.append(torch.nn.functional.normalize(f.float(), dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+            for i in range(0, len(order), batch_size):
+                rows = order[i : i + batch_size]
+                if trim:
+                    f = self._encode_text_prefix(tokens[rows, : int(ends[rows].max()) + 1])
+                else:
+                    f = self.model.encode_text(tokens[rows])
+                out[rows] = torch.nn.functional.normalize(f.float(), dim=-1)
+        return out
+
+    def _trimmable_text_tower(self) -> bool:
+        m = self.model
+        return (isinstance(m, open_clip.CLIP) and getattr(m, "text_pool_type", None) == "argmax"
+                and getattr(m, "attn_mask", None) is not None)
+
+    def _encode_text_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """open_clip's ``CLIP.encode_text`` on the first ``L`` positions of ``tokens [B, L]``
+        (positional embedding and causal mask cut to ``L``); ``[B, D]`` unnormalised."""
+        m, length = self.model, tokens.shape[1]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:length, :length]))
+        x = x[torch.arange(len(x)), tokens.argmax(dim=-1)]
+        proj = m.text_projection
+        return proj(x) if isinstance(proj, torch.nn.Linear) else x if proj is None else x @ proj
 
     def fingerprint(self) -> str:
         """Hash of the config, the precision and 64 strided values of every tensor of the

@@ -131,11 +131,14 @@ class TreeDecoder:
         nodes = nodes.long()
         pos, leaf = self._pos[nodes], self._leaf_of[nodes]
         internal = _nonempty(internal)
-        if nodes.dim() == 1:
-            from_int, from_leaf = internal[:, pos.clamp(min=0)], leaf_probs[:, leaf.clamp(min=0)].float()
-        else:
-            from_int = torch.gather(internal, 1, pos.clamp(min=0))
-            from_leaf = torch.gather(leaf_probs.float(), 1, leaf.clamp(min=0))
+        if nodes.dim() == 1:  # one column list for all images: read each column from where it lives only
+            out = torch.ones(len(leaf_probs), len(nodes))  # the root's 1 stays
+            inner, label = pos >= 0, (pos < 0) & (leaf >= 0)
+            out[:, inner] = internal[:, pos[inner]]
+            out[:, label] = leaf_probs[:, leaf[label]].float()
+            return out
+        from_int = torch.gather(internal, 1, pos.clamp(min=0))
+        from_leaf = torch.gather(leaf_probs.float(), 1, leaf.clamp(min=0))
         out = torch.where(pos >= 0, from_int, from_leaf)
         return out.masked_fill(nodes == 0, 1.0)
 

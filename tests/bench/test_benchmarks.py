@@ -25,7 +25,7 @@ def test_encode_benchmark_compares_with_a_plain_loop():
 
 
 def test_label_cache_benchmark_loads_what_it_built():
-    r = bench_label_cache(n_labels=300)
+    r = bench_label_cache(n_labels=300, sample=64)
     assert r["labels"] == 300 and r["embed_dim"] == 128 and r["build_s"] > 0 and r["load_from_cache_s"] > 0
 
 

@@ -108,6 +108,15 @@ def test_encode_texts_shape_norm_determinism_and_batch_independence(encoder):
     assert encoder.encode_texts([]).shape == (0, encoder.embed_dim)
 
 
+def test_encode_texts_equals_open_clip_on_the_full_context(encoder):
+    """Batches cut after their longest text give open_clip's own full-context features."""
+    texts = [*TEXTS, "a photo of " + " ".join(["Plantae"] * 30) + "."]  # one long caption among short ones
+    with torch.inference_mode():
+        full = torch.nn.functional.normalize(encoder.model.eval().encode_text(encoder.tokenizer(texts)).float(), dim=-1)
+    assert encoder._trimmable_text_tower()  # every preset has a plain CLIP text tower
+    torch.testing.assert_close(encoder.encode_texts(texts, batch_size=2), full, atol=2e-6, rtol=0)
+
+
 def test_save_load_round_trip(encoder, images, pixels, tmp_path):
     encoder.save(tmp_path / "model")
     assert {p.name for p in (tmp_path / "model").iterdir()} == {CONFIG_FILE, WEIGHTS_FILE}
