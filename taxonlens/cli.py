@@ -285,10 +285,12 @@ def train_contrastive_cmd(
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder (world, runs, report.html, report.json).")] = Path(
         "taxonlens-demo"),
-    species: Annotated[int, typer.Option(help="Species drawn from the built-in iNat21 plant taxonomy.")] = 100,
-    images_per_species: Annotated[int, typer.Option()] = 16,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
-    epochs: Annotated[int, typer.Option(help="Training epochs per text type.")] = 24,
+    # defaults live in DemoSettings (a test checks that these shown values are its own)
+    species: Annotated[int | None, typer.Option(help="Species drawn from the built-in iNat21 plant taxonomy.",
+                                                show_default="200")] = None,
+    images_per_species: Annotated[int | None, typer.Option(show_default="12")] = None,
+    size: Annotated[int | None, typer.Option(help="Image side in pixels.", show_default="64")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per text type.", show_default="24")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """The main job, offline: train a tiny BioCLIP three ways on a synthworld of real plant taxa,
@@ -296,8 +298,8 @@ def demo(
     and predictions.csv. Re-running resumes."""
     from taxonlens.demo import DECODERS, DemoSettings, run_demo, world_ranks
 
-    settings = DemoSettings(out=str(out), species=species, images_per_species=images_per_species, size=size,
-                            epochs=epochs, seed=seed)
+    given = {"species": species, "images_per_species": images_per_species, "size": size, "epochs": epochs}
+    settings = DemoSettings(out=str(out), seed=seed, **{k: v for k, v in given.items() if v is not None})
     with progress_bar() as bar:
 
         def track(description: str, total: int):

@@ -46,8 +46,8 @@ class DemoSettings:
     """What the demo builds and how long it trains (defaults: about 10 minutes on 2 cores)."""
 
     out: str = "taxonlens-demo"
-    species: int = 100
-    images_per_species: int = 16
+    species: int = 200
+    images_per_species: int = 12
     size: int = 64
     epochs: int = 24
     batch_size: int = 64

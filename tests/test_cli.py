@@ -74,3 +74,12 @@ def test_train_contrastive_then_predict_with_the_trained_model(tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(rows) == 24 and all(r["path"].count(" > ") == 5 and r["species"] == "" for r in rows)
+
+
+def test_demo_help_states_the_settings_defaults():
+    from taxonlens.demo import DemoSettings
+
+    result = runner.invoke(app, ["demo", "--help"], env={"COLUMNS": "200"})
+    d = DemoSettings()
+    for value in (d.species, d.images_per_species, d.size, d.epochs):
+        assert f"[default: ({value})]" in result.output
