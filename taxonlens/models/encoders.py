@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from PIL import Image
 from safetensors import SafetensorError
 
 from taxonlens.errors import TaxonlensError
-from taxonlens.models.hub import repo_folder
+from taxonlens.models.hub import offline_help, state_fingerprint
 from taxonlens.models.presets import ENCODER_ALIASES, ENCODER_PRESETS
 
 log = logging.getLogger(__name__)
@@ -179,12 +178,7 @@ class OpenCLIPEncoder:
     def fingerprint(self) -> str:
         """Hash of the config, the precision and 64 strided values of every tensor of the
         state dict: cheap even for ViT-L, and changed by any training step."""
-        h = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode() + self.precision.encode())
-        for name, p in self.model.state_dict().items():
-            flat = p.detach().flatten()
-            h.update(name.encode() + str(tuple(p.shape)).encode())
-            h.update(flat[:: max(1, flat.numel() // 64)].float().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return state_fingerprint({"config": self.config, "precision": self.precision}, self.model.state_dict())
 
     def save(self, directory: str | Path) -> Path:
         """Write ``open_clip_config.json`` and ``open_clip_model.safetensors`` (fp32): the
@@ -224,13 +218,9 @@ def _tokenizer_for(config: dict):
 
 
 def _missing_weights(name: str, target: str, detail: str) -> EncoderWeightsError:
-    repo = target.removeprefix("hf-hub:")
     return EncoderWeightsError(
-        f"encoder {name!r} ({target}) could not be loaded: {detail}. Looked in the Hugging Face cache "
-        f"{repo_folder(repo)}; downloads are off (offline or HF_HUB_OFFLINE=1). "
-        f"Supply the weights: on a machine with network run `huggingface-cli download {repo}` and copy its cache "
-        "here (set HF_HOME to it), or pass --model /path/to/dir holding open_clip_config.json and "
-        "open_clip_model.safetensors"
+        f"encoder {name!r} ({target}) could not be loaded: {detail}. {offline_help(target.removeprefix('hf-hub:'))}, "
+        "or pass --model /path/to/dir holding open_clip_config.json and open_clip_model.safetensors"
     )
 
 

@@ -6,9 +6,12 @@ and pybioclip all find the same weights and label files on a machine without net
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+
+import torch
 
 from taxonlens.errors import TaxonlensError
 
@@ -42,12 +45,28 @@ def hub_file(repo_id: str, filename: str, repo_type: str = "model") -> Path:
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type=repo_type))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
-        flag = " --repo-type dataset" if repo_type == "dataset" else ""
-        raise HubFileError(
-            f"{filename} of {repo_type} repository {repo_id} is not on this machine "
-            f"({type(e).__name__}); looked in {repo_folder(repo_id, repo_type)}. On a machine with network run "
-            f"`huggingface-cli download{flag} {repo_id} {filename}` and copy the cache here (set HF_HOME to it)"
-        ) from None
+        raise HubFileError(f"{filename} of {repo_type} repository {repo_id} is not on this machine "
+                           f"({type(e).__name__}); {offline_help(repo_id, repo_type, filename)}") from None
+
+
+def offline_help(repo_id: str, repo_type: str = "model", filename: str = "") -> str:
+    """Where a repository was looked for and how to bring it to an offline machine."""
+    flag = " --repo-type dataset" if repo_type == "dataset" else ""
+    return (f"looked in {repo_folder(repo_id, repo_type)}; downloads are off (offline or HF_HUB_OFFLINE=1). "
+            f"On a machine with network run `huggingface-cli download{flag} {repo_id}{' ' + filename if filename else ''}`"
+            " and copy its cache here (set HF_HOME to it)")
+
+
+def state_fingerprint(config: object, state_dict: Mapping[str, torch.Tensor]) -> str:
+    """A short hash of a model: its configuration (JSON-able) and 64 strided values of every
+    tensor of its state dict. Cheap even for billions of parameters, and changed by any
+    training step."""
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, p in state_dict.items():
+        flat = p.detach().flatten()
+        h.update(name.encode() + str(tuple(p.shape)).encode())
+        h.update(flat[:: max(1, flat.numel() // 64)].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def write_snapshot(repo_id: str, files: Mapping[str, bytes | Path], repo_type: str = "model",

@@ -36,3 +36,35 @@ ENCODER_ALIASES: dict[str, str] = {
     "bioclip": "hf-hub:imageomics/bioclip",
     "bioclip-2": "hf-hub:imageomics/bioclip-2",
 }
+
+# Tiny multimodal LLMs (see :mod:`taxonlens.models.tiny_lmm`): ~1-3 M parameters, 112 px images,
+# a 1,024-token BPE vocabulary trained on the shipped taxonomies. ``mrope_section`` sums to
+# head_dim / 2 (32 / 2). The conformance tests in ``tests/models`` run every preset.
+_TINY_LM = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "head_dim": 32, "max_position_embeddings": 4096}
+LMM_PRESETS: dict[str, dict] = {
+    "tiny-qwen2.5-vl": {
+        "family": "qwen", "arch": "qwen2_5_vl", "vocab_size": 1024, "image_size": 112,
+        "text": _TINY_LM | {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                "mrope_section": [4, 6, 6]}},
+        "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "patch_size": 14,
+                   "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 128, "window_size": 112,
+                   "fullatt_block_indexes": [1]},
+    },
+    "tiny-qwen3-vl": {
+        "family": "qwen", "arch": "qwen3_vl", "vocab_size": 1024, "image_size": 112,
+        "text": _TINY_LM | {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                "mrope_section": [6, 5, 5]}},
+        "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "patch_size": 16,
+                   "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 128,
+                   "num_position_embeddings": 64, "deepstack_visual_indexes": [1]},
+    },
+    "tiny-idefics2": {
+        "family": "idefics2", "arch": "idefics2", "vocab_size": 1024, "image_size": 112,
+        "text": _TINY_LM | {"sliding_window": None},
+        "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "image_size": 112, "patch_size": 14},
+        "perceiver": {"hidden_act": "silu", "hidden_size": 128, "rms_norm_eps": 1e-6, "resampler_n_latents": 8, "resampler_depth": 1, "resampler_n_heads": 2,
+                      "resampler_head_dim": 32, "num_key_value_heads": 1},
+    },
+}

@@ -1,0 +1,199 @@
+"""Multimodal LLMs (LMMs): one wrapper over transformers' image-text-to-text models.
+
+:func:`load_lmm` builds one by name, never downloading at import time:
+
+- a tiny preset (``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``, ``tiny-idefics2``; random weights,
+  built offline by :mod:`taxonlens.models.tiny_lmm`);
+- a local directory written by ``save_pretrained`` (or :meth:`LMM.save`);
+- a Hugging Face name (``Qwen/Qwen2.5-VL-3B-Instruct``, ``Qwen/Qwen3-VL-2B-Instruct``,
+  ``HuggingFaceM4/idefics2-8b``, any ``AutoModelForImageTextToText`` model), read from the
+  local cache; offline, a missing model is a clear :class:`LMMWeightsError`.
+
+:class:`LMM` asks one image one question in the model's chat format, and answers either by
+generation or by scoring offered options: the log-likelihood of each option (and of the
+end-of-turn token after it, so an option that is a prefix of another is not favoured) given
+the image and the question, all options of all questions in one batched forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+
+from taxonlens.errors import TaxonlensError
+from taxonlens.models.hub import offline_help, state_fingerprint
+from taxonlens.models.presets import LMM_PRESETS
+
+#: The end-of-turn text of each chat family (what follows an answer).
+_END_OF_TURN = {"qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "qwen2_vl": "<|im_end|>",
+                "idefics2": "<end_of_utterance>"}
+
+
+#: LoRA targets of ``targets="language"``: the projections of every decoder layer of the language model.
+_LANGUAGE_LORA = r".*(language_model|text_model)\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+_VOLATILE_CONFIG = {"_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype"}
+
+
+def _stable(config: dict) -> dict:
+    """A config dict without the keys a save and load rewrite (recursively)."""
+    return {k: _stable(v) if isinstance(v, dict) else v for k, v in config.items() if k not in _VOLATILE_CONFIG}
+
+
+class LMMWeightsError(TaxonlensError):
+    """A multimodal LLM's configuration or weights are not on this machine."""
+
+
+class LMM:
+    """A multimodal LLM with its processor.
+
+    Attributes:
+        model: the transformers model (``AutoModelForImageTextToText``), float32 on the CPU by default.
+        processor: its processor (tokenizer, image processor, chat template).
+        name: how it was asked for.
+        end_of_turn: the text that closes an answer in this model's chat format.
+    """
+
+    def __init__(self, model: torch.nn.Module, processor, name: str):
+        self.model, self.processor, self.name = model, processor, name
+        self.tokenizer = processor.tokenizer
+        self.end_of_turn = _END_OF_TURN.get(model.config.model_type, self.tokenizer.eos_token)
+
+    @property
+    def model_type(self) -> str:
+        return self.model.config.model_type
+
+    def chat(self, question: str) -> str:
+        """The prompt text of one image and ``question``, ready for the assistant's answer."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    def inputs(self, images: Sequence[Image.Image], texts: Sequence[str], padding_side: str = "left") -> dict:
+        """Processor outputs (``input_ids [B, L]``, ``attention_mask``, pixel tensors, ...) of one
+        image per text, padded on ``padding_side``."""
+        if len(images) != len(texts):
+            raise ValueError(f"one image per text: got {len(images)} images and {len(texts)} texts")
+        before = self.tokenizer.padding_side
+        self.tokenizer.padding_side = padding_side
+        try:
+            return self.processor(text=list(texts), images=[[img] for img in images], return_tensors="pt",
+                                  padding=True)
+        finally:
+            self.tokenizer.padding_side = before
+
+    @torch.inference_mode()
+    def generate(self, images: Sequence[Image.Image], questions: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+        """Greedy answers (text after the prompt, special tokens removed) to one question per image."""
+        batch = self.inputs(images, [self.chat(q) for q in questions], "left")
+        out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        return [t.strip() for t in self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
+                                                               skip_special_tokens=True)]
+
+    def option_logprobs(self, images: Sequence[Image.Image], questions: Sequence[str],
+                        options: Sequence[Sequence[str]], batch_size: int = 32) -> list[torch.Tensor]:
+        """Log-likelihood of every offered option of every question, given its image.
+
+        Args:
+            images, questions: one question per image.
+            options: the options of each question (any number each).
+            batch_size: sequences (question x option) per forward pass.
+
+        Returns:
+            one float32 tensor ``[K_i]`` per question: ``log p(option tokens, end of turn | image,
+            question)``, summed over the option's tokens.
+        """
+        rows = [(i, opt) for i, opts in enumerate(options) for opt in opts]
+        if len(options) != len(questions):
+            raise ValueError(f"one option list per question: got {len(options)} lists and {len(questions)} questions")
+        prompts = [self.chat(q) for q in questions]
+        scores = torch.empty(len(rows))
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            scores[start:start + len(chunk)] = self._score([images[i] for i, _ in chunk],
+                                                           [prompts[i] for i, _ in chunk], [o for _, o in chunk])
+        return list(torch.split(scores, [len(o) for o in options]))
+
+    @torch.inference_mode()
+    def _score(self, images: Sequence[Image.Image], prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+        """``[N]`` summed log-probabilities of ``answer + end of turn`` after each prompt."""
+        targets = [self.tokenizer(a + self.end_of_turn, add_special_tokens=False)["input_ids"] for a in answers]
+        batch = self.inputs(images, [p + a + self.end_of_turn for p, a in zip(prompts, answers)], "right")
+        ids, lengths = batch["input_ids"], batch["attention_mask"].sum(dim=1)
+        logprobs = torch.log_softmax(self.model(**batch).logits.float(), dim=-1)
+        out = torch.empty(len(answers))
+        for r, (target, length) in enumerate(zip(targets, lengths.tolist())):
+            pos = torch.arange(length - len(target), length)
+            if ids[r, pos].tolist() != target:
+                raise RuntimeError(f"{self.name}: the answer {answers[r]!r} tokenizes differently after the prompt; "
+                                   "option scoring needs the answer to start a new token")
+            out[r] = logprobs[r, pos - 1, ids[r, pos]].sum()
+        return out
+
+    def fingerprint(self) -> str:
+        """A short hash that changes whenever the weights or configuration change (not the
+        bookkeeping a save and load rewrites: name, library version, architectures)."""
+        return state_fingerprint(_stable(self.model.config.to_dict()), self.model.state_dict())
+
+    def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: str = "language") -> LMM:
+        """Wrap the model with peft LoRA adapters and return ``self``.
+
+        Args:
+            targets: ``language`` (attention and MLP projections of the language model's layers),
+                or ``all-linear`` (vision tower and connector too).
+        """
+        from peft import LoraConfig, get_peft_model
+
+        modules = _LANGUAGE_LORA if targets == "language" else targets
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules)
+        self.model = get_peft_model(self.model, config)
+        return self
+
+    def save(self, directory: str | Path) -> Path:
+        """``save_pretrained`` of model and processor: a folder :func:`load_lmm` loads."""
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+        return directory
+
+
+def load_lmm(name: str, dtype: str = "float32", seed: int = 0) -> LMM:
+    """Build a multimodal LLM by name (see the module docstring).
+
+    Args:
+        dtype: ``float32`` or ``bfloat16`` weights.
+        seed: seeds the random weights of a preset.
+
+    Raises:
+        LMMWeightsError: a directory or hub name whose files are missing or unreadable.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if dtype not in ("float32", "bfloat16"):
+        raise TaxonlensError(f"unknown dtype {dtype!r}; use float32 or bfloat16")
+    torch_dtype = getattr(torch, dtype)
+    if name in LMM_PRESETS:
+        from taxonlens.models.tiny_lmm import build_tiny_lmm
+
+        model, processor = build_tiny_lmm(name, seed)
+        return LMM(model.to(torch_dtype), processor, name)
+    path = Path(name).expanduser()
+    local = path.is_dir()
+    if local and not (path / "config.json").is_file():
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+        raise LMMWeightsError(f"{path} holds no config.json (found: {found}); a model folder is what "
+                              "save_pretrained writes (config.json, weights, processor files)")
+    if not local and (name.startswith((".", "/", "~")) or name.count("/") != 1):
+        raise TaxonlensError(f"unknown multimodal LLM {name!r}: not a preset ({', '.join(LMM_PRESETS)}), an existing "
+                             "folder, or a Hugging Face name ORG/NAME")
+    try:
+        processor = AutoProcessor.from_pretrained(str(path) if local else name)
+        model = AutoModelForImageTextToText.from_pretrained(str(path) if local else name, dtype=torch_dtype)
+    except (OSError, ValueError, SafetensorError) as e:
+        where = f"{path}: files could not be loaded ({str(e).splitlines()[0]})" if local else (
+            f"multimodal LLM {name!r} could not be loaded; {offline_help(name)}, or pass a folder written by "
+            "save_pretrained")
+        raise LMMWeightsError(where) from None
+    return LMM(model.eval(), processor, name)
