@@ -66,9 +66,12 @@ class LMM:
     def model_type(self) -> str:
         return self.model.config.model_type
 
-    def chat(self, question: str) -> str:
-        """The prompt text of one image and ``question``, ready for the assistant's answer."""
+    def chat(self, question: str, system: str | None = None) -> str:
+        """The prompt text of one image and ``question`` (after an optional ``system`` message),
+        ready for the assistant's answer."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        if system:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
         return self.processor.apply_chat_template(messages, add_generation_prompt=True)
 
     def inputs(self, images: Sequence[Image.Image], texts: Sequence[str], padding_side: str = "left") -> dict:
@@ -85,21 +88,24 @@ class LMM:
             self.tokenizer.padding_side = before
 
     @torch.inference_mode()
-    def generate(self, images: Sequence[Image.Image], questions: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+    def generate(self, images: Sequence[Image.Image], questions: Sequence[str], max_new_tokens: int = 16,
+                 system: str | None = None) -> list[str]:
         """Greedy answers (text after the prompt, special tokens removed) to one question per image."""
-        batch = self.inputs(images, [self.chat(q) for q in questions], "left")
+        batch = self.inputs(images, [self.chat(q, system) for q in questions], "left")
         out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
         return [t.strip() for t in self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
                                                                skip_special_tokens=True)]
 
     def option_logprobs(self, images: Sequence[Image.Image], questions: Sequence[str],
-                        options: Sequence[Sequence[str]], batch_size: int = 32) -> list[torch.Tensor]:
+                        options: Sequence[Sequence[str]], batch_size: int = 32,
+                        system: str | None = None) -> list[torch.Tensor]:
         """Log-likelihood of every offered option of every question, given its image.
 
         Args:
             images, questions: one question per image.
             options: the options of each question (any number each).
             batch_size: sequences (question x option) per forward pass.
+            system: an optional system message before each question.
 
         Returns:
             one float32 tensor ``[K_i]`` per question: ``log p(option tokens, end of turn | image,
@@ -108,7 +114,7 @@ class LMM:
         rows = [(i, opt) for i, opts in enumerate(options) for opt in opts]
         if len(options) != len(questions):
             raise ValueError(f"one option list per question: got {len(options)} lists and {len(questions)} questions")
-        prompts = [self.chat(q) for q in questions]
+        prompts = [self.chat(q, system) for q in questions]
         scores = torch.empty(len(rows))
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
