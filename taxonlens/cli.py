@@ -393,6 +393,19 @@ def bench_labels(
     _print_figures(f"label-embedding cache, {labels:,} labels", run(labels, model))
 
 
+@bench_app.command("index")
+def bench_index(
+    vectors: Annotated[int, typer.Option(help="Stored unit vectors.")] = 1_000_000,
+    dim: Annotated[int, typer.Option()] = 256,
+    queries: Annotated[int, typer.Option()] = 200,
+    k: Annotated[int, typer.Option(help="Neighbours per query (recall@k).")] = 10,
+) -> None:
+    """Vector memory: build time, query latency and recall@k, exact vs HNSW vs IVF."""
+    from taxonlens.bench.index import bench_index as run
+
+    _print_figures(f"vector memory, {vectors:,} vectors of {dim} dimensions", run(vectors, dim, queries, k))
+
+
 @bench_app.command("pybioclip")
 def bench_pybioclip(
     species: Annotated[int, typer.Option(help="Synthetic TreeOfLife labels.")] = 100_000,

@@ -33,3 +33,11 @@ def test_bench_commands_print_their_figures():
     result = CliRunner().invoke(app, ["bench", "decode", "--leaves", "500", "--batch", "4"])
     assert result.exit_code == 0, result.output
     assert "backoff_float32_s" in result.output and "500" in result.output
+
+
+def test_index_benchmark_reports_recall_against_the_exact_index():
+    from taxonlens.bench.index import bench_index
+
+    r = bench_index(n=5000, dim=16, queries=20, k=5)
+    assert r["flat_recall_at_5"] == 1.0 and 0 < r["ivf_recall_at_5"] <= 1 and 0 < r["hnsw_recall_at_5"] <= 1
+    assert r["hnsw_speedup"] > 0 and r["ivf_build_s"] > 0

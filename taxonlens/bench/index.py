@@ -1,0 +1,45 @@
+"""Vector memory at scale: build time, query latency and recall@k of exact and approximate
+faiss indexes over clustered unit vectors (like embeddings of related taxa)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from taxonlens.bench import timed
+from taxonlens.index import VectorMemory, recall_at_k
+
+
+def clustered_vectors(n: int, dim: int, n_clusters: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:
+    """``[n, dim]`` float32 unit vectors around ``n_clusters`` random centres, built in chunks."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_clusters, dim), dtype=np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        x = centres[rng.integers(0, n_clusters, stop - start)] + spread * rng.standard_normal((stop - start, dim),
+                                                                                               dtype=np.float32)
+        out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def bench_index(n: int = 1_000_000, dim: int = 256, queries: int = 200, k: int = 10, kinds: tuple[str, ...] = (
+        "flat", "ivf", "hnsw"), seed: int = 0) -> dict[str, float | int]:
+    """Per kind: ``build_s``, ``query_ms`` (per query, in one batch of ``queries``) and
+    ``recall_at_k`` against the exact index; plus the exact index's query time, and the
+    speed-up of each approximate kind over it."""
+    x = clustered_vectors(n, dim, max(16, n // 1000), seed)
+    q = clustered_vectors(queries, dim, max(16, n // 1000), seed + 1)
+    labels = np.arange(n)
+    out: dict[str, float | int] = {"vectors": n, "dim": dim, "queries": queries, "k": k}
+    exact = None
+    for kind in kinds:
+        mem, build = timed(lambda kind=kind: VectorMemory.build(x, labels, kind=kind, n_lists=1024, hnsw_m=16))
+        _, query = timed(lambda mem=mem: mem.search(q, k), repeats=2)
+        exact = exact or (mem if kind == "flat" else VectorMemory.build(x, labels))
+        out[f"{kind}_build_s"] = build
+        out[f"{kind}_query_ms"] = 1000 * query / queries
+        out[f"{kind}_recall_at_{k}"] = recall_at_k(mem, exact, q, k)
+    for kind in kinds:
+        if kind != "flat" and "flat_query_ms" in out:
+            out[f"{kind}_speedup"] = out["flat_query_ms"] / out[f"{kind}_query_ms"]
+    return out

@@ -1,0 +1,149 @@
+"""A multimodal LLM answers a hierarchical-VQA benchmark, one question per level.
+
+Three modes (:data:`MODES`):
+
+- ``generate``: the model writes its answer (greedy), read back by
+  :func:`~taxonlens.recognize.answers.parse_answer`; an unreadable answer is wrong;
+- ``score``: the log-likelihood of each option's letter given the image and the question
+  (:meth:`~taxonlens.models.mllm.LMM.option_logprobs`), the best letter per level;
+- ``consistent``: the same per-level letter probabilities combined with the taxonomy into
+  the most probable path of offered options (:func:`~taxonlens.recognize.vqa.consistent_decode`).
+
+A level that offers one option is answered with it without asking. Each record's answer is
+appended to the output JSONL as soon as it is known (``image``, ``path`` — what
+``taxonlens evaluate`` reads — plus per-level details), so an interrupted run resumes
+and skips the records already answered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from taxonlens.data.vqa import VQARecord
+from taxonlens.errors import DataError
+from taxonlens.models.mllm import LMM
+from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, parse_answer, question_text
+from taxonlens.recognize.vqa import consistent_decode
+from taxonlens.taxonomy import Taxonomy
+
+MODES = ("generate", "score", "consistent")
+
+
+def _questions(record: VQARecord, ranks: Sequence[str], organism: str) -> list[tuple[int, str]]:
+    """``(level, question)`` of every level of ``record`` that offers more than one option."""
+    return [(k, question_text(ranks[k], opts, organism)) for k, opts in enumerate(record.choices) if len(opts) > 1]
+
+
+def answer_records(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARecord], Image.Image],
+                   mode: str = "score", taxonomy: Taxonomy | None = None, ranks: Sequence[str] | None = None,
+                   organism: str = "organism", batch_size: int = 16, max_new_tokens: int = 8) -> list[dict]:
+    """Answers of ``lmm`` to every level of every record.
+
+    Args:
+        load: the image of a record.
+        taxonomy: needed by ``consistent`` (the tree whose paths are allowed).
+        ranks: rank names for the questions (default: the taxonomy's, else ``level1``, ...).
+        batch_size: questions per model call.
+
+    Returns:
+        one dict per record: ``image``, ``path`` (the chosen option at every level), ``mode``,
+        and per level ``options`` and, by mode, ``raw`` answers / ``logprobs`` (letter
+        log-probabilities, normalised over the offered letters); ``consistent`` adds
+        ``partial`` and ``consistent_depth``.
+    """
+    if mode not in MODES:
+        raise DataError(f"unknown answering mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode == "consistent" and taxonomy is None:
+        raise DataError("consistent answers need the taxonomy (--taxonomy)")
+    depth = max((len(r.levels) for r in records), default=0)
+    ranks = list(ranks or (taxonomy.ranks if taxonomy is not None else [f"level{k + 1}" for k in range(depth)]))
+    if len(ranks) < depth:
+        raise DataError(f"{len(ranks)} rank names for records {depth} levels deep")
+    asks = [(i, k, q) for i, r in enumerate(records) for k, q in _questions(r, ranks, organism)]
+    images = {i: load(records[i]) for i in {i for i, _, _ in asks}}
+    per_level: dict[tuple[int, int], object] = {}
+    for start in range(0, len(asks), batch_size):
+        chunk = asks[start:start + batch_size]
+        imgs, questions = [images[i] for i, _, _ in chunk], [q for _, _, q in chunk]
+        if mode == "generate":
+            texts = lmm.generate(imgs, questions, max_new_tokens, system=SYSTEM_PROMPT)
+            per_level.update({(i, k): t for (i, k, _), t in zip(chunk, texts)})
+        else:
+            letters = [list(LETTERS[: len(records[i].choices[k])]) for i, k, _ in chunk]
+            scores = lmm.option_logprobs(imgs, questions, letters, system=SYSTEM_PROMPT)
+            per_level.update({(i, k): torch.log_softmax(s, dim=0) for (i, k, _), s in zip(chunk, scores)})
+    return [_answer(r, i, per_level, mode, taxonomy) for i, r in enumerate(records)]
+
+
+def _answer(record: VQARecord, i: int, per_level: dict, mode: str, taxonomy: Taxonomy | None) -> dict:
+    row: dict = {"image": record.image, "mode": mode, "options": [list(c) for c in record.choices]}
+    if mode == "generate":
+        raw = [per_level.get((i, k)) for k in range(len(record.choices))]
+        picks = [0 if raw[k] is None else parse_answer(raw[k], opts).index for k, opts in enumerate(record.choices)]
+        row["path"] = [opts[p] if p is not None else "" for opts, p in zip(record.choices, picks)]
+        row["raw"] = raw
+        return row
+    logprobs = [per_level.get((i, k)) for k in range(len(record.choices))]
+    row["logprobs"] = [None if lp is None else [round(float(x), 5) for x in lp] for lp in logprobs]
+    if mode == "score":
+        row["path"] = [opts[int(lp.argmax())] if lp is not None else opts[0]
+                       for opts, lp in zip(record.choices, logprobs)]
+        return row
+    answer = consistent_decode(record, taxonomy, [None if lp is None else lp.numpy() for lp in logprobs])
+    row["path"] = list(answer.path)
+    row["partial"], row["consistent_depth"] = answer.partial, answer.consistent_depth
+    return row
+
+
+def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, image_root: str | Path | None = None,
+                     mode: str = "score", taxonomy: Taxonomy | None = None, organism: str = "organism",
+                     chunk: int = 16, progress: Callable[[int], None] | None = None, **kwargs) -> Path:
+    """Answer every record into the JSONL file ``out``, ``chunk`` records at a time; records whose
+    image is already in ``out`` are skipped (resume; a line cut by a crash is dropped first). Images are read with the safe loader from
+    ``image_root / record.image`` (or the path as written).
+
+    Raises:
+        DataError: an image that cannot be read (named, with the reason).
+    """
+    from taxonlens.data import load_image
+    from taxonlens.errors import ImageError
+
+    out = Path(out)
+    done, kept, cut = set(), [], False
+    if out.is_file():
+        for line in out.read_text(encoding="utf-8").splitlines():
+            try:
+                done.add(json.loads(line)["image"])
+                kept.append(line + "\n")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                cut = True  # a line cut by a crash: dropped, and that record is answered again
+    if cut:
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, out)
+    todo = [r for r in records if r.image not in done]
+    if progress and len(records) > len(todo):
+        progress(len(records) - len(todo))
+    root = Path(image_root) if image_root is not None else None
+
+    def load(record: VQARecord) -> Image.Image:
+        try:
+            return load_image(root / record.image if root is not None else record.image)
+        except ImageError as e:
+            raise DataError(f"benchmark line {record.line}: {e}; pass --images DIR if the paths are relative "
+                            "to another folder") from None
+
+    for start in range(0, len(todo), chunk):
+        batch = todo[start:start + chunk]
+        rows = answer_records(lmm, batch, load, mode, taxonomy, organism=organism, **kwargs)
+        with out.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        if progress:
+            progress(len(batch))
+    return out
