@@ -187,6 +187,11 @@ def predict(
     method: Annotated[str, typer.Option(help="exact (most probable leaf) or greedy (top-down).")] = "exact",
     batch_size: Annotated[int, typer.Option()] = 32,
     precision: Annotated[str, typer.Option(help="auto (bf16 where this CPU is fast at it), fp32 or bf16.")] = "auto",
+    rerank: Annotated[str | None, typer.Option(help="RAR: a multimodal LLM (preset, folder or hub name) that "
+                                                    "reranks the top --rerank-k candidates.")] = None,
+    rerank_k: Annotated[int, typer.Option(help="Candidates the LLM ranks.")] = 5,
+    rerank_method: Annotated[str, typer.Option(help="score (option likelihoods) or generate (a ranked list).")
+                             ] = "score",
 ) -> None:
     """Name the organism in each photo: a consistent taxonomy path, a confidence per rank, the rank
     reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal."""
@@ -199,7 +204,8 @@ def predict(
         task = bar.add_task("embedding labels", total=None)
         recognizer = build_recognizer(model, taxonomy, labels, subset, text_type, templates, precision,
                                       _read_thresholds(thresholds), method,
-                                      progress=lambda n: bar.advance(task, n))
+                                      progress=lambda n: bar.advance(task, n), rerank=rerank, rerank_k=rerank_k,
+                                      rerank_method=rerank_method)
         if rank is not None:
             recognizer.taxonomy.rank_depth(rank)  # an unknown rank fails before any photo is read
         bar.update(task, visible=False)

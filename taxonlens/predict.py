@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -32,6 +33,9 @@ from taxonlens.models.encoders import Encoder, load_encoder
 from taxonlens.recognize.decode import Prediction, TreeDecoder
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
 from taxonlens.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from taxonlens.recognize.rerank import LMMReranker
 
 OUTPUT_FORMATS = (".csv", ".jsonl", ".parquet")
 
@@ -46,6 +50,8 @@ class Recognizer:
             ``taxonomy``'s leaves (zero-shot, few-shot, ...).
         decoder: the taxonomy's :class:`TreeDecoder` (holds back-off thresholds).
         method: ``exact`` or ``greedy`` consistent decoding.
+        common_names: node id -> common name, for the output rows.
+        reranker: RAR: a multimodal LLM that reranks the classifier's top-k leaves.
     """
 
     encoder: Encoder
@@ -53,6 +59,7 @@ class Recognizer:
     decoder: TreeDecoder
     method: str = "exact"
     common_names: dict[int, str] = field(default_factory=dict)
+    reranker: LMMReranker | None = None
 
     @property
     def taxonomy(self) -> Taxonomy:
@@ -61,7 +68,8 @@ class Recognizer:
     def leaf_probs(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """``[B, n_leaves]`` probabilities of a batch of RGB images."""
         pixels = torch.stack([self.encoder.preprocess(img) for img in images])
-        return self.classifier.predict_proba(self.encoder.encode_images(pixels))
+        probs = self.classifier.predict_proba(self.encoder.encode_images(pixels))
+        return self.reranker.rerank(images, probs) if self.reranker is not None else probs
 
     def predict(self, images: Sequence[Image.Image], top_k: int = 5, rank: str | None = None) -> list[Prediction]:
         """Predictions for a batch of images (see :meth:`TreeDecoder.decode`)."""
@@ -114,6 +122,9 @@ def build_recognizer(
     method: str = "exact",
     cache_dir: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    rerank: str | None = None,
+    rerank_k: int = 5,
+    rerank_method: str = "score",
 ) -> Recognizer:
     """A :class:`Recognizer` from names, as ``taxonlens predict`` builds it.
 
@@ -128,6 +139,9 @@ def build_recognizer(
         thresholds: rank -> minimum confidence to report it (back-off, see
             :meth:`~taxonlens.recognize.decode.TreeDecoder.calibrate`).
         progress: called with the number of labels embedded, while label embeddings are built.
+        rerank: a multimodal LLM (what :func:`~taxonlens.models.mllm.load_lmm` accepts) that reranks
+            the top ``rerank_k`` leaves of each photo by ``rerank_method`` (RAR, see
+            :mod:`taxonlens.recognize.rerank`).
 
     Raises:
         TaxonlensError: an unknown model or taxonomy, missing weights or label files, a bad subset.
@@ -163,7 +177,13 @@ def build_recognizer(
         classifier = ZeroShotClassifier(encoder, tax, None, text_type, templates, cache_dir=cache_dir,
                                         progress=progress)
         common = {}
-    return Recognizer(encoder, classifier, TreeDecoder(tax, thresholds), method, common)
+    reranker = None
+    if rerank:
+        from taxonlens.models.mllm import load_lmm
+        from taxonlens.recognize.rerank import LMMReranker
+
+        reranker = LMMReranker(load_lmm(rerank), tax, rerank_k, rerank_method)
+    return Recognizer(encoder, classifier, TreeDecoder(tax, thresholds), method, common, reranker)
 
 
 def prediction_row(taxonomy: Taxonomy, file_name: str, prediction: Prediction | None, error: str | None = None,

@@ -1,0 +1,89 @@
+"""RAR (retrieving and ranking): the encoder retrieves the top-k candidate labels of a photo,
+a multimodal LLM ranks them, and the result goes through the tree-consistent decoder.
+
+:class:`LMMReranker` turns the encoder's leaf probabilities ``[B, n_leaves]`` into reranked
+ones: the LMM is asked the reference-format question at the label rank with the ``k``
+candidates as lettered options, and redistributes the probability mass those ``k`` held
+(the rest of the distribution is kept, so marginals, consistent paths and back-off stay
+meaningful). Two ways to rank:
+
+- ``score``: the log-likelihood of each candidate's letter; the ``k`` probabilities become
+  the encoder's top-k mass times the softmax of those log-likelihoods;
+- ``generate``: the LMM writes a ranked list ("C, A, B"), read back piece by piece with
+  :func:`~taxonlens.recognize.answers.parse_answer` (candidates it does not mention follow
+  in the encoder's order); the encoder's top-k probabilities, sorted, are reassigned in the
+  LMM's order, so it changes the ranking, not the confidence profile.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from taxonlens.errors import DataError
+from taxonlens.models.mllm import LMM
+from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, parse_answer, question_text
+from taxonlens.taxonomy import Taxonomy
+
+METHODS = ("score", "generate")
+RANKING_INSTRUCTION = "Rank the options from most to least likely, as letters separated by commas."
+
+
+class LMMReranker:
+    """Reranks the encoder's top-k leaves with a multimodal LLM.
+
+    Args:
+        lmm: the ranker.
+        taxonomy: the label tree; candidates are its leaves, named by their last name.
+        k: candidates per photo (at most 26).
+        method: ``score`` or ``generate``.
+        organism: the word used in the question ("plant", "bird", ...).
+    """
+
+    def __init__(self, lmm: LMM, taxonomy: Taxonomy, k: int = 5, method: str = "score", organism: str = "organism"):
+        if method not in METHODS:
+            raise DataError(f"unknown reranking method {method!r}; use one of {', '.join(METHODS)}")
+        if not 2 <= k <= len(LETTERS):
+            raise DataError(f"rerank k must lie in 2..{len(LETTERS)}, got {k}")
+        self.lmm, self.taxonomy, self.k, self.method, self.organism = lmm, taxonomy, k, method, organism
+        self.rank = taxonomy.ranks[-1]
+
+    def questions(self, candidates: torch.Tensor) -> list[tuple[str, list[str]]]:
+        """``(question, option names)`` for candidate leaves ``[B, k]``."""
+        names = [[self.taxonomy.names[int(self.taxonomy.leaves[i])] for i in row] for row in candidates.tolist()]
+        return [(question_text(self.rank, opts, self.organism), opts) for opts in names]
+
+    def rerank(self, images: Sequence[Image.Image], leaf_probs: torch.Tensor) -> torch.Tensor:
+        """``[B, n_leaves]`` probabilities with the top-k of each row of ``leaf_probs`` reranked."""
+        k = min(self.k, leaf_probs.shape[1])
+        if k < 2:
+            return leaf_probs
+        top_p, top_i = leaf_probs.float().topk(k, dim=1)  # encoder order, best first
+        asked = self.questions(top_i)
+        if self.method == "score":
+            scores = self.lmm.option_logprobs(images, [q for q, _ in asked], [list(LETTERS[:k])] * len(asked),
+                                              system=SYSTEM_PROMPT)
+            new = torch.stack([torch.softmax(s, dim=0) for s in scores]) * top_p.sum(dim=1, keepdim=True)
+        else:
+            texts = self.lmm.generate(images, [f"{q}\n{RANKING_INSTRUCTION}" for q, _ in asked],
+                                      max_new_tokens=4 * k, system=SYSTEM_PROMPT)
+            new = torch.empty_like(top_p)
+            for b, (text, (_, opts)) in enumerate(zip(texts, asked)):
+                new[b, ranking_order(text, opts)] = top_p[b]
+        out = leaf_probs.float().clone()
+        out.scatter_(1, top_i, new)
+        return out
+
+
+def ranking_order(text: str, options: Sequence[str]) -> list[int]:
+    """Option indices in the order a generated ranking names them (letters or names, separated by
+    commas, semicolons, "then", ">" or new lines); options it does not name follow in their own order."""
+    order: list[int] = []
+    for piece in re.split(r"[,;\n>]|\bthen\b", text):
+        index = parse_answer(piece, options).index if piece.strip() else None
+        if index is not None and index not in order:
+            order.append(index)
+    return order + [i for i in range(len(options)) if i not in order]
