@@ -23,8 +23,12 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_comp
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Inspect and validate taxonomies.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print figures and ratios measured on this machine.")
 train_app = typer.Typer(no_args_is_help=True, help="Train models (contrastive BioCLIP objective, ...).")
+vqa_app = typer.Typer(no_args_is_help=True, help="Hierarchical visual question answering with multimodal LLMs.")
+index_app = typer.Typer(no_args_is_help=True, help="Vector memories (faiss) for retrieval.")
 app.add_typer(taxonomy_app, name="taxonomy")
 app.add_typer(train_app, name="train")
+app.add_typer(vqa_app, name="vqa")
+app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -192,6 +196,8 @@ def predict(
     rerank_k: Annotated[int, typer.Option(help="Candidates the LLM ranks.")] = 5,
     rerank_method: Annotated[str, typer.Option(help="score (option likelihoods) or generate (a ranked list).")
                              ] = "score",
+    memory: Annotated[Path | None, typer.Option(help="Classify by nearest exemplars in a memory from "
+                                                     "`taxonlens index build` (instead of label text).")] = None,
 ) -> None:
     """Name the organism in each photo: a consistent taxonomy path, a confidence per rank, the rank
     reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal."""
@@ -205,7 +211,7 @@ def predict(
         recognizer = build_recognizer(model, taxonomy, labels, subset, text_type, templates, precision,
                                       _read_thresholds(thresholds), method,
                                       progress=lambda n: bar.advance(task, n), rerank=rerank, rerank_k=rerank_k,
-                                      rerank_method=rerank_method)
+                                      rerank_method=rerank_method, memory=memory)
         if rank is not None:
             recognizer.taxonomy.rank_depth(rank)  # an unknown rank fails before any photo is read
         bar.update(task, visible=False)
@@ -242,6 +248,132 @@ def calibrate(
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
     out.write_text(json.dumps(result, indent=1) + "\n")
     _print_figures(f"thresholds for precision {precision_target} ({out})", result)
+
+
+# -------------------------------------------------------------------------- vqa
+def _read_records(data: Path, taxonomy=None, split: str | None = None):
+    from taxonlens.data import read_image_folder, read_manifest
+
+    records = read_image_folder(data, taxonomy) if data.is_dir() else read_manifest(data, taxonomy)
+    records = [r for r in records if r.path and (split is None or r.split == split)]
+    if not records:
+        raise TaxonlensError(f"{data}: no labelled photos{f' in split {split!r}' if split else ''}")
+    return records
+
+
+@vqa_app.command("build")
+def vqa_build(
+    data: Annotated[Path, typer.Argument(help="Labelled photos: a manifest or an image folder.")],
+    out: Annotated[Path, typer.Option(help="Benchmark JSONL to write.")],
+    taxonomy: TaxonomyOpt = "inat21-plantae",
+    options: Annotated[int, typer.Option(help="Options per level, the truth included.")] = 4,
+    mode: Annotated[str, typer.Option(help="random, similar (nearest taxa by --encoder text embeddings) or path "
+                                           "(whole alternative paths: no consistency leakage).")] = "random",
+    encoder: Annotated[str, typer.Option(help="Encoder whose taxon text embeddings define 'similar'.")] = "bioclip",
+    split: Annotated[str | None, typer.Option(help="Only photos of this split.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write hierarchical multiple-choice questions (the benchmark's JSONL format) for labelled photos."""
+    from taxonlens.data.vqa import write_vqa_benchmark
+    from taxonlens.data.vqa_build import build_vqa
+    from taxonlens.recognize.vqa import leakage
+
+    tax = _load(taxonomy, allow_homonyms=True)
+    similarity = None
+    if mode == "similar":
+        from taxonlens.models.encoders import load_encoder
+        from taxonlens.recognize.zeroshot import rank_classifiers
+
+        similarity = {r: c.embeddings.numpy() for r, c in rank_classifiers(load_encoder(encoder), tax).items()}
+    records = build_vqa(_read_records(data, tax, split), tax, options, mode, seed, similarity)
+    write_vqa_benchmark(records, out)
+    summary = leakage(records, tax)
+    console.print(f"wrote {len(records)} question sets to {out}; {summary.n_unique} "
+                  f"({100 * summary.share_unique:.1f}%) have a single consistent path among their options")
+
+
+@vqa_app.command("leakage")
+def vqa_leakage(
+    benchmark: Annotated[Path, typer.Argument(help="Hierarchical-VQA JSONL.")],
+    taxonomy: Annotated[str | None, typer.Option(help="Taxonomy (default: built from the benchmark).")] = None,
+) -> None:
+    """How much the offered options alone reveal: consistent paths per record, and what an image-blind
+    consistent decoder scores."""
+    from taxonlens.data.vqa import read_vqa_benchmark
+    from taxonlens.recognize.vqa import leakage
+
+    tax = _load(taxonomy or str(benchmark), allow_homonyms=True)
+    s = leakage(read_vqa_benchmark(benchmark), tax)
+    _print_figures(f"{benchmark.name}: consistency leakage", {
+        "records": s.n_records, **{f"records with {k} consistent paths": v for k, v in sorted(s.path_counts.items())},
+        "single consistent path (%)": 100 * s.share_unique, "of those, the truth": s.n_unique_truth,
+        "image-blind HCA (%)": s.blind_hca, "image-blind HCA, random tie-break (%)": s.expected_blind_hca})
+
+
+@vqa_app.command("answer")
+def vqa_answer(
+    benchmark: Annotated[Path, typer.Argument(help="Hierarchical-VQA JSONL (its images must be readable).")],
+    model: Annotated[str, typer.Option(help="Multimodal LLM: tiny preset, folder, or hub name.")],
+    out: Annotated[Path, typer.Option(help="Answers JSONL (scored by `taxonlens evaluate`); resumes.")],
+    mode: Annotated[str, typer.Option(help="generate, score or consistent.")] = "consistent",
+    taxonomy: Annotated[str | None, typer.Option(help="Taxonomy (default: built from the benchmark).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder the benchmark's image paths are relative to.")] = None,
+    organism: Annotated[str, typer.Option(help="The word used in the questions.")] = "organism",
+    batch_size: Annotated[int, typer.Option()] = 16,
+) -> None:
+    """Answer every level of every record; print HCA, leaf accuracy, POR, S-POR, TOR on all records and on
+    the leakage-free ones, beside the image-blind control."""
+    from taxonlens.data.vqa import read_vqa_benchmark
+    from taxonlens.models.mllm import load_lmm
+    from taxonlens.recognize.vqa_answer import answer_benchmark, consistency_report
+
+    records = read_vqa_benchmark(benchmark)
+    tax = _load(taxonomy or str(benchmark), allow_homonyms=True)
+    lmm = load_lmm(model)
+    with progress_bar() as bar:
+        task = bar.add_task(f"answering ({mode})", total=len(records))
+        answer_benchmark(lmm, records, out, images, mode, tax, organism, progress=lambda n: bar.advance(task, n),
+                         batch_size=batch_size)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
+    report = consistency_report(records, rows, tax)
+    table = Table(title=f"{model}, {mode} ({out})")
+    for col in ("records", "n", "decoder", "HCA", "leaf", "POR", "S-POR", "TOR", "valid"):
+        table.add_column(col, justify="right")
+    for subset, figures in report.items():
+        for name in ("answers", "blind_control"):
+            if name in figures:
+                f = figures[name]
+                table.add_row(subset, str(figures["n"]), name, *(f"{f[k]:.1f}" for k in ("hca", "acc_leaf", "por",
+                                                                                           "s_por", "tor")),
+                              f"{f['valid_path_pct']:.1f}" if f["valid_path_pct"] is not None else "-")
+    console.print(table)
+
+
+# ------------------------------------------------------------------------ index
+@index_app.command("build")
+def index_build(
+    data: Annotated[Path, typer.Argument(help="Labelled photos (manifest or image folder).")],
+    out: Annotated[Path, typer.Option(help="Memory folder (index.faiss, labels.npy, memory.json, taxonomy).")],
+    model: ModelOpt = "bioclip-2",
+    taxonomy: Annotated[str | None, typer.Option(help="Label tree (default: built from the photos' paths).")] = None,
+    kind: Annotated[str, typer.Option(help="flat (exact), hnsw or ivf.")] = "flat",
+    per_class: Annotated[int, typer.Option(help="Exemplar photos per class (0: all).")] = 0,
+    split: Annotated[str | None, typer.Option(help="Only photos of this split.")] = "train",
+    batch_size: Annotated[int, typer.Option()] = 32,
+    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16: use the same with `predict --memory`.")
+                         ] = "auto",
+) -> None:
+    """An image-exemplar memory: photo embeddings with their class, for retrieval (`predict --memory`)."""
+    from taxonlens.index.exemplars import build_exemplar_memory
+    from taxonlens.models.encoders import load_encoder
+
+    tax = _load(taxonomy, allow_homonyms=True) if taxonomy else None
+    encoder = load_encoder(model, precision=precision)
+    with progress_bar() as bar:
+        task = bar.add_task("encoding exemplars", total=None)
+        memory = build_exemplar_memory(_read_records(data, tax, split), encoder, out, tax, kind, per_class, batch_size,
+                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(f"{len(memory):,} exemplars of {len(set(memory.labels.tolist())):,} classes in {out}")
 
 
 # ------------------------------------------------------------------------ train

@@ -125,6 +125,7 @@ def build_recognizer(
     rerank: str | None = None,
     rerank_k: int = 5,
     rerank_method: str = "score",
+    memory: str | Path | None = None,
 ) -> Recognizer:
     """A :class:`Recognizer` from names, as ``taxonlens predict`` builds it.
 
@@ -142,6 +143,8 @@ def build_recognizer(
         rerank: a multimodal LLM (what :func:`~taxonlens.models.mllm.load_lmm` accepts) that reranks
             the top ``rerank_k`` leaves of each photo by ``rerank_method`` (RAR, see
             :mod:`taxonlens.recognize.rerank`).
+        memory: instead of label text, an image-exemplar memory folder (``taxonlens index build``):
+            its label tree and its ``k`` best classes per photo by nearest exemplar.
 
     Raises:
         TaxonlensError: an unknown model or taxonomy, missing weights or label files, a bad subset.
@@ -149,10 +152,18 @@ def build_recognizer(
     from taxonlens.resources import taxonomy_file
     from taxonlens.taxonomy import load_taxonomy
 
-    if taxonomy is not None and labels is not None:
-        raise DataError("give a taxonomy or a labels file, not both")
+    if sum(x is not None for x in (taxonomy, labels, memory)) > 1:
+        raise DataError("give one of a taxonomy, a labels file or a memory")
     encoder = load_encoder(model, precision=precision)
     label_set: LabelSet | None = None
+    if memory is not None:
+        from taxonlens.index.exemplars import MemoryClassifier
+
+        if subset:
+            raise DataError("--subset applies to label sets, not to an exemplar memory")
+        classifier, tax = MemoryClassifier.load(memory, encoder, k=max(rerank_k, 10))
+        return Recognizer(encoder, classifier, TreeDecoder(tax, thresholds), method, {},
+                          _reranker(rerank, tax, rerank_k, rerank_method))
     if labels is not None:
         tax = plain_labels(labels)
     elif isinstance(taxonomy, Taxonomy):
@@ -177,13 +188,17 @@ def build_recognizer(
         classifier = ZeroShotClassifier(encoder, tax, None, text_type, templates, cache_dir=cache_dir,
                                         progress=progress)
         common = {}
-    reranker = None
-    if rerank:
-        from taxonlens.models.mllm import load_lmm
-        from taxonlens.recognize.rerank import LMMReranker
+    return Recognizer(encoder, classifier, TreeDecoder(tax, thresholds), method, common,
+                      _reranker(rerank, tax, rerank_k, rerank_method))
 
-        reranker = LMMReranker(load_lmm(rerank), tax, rerank_k, rerank_method)
-    return Recognizer(encoder, classifier, TreeDecoder(tax, thresholds), method, common, reranker)
+
+def _reranker(model: str | None, taxonomy: Taxonomy, k: int, method: str) -> LMMReranker | None:
+    if not model:
+        return None
+    from taxonlens.models.mllm import load_lmm
+    from taxonlens.recognize.rerank import LMMReranker
+
+    return LMMReranker(load_lmm(model), taxonomy, k, method)
 
 
 def prediction_row(taxonomy: Taxonomy, file_name: str, prediction: Prediction | None, error: str | None = None,

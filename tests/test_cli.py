@@ -83,3 +83,31 @@ def test_demo_help_states_the_settings_defaults():
     d = DemoSettings()
     for value in (d.species, d.images_per_species, d.size, d.epochs):
         assert f"[default: ({value})]" in result.output
+
+
+def test_vqa_build_leakage_answer_and_evaluate(tmp_path, monkeypatch, capsys):
+    """Question sets from a synthworld, their leakage, a tiny LMM answering them consistently
+    beside the image-blind control, and `evaluate` scoring the answers."""
+    world = tmp_path / "world"
+    assert runner.invoke(app, ["synthworld", "--out", str(world), "--random-tree", "--species", "8",
+                               "--images-per-species", "1", "--size", "64"]).exit_code == 0
+    taxonomy = str(next(world.glob("taxonomy.*")))
+    bench = tmp_path / "bench.jsonl"
+    result = runner.invoke(app, ["vqa", "build", str(world / "manifest.jsonl"), "--out", str(bench), "--taxonomy",
+                                 taxonomy, "--mode", "path", "--options", "3"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "wrote 8 question sets" in result.output and "0 (0.0%) have a single consistent path" in result.output
+    result = runner.invoke(app, ["vqa", "leakage", str(bench), "--taxonomy", taxonomy], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "records with 3 consistent paths" in result.output
+    answers = tmp_path / "answers.jsonl"
+    result = runner.invoke(app, ["vqa", "answer", str(bench), "--model", "tiny-qwen2.5-vl", "--out", str(answers),
+                                 "--taxonomy", taxonomy, "--mode", "consistent"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "blind_control" in result.output and "leakage_free" in result.output
+    result = runner.invoke(app, ["evaluate", str(bench), str(answers), "--format", "json", "--taxonomy", taxonomy])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["n"] == 8 and report["valid_path_pct"] == 100.0
+    code, out = _run_main(monkeypatch, capsys, ["vqa", "answer", str(bench), "--model", "tiny-qwen2.5-vl", "--out",
+                                                str(tmp_path / "a.jsonl"), "--mode", "vote"])
+    assert code == 2 and "unknown answering mode" in out.err

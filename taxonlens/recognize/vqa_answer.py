@@ -147,3 +147,39 @@ def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, im
         if progress:
             progress(len(batch))
     return out
+
+
+def consistency_report(records: Sequence[VQARecord], rows: Sequence[dict], taxonomy: Taxonomy) -> dict[str, dict]:
+    """Figures (percent) of the answers ``rows`` and of the image-blind control (consistent
+    decoding with uniform option probabilities), on all records and on the leakage-free ones
+    (more than one consistent path among their options), scored on the levels that offer a
+    choice somewhere: ``{"all" | "leakage_free": {"answers" | "blind_control": {hca, acc_leaf,
+    por, s_por, tor, valid_path_pct}, "n": count}}``. The gain of consistent decoding that is
+    the image's, not the benchmark's, is the leakage-free answers over their blind control.
+
+    Raises:
+        DataError: rows that do not answer the records (by image).
+    """
+    from taxonlens.evaluate.metrics import hierarchical_report
+    from taxonlens.recognize.vqa import blind_decode, consistent_path_count
+
+    by_image = {r["image"]: r["path"] for r in rows}
+    missing = [r.image for r in records if r.image not in by_image]
+    if missing:
+        raise DataError(f"{len(missing)} records have no answer, e.g. {missing[0]}")
+    levels = [k for k in range(max(len(r.levels) for r in records)) if any(len(r.choices[k]) > 1 for r in records
+                                                                           if k < len(r.choices))]
+    free = [consistent_path_count(r, taxonomy) > 1 for r in records]
+    out: dict[str, dict] = {}
+    for subset, keep in (("all", [True] * len(records)), ("leakage_free", free)):
+        chosen = [r for r, k in zip(records, keep) if k]
+        out[subset] = {"n": len(chosen)}
+        if not chosen:
+            continue
+        truths = [r.levels for r in chosen]
+        for name, preds in (("answers", [by_image[r.image] for r in chosen]),
+                            ("blind_control", [blind_decode(r, taxonomy).path for r in chosen])):
+            rep = hierarchical_report(truths, preds, levels, taxonomy)
+            out[subset][name] = {"hca": rep.hca, "acc_leaf": rep.acc_leaf, "por": rep.por, "s_por": rep.s_por,
+                                 "tor": rep.tor, "valid_path_pct": rep.valid_path_pct}
+    return out

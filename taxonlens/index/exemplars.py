@@ -1,0 +1,113 @@
+"""Image-exemplar memories: photo embeddings of an encoder with their class, saved beside the
+label tree, and the classifier that retrieves from them (RAR's memory; few-shot at scale).
+
+A memory folder holds :class:`~taxonlens.index.memory.VectorMemory`'s files, the taxonomy
+(``taxonomy.csv``; labels are its leaf indices) and ``exemplars.json`` (the encoder's name
+and fingerprint: a memory only answers for the encoder that built it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taxonlens.data import Record, load_image
+from taxonlens.errors import DataError, ImageError
+from taxonlens.index.memory import VectorMemory
+from taxonlens.models.encoders import Encoder, load_encoder
+from taxonlens.taxonomy import Taxonomy, load_taxonomy, save_taxonomy
+
+TAXONOMY_FILE, EXEMPLARS_FILE = "taxonomy.csv", "exemplars.json"
+
+
+def build_exemplar_memory(records: Sequence[Record], model: str | Encoder, out: str | Path,
+                          taxonomy: Taxonomy | None = None, kind: str = "flat", per_class: int = 0,
+                          batch_size: int = 32, seed: int = 0,
+                          progress: Callable[[int, int], None] | None = None) -> VectorMemory:
+    """Encode labelled photos (``per_class`` drawn per class with ``seed``, 0 for all) and save
+    them as a memory under ``out``. Unreadable photos are skipped.
+
+    Raises:
+        DataError: a photo whose path is not a class of ``taxonomy``, or no readable photo.
+    """
+    from taxonlens.recognize.fewshot import sample_shots
+
+    encoder = load_encoder(model) if isinstance(model, str) else model
+    taxonomy = taxonomy or Taxonomy.from_paths(sorted({tuple(r.path) for r in records}), allow_homonyms=True)
+    by_path = {tuple(n.lower() for n in taxonomy.path_names(int(leaf))): i for i, leaf in enumerate(taxonomy.leaves)}
+    classes = []
+    for r in records:
+        leaf = by_path.get(tuple(n.lower() for n in r.path))
+        if leaf is None:
+            raise DataError(f"{r.image}: {' > '.join(r.path)} is not a class of the taxonomy")
+        classes.append(leaf)
+    picked = sample_shots(np.asarray(classes), per_class, seed) if per_class else np.arange(len(records))
+    feats, labels = [], []
+    for start in range(0, len(picked), batch_size):
+        images, batch_labels = [], []
+        for i in picked[start:start + batch_size]:
+            try:
+                images.append(encoder.preprocess(load_image(records[i].image)))
+                batch_labels.append(classes[i])
+            except ImageError:
+                continue
+        if images:
+            feats.append(encoder.encode_images(torch.stack(images)).numpy())
+            labels.extend(batch_labels)
+        if progress:
+            progress(min(start + batch_size, len(picked)), len(picked))
+    if not feats:
+        raise DataError("no readable photo to put in the memory")
+    memory = VectorMemory.build(np.concatenate(feats), np.asarray(labels), kind=kind)
+    out = Path(out)
+    memory.save(out)
+    save_taxonomy(taxonomy, out / TAXONOMY_FILE)
+    (out / EXEMPLARS_FILE).write_text(json.dumps({"encoder": getattr(encoder, "name", str(model)),
+                                                  "fingerprint": encoder.fingerprint()}, indent=1) + "\n")
+    return memory
+
+
+class MemoryClassifier:
+    """Leaf probabilities from the ``k`` best classes retrieved in an exemplar memory: a softmax of
+    their best cosine similarities times the encoder's logit scale; other leaves get 0.
+
+    Attributes:
+        memory: the vector memory; ``taxonomy``: its label tree.
+    """
+
+    def __init__(self, memory: VectorMemory, taxonomy: Taxonomy, logit_scale: float, k: int = 10):
+        self.memory, self.taxonomy, self.logit_scale, self.k = memory, taxonomy, logit_scale, k
+
+    @classmethod
+    def load(cls, directory: str | Path, encoder: Encoder, k: int = 10) -> tuple[MemoryClassifier, Taxonomy]:
+        """Open a memory written by :func:`build_exemplar_memory` for ``encoder``.
+
+        Raises:
+            DataError: not a memory folder, or one built by another encoder.
+        """
+        directory = Path(directory)
+        meta_file = directory / EXEMPLARS_FILE
+        if not meta_file.is_file():
+            raise DataError(f"{directory} is not an exemplar memory (no {EXEMPLARS_FILE}); "
+                            "build one with `taxonlens index build`")
+        meta = json.loads(meta_file.read_text())
+        if meta["fingerprint"] != encoder.fingerprint():
+            raise DataError(f"{directory} was built with encoder {meta['encoder']!r} at another precision or "
+                            "with other weights; use that --model and --precision (embeddings of different "
+                            "models do not compare)")
+        taxonomy = load_taxonomy(directory / TAXONOMY_FILE, allow_homonyms=True)
+        return cls(VectorMemory.load(directory), taxonomy, encoder.logit_scale, k), taxonomy
+
+    def predict_proba(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, n_leaves]`` probabilities of unit image features ``[B, D]``."""
+        classes, scores = self.memory.retrieve(features.numpy(), min(self.k, self.taxonomy.n_leaves))
+        logits = torch.from_numpy(scores * self.logit_scale)  # -inf where fewer classes were found
+        p = torch.softmax(logits, dim=1).nan_to_num(0.0)
+        out = torch.zeros(len(features), self.taxonomy.n_leaves)
+        found = torch.from_numpy(classes) >= 0
+        out[torch.nonzero(found, as_tuple=True)[0], torch.from_numpy(classes)[found]] = p[found]
+        return out
