@@ -544,6 +544,20 @@ def bench_index(
     _print_figures(f"vector memory, {vectors:,} vectors of {dim} dimensions", run(vectors, dim, queries, k))
 
 
+@bench_app.command("lmm")
+def bench_lmm(
+    model: Annotated[str, typer.Option(help="Multimodal LLM (a tiny preset by default).")] = "tiny-qwen2.5-vl",
+    questions: Annotated[int, typer.Option()] = 64,
+    options: Annotated[int, typer.Option()] = 4,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as set).")] = 1,
+) -> None:
+    """Asking a multimodal LLM: option scoring vs generation, questions per second."""
+    from taxonlens.bench.lmm import bench_answering as run
+
+    _print_figures(f"answering multiple-choice questions, {model}", run(model, questions, options,
+                                                                          threads=threads or None))
+
+
 @bench_app.command("pybioclip")
 def bench_pybioclip(
     species: Annotated[int, typer.Option(help="Synthetic TreeOfLife labels.")] = 100_000,

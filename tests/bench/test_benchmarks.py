@@ -41,3 +41,10 @@ def test_index_benchmark_reports_recall_against_the_exact_index():
     r = bench_index(n=5000, dim=16, queries=20, k=5)
     assert r["flat_recall_at_5"] == 1.0 and 0 < r["ivf_recall_at_5"] <= 1 and 0 < r["hnsw_recall_at_5"] <= 1
     assert r["hnsw_speedup"] > 0 and r["ivf_build_s"] > 0
+
+
+def test_lmm_answering_benchmark_times_both_modes():
+    from taxonlens.bench.lmm import bench_answering
+
+    r = bench_answering("tiny-idefics2", n_questions=4, batch=2)
+    assert r["generate_questions_per_s"] > 0 and r["score_questions_per_s"] > 0 and r["threads"] == 1

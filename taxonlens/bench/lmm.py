@@ -1,0 +1,43 @@
+"""Cost of asking a multimodal LLM: option scoring against generation, questions per second."""
+
+from __future__ import annotations
+
+import torch
+
+from taxonlens.bench import timed
+from taxonlens.models.mllm import load_lmm
+from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, question_text
+from taxonlens.synthworld import SynthWorld, random_taxonomy
+
+
+def bench_answering(model: str = "tiny-qwen2.5-vl", n_questions: int = 64, n_options: int = 4, batch: int = 16,
+                    max_new_tokens: int = 5, threads: int | None = 1, seed: int = 0) -> dict[str, float | int | str]:
+    """Questions per second of ``generate`` (greedy, ``max_new_tokens``, the reference protocol) and
+    of letter ``score`` (one batched forward pass over question x option), on synthworld photos
+    at 112 px, best of 2 after a warm-up; ``threads`` torch threads during the run (None: as set)."""
+    lmm = load_lmm(model, seed=seed)
+    tax = random_taxonomy(max(n_questions, n_options), seed=seed)
+    world = SynthWorld.create(tax, tax.n_leaves, 1, novel_fraction=0.0, size=112, seed=seed)
+    images = [world.photo(i, 0).image for i in range(n_questions)]
+    names = [tax.names[int(n)] for n in tax.leaves]
+    questions = [question_text("species", [names[(i + j) % len(names)] for j in range(n_options)], "organism")
+                 for i in range(n_questions)]
+    letters = [list(LETTERS[:n_options])] * n_questions
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        def generate() -> None:
+            for i in range(0, n_questions, batch):
+                lmm.generate(images[i:i + batch], questions[i:i + batch], max_new_tokens, system=SYSTEM_PROMPT)
+
+        def score() -> None:
+            lmm.option_logprobs(images, questions, letters, batch_size=batch * n_options, system=SYSTEM_PROMPT)
+
+        _, gen_s = timed(generate, repeats=2)
+        _, score_s = timed(score, repeats=2)
+    finally:
+        torch.set_num_threads(before)
+    return {"model": model, "questions": n_questions, "options": n_options, "threads": threads or before,
+            "generate_questions_per_s": n_questions / gen_s, "score_questions_per_s": n_questions / score_s,
+            "score_over_generate": gen_s / score_s}
