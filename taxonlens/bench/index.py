@@ -23,10 +23,10 @@ def clustered_vectors(n: int, dim: int, n_clusters: int, seed: int = 0, spread: 
 
 
 def bench_index(n: int = 1_000_000, dim: int = 256, queries: int = 200, k: int = 10, kinds: tuple[str, ...] = (
-        "flat", "ivf", "hnsw"), seed: int = 0) -> dict[str, float | int]:
+        "flat", "ivf", "hnsw"), hnsw_ef: tuple[int, ...] = (256, 1024), seed: int = 0) -> dict[str, float | int]:
     """Per kind: ``build_s``, ``query_ms`` (per query, in one batch of ``queries``) and
-    ``recall_at_k`` against the exact index; plus the exact index's query time, and the
-    speed-up of each approximate kind over it."""
+    ``recall_at_k`` against the exact index (HNSW at its default search breadth, 64, then at
+    each of ``hnsw_ef``); and the speed-up of each approximate kind over the exact one."""
     x = clustered_vectors(n, dim, max(16, n // 1000), seed)
     q = clustered_vectors(queries, dim, max(16, n // 1000), seed + 1)
     labels = np.arange(n)
@@ -39,6 +39,12 @@ def bench_index(n: int = 1_000_000, dim: int = 256, queries: int = 200, k: int =
         out[f"{kind}_build_s"] = build
         out[f"{kind}_query_ms"] = 1000 * query / queries
         out[f"{kind}_recall_at_{k}"] = recall_at_k(mem, exact, q, k)
+        if kind == "hnsw":  # the search breadth trades latency for recall: measure a few
+            for ef in hnsw_ef:
+                mem.index.hnsw.efSearch = ef
+                _, query = timed(lambda mem=mem: mem.search(q, k), repeats=2)
+                out[f"hnsw_ef{ef}_query_ms"] = 1000 * query / queries
+                out[f"hnsw_ef{ef}_recall_at_{k}"] = recall_at_k(mem, exact, q, k)
     for kind in kinds:
         if kind != "flat" and "flat_query_ms" in out:
             out[f"{kind}_speedup"] = out["flat_query_ms"] / out[f"{kind}_query_ms"]

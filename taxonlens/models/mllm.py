@@ -101,26 +101,60 @@ class LMM:
                         system: str | None = None) -> list[torch.Tensor]:
         """Log-likelihood of every offered option of every question, given its image.
 
+        A question whose options are all single tokens (letters, short names) is scored in one
+        pass of its prompt: ``log p(option | image, question)`` read from the next-token
+        distribution (no option is then a prefix of another). Otherwise every option is
+        appended to the prompt and ``log p(option tokens, end of turn | image, question)`` is
+        summed over its tokens, the end-of-turn token keeping an option that is a prefix of
+        another from being favoured.
+
         Args:
             images, questions: one question per image.
             options: the options of each question (any number each).
-            batch_size: sequences (question x option) per forward pass.
+            batch_size: sequences (prompts, or prompt x option) per forward pass.
             system: an optional system message before each question.
 
         Returns:
-            one float32 tensor ``[K_i]`` per question: ``log p(option tokens, end of turn | image,
-            question)``, summed over the option's tokens.
+            one float32 tensor ``[K_i]`` per question.
         """
-        rows = [(i, opt) for i, opts in enumerate(options) for opt in opts]
         if len(options) != len(questions):
             raise ValueError(f"one option list per question: got {len(options)} lists and {len(questions)} questions")
         prompts = [self.chat(q, system) for q in questions]
+        single = [self._single_tokens(p, opts) for p, opts in zip(prompts, options)]
+        out: list[torch.Tensor | None] = [None] * len(questions)
+        fast = [i for i, ids in enumerate(single) if ids is not None]
+        for start in range(0, len(fast), batch_size):
+            chunk = fast[start:start + batch_size]
+            logprobs = self._next_token_logprobs([images[i] for i in chunk], [prompts[i] for i in chunk])
+            for row, i in enumerate(chunk):
+                out[i] = logprobs[row, single[i]]
+        rows = [(i, opt) for i, opts in enumerate(options) if single[i] is None for opt in opts]
         scores = torch.empty(len(rows))
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             scores[start:start + len(chunk)] = self._score([images[i] for i, _ in chunk],
                                                            [prompts[i] for i, _ in chunk], [o for _, o in chunk])
-        return list(torch.split(scores, [len(o) for o in options]))
+        slow = iter(torch.split(scores, [len(options[i]) for i in dict.fromkeys(i for i, _ in rows)]))
+        return [o if o is not None else next(slow) for o in out]
+
+    def _single_tokens(self, prompt: str, options: Sequence[str]) -> list[int] | None:
+        """The token id of each option when every option is one token that stays one token
+        after the prompt; else ``None``."""
+        ids = []
+        for opt in options:
+            alone = self.tokenizer(opt, add_special_tokens=False)["input_ids"]
+            if len(alone) != 1:
+                return None
+            ids.append(alone[0])
+        base = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        joined = self.tokenizer(prompt + options[0], add_special_tokens=False)["input_ids"]
+        return ids if joined == [*base, ids[0]] and len(set(ids)) == len(ids) else None
+
+    @torch.inference_mode()
+    def _next_token_logprobs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
+        """``[N, vocab]`` log-probabilities of the token after each prompt (left padding)."""
+        batch = self.inputs(images, prompts, "left")
+        return torch.log_softmax(self.model(**batch).logits[:, -1].float(), dim=-1)
 
     @torch.inference_mode()
     def _score(self, images: Sequence[Image.Image], prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:

@@ -132,3 +132,20 @@ def test_bad_folders_and_names(tmp_path):
         load_lmm("no-such-preset")
     with pytest.raises(TaxonlensError, match="unknown dtype"):
         load_lmm("tiny-idefics2", dtype="int8")
+
+
+def test_single_token_options_are_read_from_one_pass_of_the_prompt(lmm, images):
+    """Letters: log p(letter | image, question) from the next-token distribution, equal to a
+    hand-written forward pass of the prompt alone, and the same in any batch."""
+    letters = ["A", "B", "C", "D"]
+    assert lmm._single_tokens(lmm.chat(QUESTIONS[0]), letters) is not None
+    scores = lmm.option_logprobs(images, QUESTIONS, [letters, letters[:2]])
+    for i in range(2):
+        batch = lmm.inputs(images[i:i + 1], [lmm.chat(QUESTIONS[i])])
+        with torch.no_grad():
+            logp = torch.log_softmax(lmm.model(**batch).logits[0, -1].float(), dim=-1)
+        ids = [lmm.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in letters[: len(scores[i])]]
+        torch.testing.assert_close(scores[i], logp[ids], atol=2e-4, rtol=0)
+    mixed = lmm.option_logprobs(images, QUESTIONS, [OPTIONS[0], letters[:2]])  # one slow, one fast question
+    torch.testing.assert_close(mixed[1], scores[1], atol=2e-4, rtol=0)
+    assert lmm._single_tokens(lmm.chat(QUESTIONS[0]), ["houstonia", "stellaria media"]) is None
