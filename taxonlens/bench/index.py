@@ -1,5 +1,6 @@
 """Vector memory at scale: build time, query latency and recall@k of exact and approximate
-faiss indexes over clustered unit vectors (like embeddings of related taxa)."""
+faiss indexes over unit vectors shaped like photo embeddings of a taxonomy (families, species,
+photos), queried with held-out photos of the stored species."""
 
 from __future__ import annotations
 
@@ -9,15 +10,20 @@ from taxonlens.bench import timed
 from taxonlens.index import VectorMemory, recall_at_k
 
 
-def clustered_vectors(n: int, dim: int, n_clusters: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:
-    """``[n, dim]`` float32 unit vectors around ``n_clusters`` random centres, built in chunks."""
+def clustered_vectors(n: int, dim: int, n_clusters: int, seed: int = 0, per_group: int = 10) -> np.ndarray:
+    """``[n, dim]`` float32 unit vectors shaped like photo embeddings of a taxonomy: ``n_clusters``
+    broad groups (families), species centres around them, and ``per_group`` photos around each
+    species centre, so a vector's nearest neighbours are mostly its own species; built in chunks."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_clusters, dim), dtype=np.float32)
+    families = rng.standard_normal((n_clusters, dim), dtype=np.float32)
+    n_species = max(1, n // per_group)
+    species = families[rng.integers(0, n_clusters, n_species)] + 0.6 * rng.standard_normal((n_species, dim),
+                                                                                             dtype=np.float32)
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 100_000):
         stop = min(n, start + 100_000)
-        x = centres[rng.integers(0, n_clusters, stop - start)] + spread * rng.standard_normal((stop - start, dim),
-                                                                                               dtype=np.float32)
+        x = species[rng.integers(0, n_species, stop - start)] + 0.3 * rng.standard_normal((stop - start, dim),
+                                                                                            dtype=np.float32)
         out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -27,8 +33,8 @@ def bench_index(n: int = 1_000_000, dim: int = 256, queries: int = 200, k: int =
     """Per kind: ``build_s``, ``query_ms`` (per query, in one batch of ``queries``) and
     ``recall_at_k`` against the exact index (HNSW at its default search breadth, 64, then at
     each of ``hnsw_ef``); and the speed-up of each approximate kind over the exact one."""
-    x = clustered_vectors(n, dim, max(16, n // 1000), seed)
-    q = clustered_vectors(queries, dim, max(16, n // 1000), seed + 1)
+    photos = clustered_vectors(n + queries, dim, max(16, n // 1000), seed)
+    x, q = photos[:n], photos[n:]  # the queries: held-out photos of the stored species
     labels = np.arange(n)
     out: dict[str, float | int] = {"vectors": n, "dim": dim, "queries": queries, "k": k}
     exact = None
