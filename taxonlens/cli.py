@@ -418,6 +418,50 @@ def train_contrastive_cmd(
     console.print(f"model saved to {result.model_dir} (load it with --model {result.model_dir})")
 
 
+@train_app.command("sft")
+def train_sft_cmd(
+    benchmark: Annotated[Path, typer.Argument(help="Question sets (hierarchical-VQA JSONL, e.g. from `vqa build`).")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, metrics.jsonl, model/.")],
+    model: Annotated[str, typer.Option(help="Multimodal LLM to fine-tune: preset, folder or hub name.")
+                     ] = "tiny-qwen2.5-vl",
+    answer: Annotated[str, typer.Option(help="letter (as the benchmark asks) or name (the option's text).")
+                      ] = "letter",
+    system: Annotated[bool, typer.Option(help="Ask with the reference system prompt.")] = True,
+    lora_targets: Annotated[str, typer.Option(help="language, language+head, all-linear, all-linear+head or a "
+                                                   "regular expression.")] = "language",
+    lora_r: Annotated[int, typer.Option()] = 8,
+    epochs: Annotated[int, typer.Option()] = 3,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option()] = 2e-4,
+    images: Annotated[Path | None, typer.Option(help="Folder the benchmark's image paths are relative to.")] = None,
+    val: Annotated[Path | None, typer.Option(help="Question sets scored after every epoch.")] = None,
+    taxonomy: Annotated[str | None, typer.Option(help="Rank names for the questions (default: the benchmark's).")
+                        ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT exactly.")] = False,
+) -> None:
+    """Fine-tune a multimodal LLM with LoRA to answer hierarchical multiple-choice questions; checkpoints,
+    exact resume, accuracy per level on --val after every epoch, merged model in OUT/model."""
+    from taxonlens.data.vqa import read_vqa_benchmark
+    from taxonlens.train.sft import SFTConfig, train_sft
+
+    tax = _load(taxonomy or str(benchmark), allow_homonyms=True)
+    config = SFTConfig(model=model, answer=answer, system=system, lora_targets=lora_targets, lora_r=lora_r,
+                       epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=str(out))
+    with progress_bar() as bar:
+        task = bar.add_task("fine-tuning", total=None)
+
+        def show(log) -> None:
+            bar.update(task, completed=log.step, total=log.total_steps,
+                       description=f"epoch {log.epoch} loss {log.loss:.3f}")
+
+        result = train_sft(config, read_vqa_benchmark(benchmark), images, tax.ranks,
+                           read_vqa_benchmark(val) if val else None, resume=resume, progress=show)
+    for row in result.metrics:
+        console.print(json.dumps(row))
+    console.print(f"model saved to {result.model_dir} (use it with --model {result.model_dir})")
+
+
 # ------------------------------------------------------------------------- demo
 @app.command()
 def demo(

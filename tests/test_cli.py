@@ -111,3 +111,22 @@ def test_vqa_build_leakage_answer_and_evaluate(tmp_path, monkeypatch, capsys):
     code, out = _run_main(monkeypatch, capsys, ["vqa", "answer", str(bench), "--model", "tiny-qwen2.5-vl", "--out",
                                                 str(tmp_path / "a.jsonl"), "--mode", "vote"])
     assert code == 2 and "unknown answering mode" in out.err
+
+
+def test_train_sft_then_answer_with_the_fine_tuned_model(tmp_path):
+    world = tmp_path / "world"
+    assert runner.invoke(app, ["synthworld", "--out", str(world), "--random-tree", "--species", "4",
+                               "--images-per-species", "2", "--size", "32", "--nuisance", "0.2"]).exit_code == 0
+    taxonomy = str(next(world.glob("taxonomy.*")))
+    bench = tmp_path / "bench.jsonl"
+    assert runner.invoke(app, ["vqa", "build", str(world / "manifest.jsonl"), "--out", str(bench), "--taxonomy",
+                               taxonomy, "--mode", "path", "--options", "2"]).exit_code == 0
+    result = runner.invoke(app, ["train", "sft", str(bench), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                 "--batch-size", "4", "--answer", "name", "--no-system", "--lora-targets",
+                                 "language+head", "--taxonomy", taxonomy, "--val", str(bench)])
+    assert result.exit_code == 0, result.output
+    assert '"epoch": 1' in result.output and (tmp_path / "run" / "model" / "config.json").is_file()
+    result = runner.invoke(app, ["vqa", "answer", str(bench), "--model", str(tmp_path / "run" / "model"), "--out",
+                                 str(tmp_path / "a.jsonl"), "--taxonomy", taxonomy, "--mode", "score"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 8

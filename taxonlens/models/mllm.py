@@ -17,7 +17,9 @@ the image and the question, all options of all questions in one batched forward 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,7 +37,46 @@ _END_OF_TURN = {"qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "qwen2_vl"
 
 #: LoRA targets of ``targets="language"``: the projections of every decoder layer of the language model.
 _LANGUAGE_LORA = r".*(language_model|text_model)\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+#: Named LoRA target sets: the language model's layers, or every linear layer (vision tower and
+#: connector too), each optionally with the output layer (``+head``: a randomly initialised tiny
+#: preset cannot learn confident answers with its output layer frozen).
+LORA_TARGETS = ("language", "language+head", "all-linear", "all-linear+head")
 _VOLATILE_CONFIG = {"_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype"}
+
+
+def lora_target_modules(model: torch.nn.Module, targets: str) -> str | list[str]:
+    """What peft's ``target_modules`` gets for ``targets``: the language layers' pattern for
+    ``language``, ``all-linear`` as it is, the full module names for the ``+head`` sets, and any
+    other text as a regular expression.
+
+    Raises:
+        TaxonlensError: a ``+head`` set for a model without a linear output layer.
+    """
+    if targets == "language":
+        return _LANGUAGE_LORA
+    if targets not in LORA_TARGETS[1:] or targets == "all-linear":
+        return targets
+    head = model.get_output_embeddings()
+    head_name = next((n for n, m in model.named_modules() if m is head and isinstance(m, torch.nn.Linear)), None)
+    if head_name is None:
+        raise TaxonlensError(f"LoRA targets {targets!r}: the model has no linear output layer to adapt")
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    keep = [n for n in linear if targets == "all-linear+head" or re.fullmatch(_LANGUAGE_LORA, n)]
+    return keep + [head_name] * (head_name not in keep)
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers' per-file progress bars off for the duration (noise in logs for small models)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _stable(config: dict) -> dict:
@@ -177,25 +218,32 @@ class LMM:
         bookkeeping a save and load rewrites: name, library version, architectures)."""
         return state_fingerprint(_stable(self.model.config.to_dict()), self.model.state_dict())
 
-    def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: str = "language") -> LMM:
+    def add_lora(self, r: int = 8, alpha: float = 16, dropout: float = 0.0, targets: str = "language") -> LMM:
         """Wrap the model with peft LoRA adapters and return ``self``.
 
         Args:
-            targets: ``language`` (attention and MLP projections of the language model's layers),
-                or ``all-linear`` (vision tower and connector too).
+            targets: one of :data:`LORA_TARGETS` or a regular expression over module names (see
+                :func:`lora_target_modules`).
+
+        Raises:
+            TaxonlensError: targets that match no module of this model.
         """
         from peft import LoraConfig, get_peft_model
 
-        modules = _LANGUAGE_LORA if targets == "language" else targets
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules)
-        self.model = get_peft_model(self.model, config)
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                            target_modules=lora_target_modules(self.model, targets))
+        try:
+            self.model = get_peft_model(self.model, config)
+        except ValueError as e:  # peft: no module matched
+            raise TaxonlensError(f"LoRA targets {targets!r} do not fit {self.name}: {str(e).splitlines()[0]}") from None
         return self
 
     def save(self, directory: str | Path) -> Path:
         """``save_pretrained`` of model and processor: a folder :func:`load_lmm` loads."""
         directory = Path(directory)
-        self.model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
+        with _no_progress_bars():
+            self.model.save_pretrained(directory)
+            self.processor.save_pretrained(directory)
         return directory
 
 
@@ -229,8 +277,9 @@ def load_lmm(name: str, dtype: str = "float32", seed: int = 0) -> LMM:
         raise TaxonlensError(f"unknown multimodal LLM {name!r}: not a preset ({', '.join(LMM_PRESETS)}), an existing "
                              "folder, or a Hugging Face name ORG/NAME")
     try:
-        processor = AutoProcessor.from_pretrained(str(path) if local else name)
-        model = AutoModelForImageTextToText.from_pretrained(str(path) if local else name, dtype=torch_dtype)
+        with _no_progress_bars():
+            processor = AutoProcessor.from_pretrained(str(path) if local else name)
+            model = AutoModelForImageTextToText.from_pretrained(str(path) if local else name, dtype=torch_dtype)
     except (OSError, ValueError, SafetensorError) as e:
         where = f"{path}: files could not be loaded ({str(e).splitlines()[0]})" if local else (
             f"multimodal LLM {name!r} could not be loaded; {offline_help(name)}, or pass a folder written by "

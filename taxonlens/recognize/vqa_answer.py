@@ -42,7 +42,8 @@ def _questions(record: VQARecord, ranks: Sequence[str], organism: str) -> list[t
 
 def answer_records(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARecord], Image.Image],
                    mode: str = "score", taxonomy: Taxonomy | None = None, ranks: Sequence[str] | None = None,
-                   organism: str = "organism", batch_size: int = 16, max_new_tokens: int = 8) -> list[dict]:
+                   organism: str = "organism", batch_size: int = 16, max_new_tokens: int = 8,
+                   system: str | None = SYSTEM_PROMPT) -> list[dict]:
     """Answers of ``lmm`` to every level of every record.
 
     Args:
@@ -50,6 +51,8 @@ def answer_records(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARe
         taxonomy: needed by ``consistent`` (the tree whose paths are allowed).
         ranks: rank names for the questions (default: the taxonomy's, else ``level1``, ...).
         batch_size: questions per model call.
+        system: the system message before every question (the reference's by default; ``None``
+            for none, as a model fine-tuned without one expects).
 
     Returns:
         one dict per record: ``image``, ``path`` (the chosen option at every level), ``mode``,
@@ -72,11 +75,11 @@ def answer_records(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARe
         chunk = asks[start:start + batch_size]
         imgs, questions = [images[i] for i, _, _ in chunk], [q for _, _, q in chunk]
         if mode == "generate":
-            texts = lmm.generate(imgs, questions, max_new_tokens, system=SYSTEM_PROMPT)
+            texts = lmm.generate(imgs, questions, max_new_tokens, system=system)
             per_level.update({(i, k): t for (i, k, _), t in zip(chunk, texts)})
         else:
             letters = [list(LETTERS[: len(records[i].choices[k])]) for i, k, _ in chunk]
-            scores = lmm.option_logprobs(imgs, questions, letters, system=SYSTEM_PROMPT)
+            scores = lmm.option_logprobs(imgs, questions, letters, system=system)
             per_level.update({(i, k): torch.log_softmax(s, dim=0) for (i, k, _), s in zip(chunk, scores)})
     return [_answer(r, i, per_level, mode, taxonomy) for i, r in enumerate(records)]
 

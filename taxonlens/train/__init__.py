@@ -23,6 +23,14 @@ from taxonlens.train.contrastive import (
     synthworld_examples,
     train_contrastive,
 )
+from taxonlens.train.sft import (
+    SFTConfig,
+    SFTResult,
+    SFTStepLog,
+    evaluate_sft,
+    load_sft_checkpoint,
+    train_sft,
+)
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -33,15 +41,21 @@ __all__ = [
     "Example",
     "LoopState",
     "MultiPositiveClipLoss",
+    "SFTConfig",
+    "SFTResult",
+    "SFTStepLog",
     "StepLog",
     "TrainResult",
     "as_examples",
     "capture_rng_state",
     "check_config",
+    "evaluate_sft",
     "evaluate_zeroshot",
     "load_checkpoint",
+    "load_sft_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
     "synthworld_examples",
     "train_contrastive",
+    "train_sft",
 ]

@@ -13,6 +13,7 @@ Everything is stored as tensors and plain Python values, so it loads with
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -205,3 +206,19 @@ def check_config(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: I
     if diff:
         raise CheckpointError(f"{where} was written by a different run ({'; '.join(diff)}); resume with the "
                               "same settings, or start a new output folder")
+
+
+def read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    """Lines of a run's ``metrics.jsonl`` for epochs ``<= upto_epoch`` (later ones came from a run
+    that was killed before its checkpoint)."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("epoch", 0) <= upto_epoch]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``path`` with ``rows`` as JSON lines, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import tempfile
 import time
@@ -54,8 +53,10 @@ from taxonlens.train.checkpoint import (
     capture_rng_state,
     check_config,
     load_checkpoint,
+    read_metrics,
     restore_rng_state,
     save_checkpoint,
+    write_jsonl,
 )
 
 log = logging.getLogger(__name__)
@@ -428,20 +429,6 @@ def _optimizer(model: torch.nn.Module, config: ContrastiveConfig) -> torch.optim
         return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
-    """Lines of ``metrics.jsonl`` for epochs ``<= upto_epoch`` (later ones came from a run that was killed)."""
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("epoch", 0) <= upto_epoch]
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
-
-
 def train_contrastive(
     config: ContrastiveConfig,
     train_data: TrainData,
@@ -516,8 +503,8 @@ def _run(config: ContrastiveConfig, train: list[Example], val: list[Example], ta
         log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
-    metrics = _read_metrics(metrics_path, state.epoch)
-    _write_jsonl(metrics_path, metrics)
+    metrics = read_metrics(metrics_path, state.epoch)
+    write_jsonl(metrics_path, metrics)
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, model, optimizer, scheduler, state, run_config,
