@@ -198,6 +198,9 @@ def predict(
                              ] = "score",
     memory: Annotated[Path | None, typer.Option(help="Classify by nearest exemplars in a memory from "
                                                      "`taxonlens index build` (instead of label text).")] = None,
+    rerank_answer: Annotated[str, typer.Option(help="How the ranker answers: letter or name (as fine-tuned).")
+                             ] = "letter",
+    rerank_system: Annotated[bool, typer.Option(help="Ask the ranker with the reference system prompt.")] = True,
 ) -> None:
     """Name the organism in each photo: a consistent taxonomy path, a confidence per rank, the rank
     reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal."""
@@ -211,7 +214,8 @@ def predict(
         recognizer = build_recognizer(model, taxonomy, labels, subset, text_type, templates, precision,
                                       _read_thresholds(thresholds), method,
                                       progress=lambda n: bar.advance(task, n), rerank=rerank, rerank_k=rerank_k,
-                                      rerank_method=rerank_method, memory=memory)
+                                      rerank_method=rerank_method, memory=memory, rerank_answer=rerank_answer,
+                                      rerank_system=rerank_system)
         if rank is not None:
             recognizer.taxonomy.rank_depth(rank)  # an unknown rank fails before any photo is read
         bar.update(task, visible=False)
@@ -349,6 +353,28 @@ def vqa_answer(
     console.print(table)
 
 
+@vqa_app.command("ranker-data")
+def vqa_ranker_data(
+    data: Annotated[Path, typer.Argument(help="Labelled photos: a manifest or an image folder.")],
+    out: Annotated[Path, typer.Option(help="Question sets JSONL for `taxonlens train sft --ranks RANK`.")],
+    model: ModelOpt = "bioclip-2",
+    taxonomy: LabelsTaxonomyOpt = None,
+    k: Annotated[int, typer.Option(help="Candidates per photo.")] = 5,
+    split: Annotated[str | None, typer.Option(help="Only photos of this split.")] = "train",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """RAR ranker fine-tuning data: per photo, the encoder's top-k candidates (the truth among them) as
+    the options of one question at the label rank."""
+    from taxonlens.data.vqa import write_vqa_benchmark
+    from taxonlens.predict import build_recognizer
+    from taxonlens.recognize.rerank import ranker_records
+
+    recognizer = build_recognizer(model, taxonomy)
+    records = ranker_records(recognizer, _read_records(data, recognizer.taxonomy, split), k, seed)
+    write_vqa_benchmark(records, out)
+    console.print(f"wrote {len(records)} ranking questions at the {recognizer.taxonomy.ranks[-1]} rank to {out}")
+
+
 # ------------------------------------------------------------------------ index
 @index_app.command("build")
 def index_build(
@@ -437,6 +463,9 @@ def train_sft_cmd(
     val: Annotated[Path | None, typer.Option(help="Question sets scored after every epoch.")] = None,
     taxonomy: Annotated[str | None, typer.Option(help="Rank names for the questions (default: the benchmark's).")
                         ] = None,
+    ranks: Annotated[list[str] | None, typer.Option("--ranks", help="Rank names of the levels (overrides "
+                                                                   "--taxonomy; e.g. --ranks species for ranker data).")
+                     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT exactly.")] = False,
 ) -> None:
@@ -445,7 +474,7 @@ def train_sft_cmd(
     from taxonlens.data.vqa import read_vqa_benchmark
     from taxonlens.train.sft import SFTConfig, train_sft
 
-    tax = _load(taxonomy or str(benchmark), allow_homonyms=True)
+    rank_names = ranks or _load(taxonomy or str(benchmark), allow_homonyms=True).ranks
     config = SFTConfig(model=model, answer=answer, system=system, lora_targets=lora_targets, lora_r=lora_r,
                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=str(out))
     with progress_bar() as bar:
@@ -455,7 +484,7 @@ def train_sft_cmd(
             bar.update(task, completed=log.step, total=log.total_steps,
                        description=f"epoch {log.epoch} loss {log.loss:.3f}")
 
-        result = train_sft(config, read_vqa_benchmark(benchmark), images, tax.ranks,
+        result = train_sft(config, read_vqa_benchmark(benchmark), images, rank_names,
                            read_vqa_benchmark(val) if val else None, resume=resume, progress=show)
     for row in result.metrics:
         console.print(json.dumps(row))
@@ -631,6 +660,50 @@ def bench_pybioclip(
                       f"{r['pybioclip_rank_step_s']:.3f}", f"{r['taxonlens_rank_step_s']:.3f}",
                       f"{r['rank_step_speedup']:.0f}x")
     console.print(table, width=max(console.width, 130))
+
+
+@bench_app.command("vqa")
+def bench_vqa(
+    species: Annotated[int, typer.Option(help="synthworld species (some held out as novel).")] = 8,
+    images_per_species: Annotated[int, typer.Option()] = 15,
+    novel_fraction: Annotated[float, typer.Option(help="Share of the species held out (novel).")] = 0.25,
+    mode: Annotated[str, typer.Option(help="Distractors: path (leakage-free) or random.")] = "path",
+    options: Annotated[int, typer.Option(help="Options per level.")] = 4,
+    model: Annotated[str, typer.Option(help="Multimodal LLM fine-tuned (a tiny preset by default).")
+                     ] = "tiny-qwen2.5-vl",
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 40,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as set).")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Hierarchical VQA on synthworld after LoRA fine-tuning of a tiny LMM: independent per-level
+    answers vs consistent decoding vs the image-blind control (HCA, leaf accuracy, POR, S-POR,
+    TOR, valid paths), seen and novel species, all and leakage-free records."""
+    from taxonlens.bench.vqa import DECODERS, FIGURES
+    from taxonlens.bench.vqa import bench_vqa_evidence as run
+
+    result = run(species, images_per_species, novel_fraction, n_options=options, mode=mode, model=model,
+                 epochs=epochs, threads=threads or None, seed=seed, progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+    training = result["training"]
+    _print_figures(f"fine-tuning {model} ({mode} distractors)", {
+        "species (novel)": f"{result['world']['species']} ({len(result['world']['novel_species'])})",
+        **{f"{split} records": n for split, n in result["world"]["records"].items()},
+        "training questions": training["questions"], "epochs": training["epochs"], "steps": training["steps"],
+        "first / last epoch loss": f"{training['first_loss']:.3f} / {training['last_loss']:.3f}",
+        "training s": training["train_seconds"], "answering s": result["answer_seconds"],
+        "total s": result["total_seconds"]})
+    table = Table(title="answers per split and subset (percent)")
+    for col in ("species", "records", "n", "answers", "HCA", "leaf", "POR", "S-POR", "TOR", "valid"):
+        table.add_column(col, justify="left" if col in ("species", "records", "answers") else "right", no_wrap=True)
+    for split, r in result["splits"].items():
+        for subset in ("all", "leakage_free"):
+            for decoder in DECODERS if r[subset]["n"] else ():
+                table.add_row(split, subset.replace("_", "-"), str(r[subset]["n"]), decoder.replace("_", " "),
+                              *(f"{r[subset][decoder][k]:.1f}" for k in FIGURES))
+    console.print(table, width=max(console.width, 100))
+    for split, r in result["splits"].items():
+        console.print(f"{split}: {r['questions']} questions, independent per-question accuracy "
+                      f"{r['question_acc']:.1f}% (chance {r['chance']:.1f}%); records answerable from the options "
+                      f"alone {r['leakage']['share_unique_pct']:.1f}%")
 
 
 def main() -> None:

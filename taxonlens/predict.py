@@ -126,6 +126,8 @@ def build_recognizer(
     rerank_k: int = 5,
     rerank_method: str = "score",
     memory: str | Path | None = None,
+    rerank_answer: str = "letter",
+    rerank_system: bool = True,
 ) -> Recognizer:
     """A :class:`Recognizer` from names, as ``taxonlens predict`` builds it.
 
@@ -142,7 +144,8 @@ def build_recognizer(
         progress: called with the number of labels embedded, while label embeddings are built.
         rerank: a multimodal LLM (what :func:`~taxonlens.models.mllm.load_lmm` accepts) that reranks
             the top ``rerank_k`` leaves of each photo by ``rerank_method`` (RAR, see
-            :mod:`taxonlens.recognize.rerank`).
+            :mod:`taxonlens.recognize.rerank`); ``rerank_answer`` (``letter`` or ``name``) and
+            ``rerank_system`` (the reference system prompt or none) as the ranker was fine-tuned.
         memory: instead of label text, an image-exemplar memory folder (``taxonlens index build``):
             its label tree and its ``k`` best classes per photo by nearest exemplar.
 
@@ -163,7 +166,7 @@ def build_recognizer(
             raise DataError("--subset applies to label sets, not to an exemplar memory")
         classifier, tax = MemoryClassifier.load(memory, encoder, k=max(rerank_k, 10))
         return Recognizer(encoder, classifier, TreeDecoder(tax, thresholds), method, {},
-                          _reranker(rerank, tax, rerank_k, rerank_method))
+                          _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system))
     if labels is not None:
         tax = plain_labels(labels)
     elif isinstance(taxonomy, Taxonomy):
@@ -189,16 +192,18 @@ def build_recognizer(
                                         progress=progress)
         common = {}
     return Recognizer(encoder, classifier, TreeDecoder(tax, thresholds), method, common,
-                      _reranker(rerank, tax, rerank_k, rerank_method))
+                      _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system))
 
 
-def _reranker(model: str | None, taxonomy: Taxonomy, k: int, method: str) -> LMMReranker | None:
+def _reranker(model: str | None, taxonomy: Taxonomy, k: int, method: str, answer: str,
+              system: bool) -> LMMReranker | None:
     if not model:
         return None
     from taxonlens.models.mllm import load_lmm
+    from taxonlens.recognize.answers import SYSTEM_PROMPT
     from taxonlens.recognize.rerank import LMMReranker
 
-    return LMMReranker(load_lmm(model), taxonomy, k, method)
+    return LMMReranker(load_lmm(model), taxonomy, k, method, answer=answer, system=SYSTEM_PROMPT if system else None)
 
 
 def prediction_row(taxonomy: Taxonomy, file_name: str, prediction: Prediction | None, error: str | None = None,

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from taxonlens.data.records import Record
+from taxonlens.data.vqa import VQARecord
 from taxonlens.errors import DataError
 from taxonlens.models.mllm import LMM
 from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, parse_answer, question_text
@@ -41,14 +43,20 @@ class LMMReranker:
         k: candidates per photo (at most 26).
         method: ``score`` or ``generate``.
         organism: the word used in the question ("plant", "bird", ...).
+        answer, system: how the ranker answers (``letter`` or the candidate's ``name``) and the
+            system message it is asked with: as it was fine-tuned (``taxonlens train sft``).
     """
 
-    def __init__(self, lmm: LMM, taxonomy: Taxonomy, k: int = 5, method: str = "score", organism: str = "organism"):
+    def __init__(self, lmm: LMM, taxonomy: Taxonomy, k: int = 5, method: str = "score", organism: str = "organism",
+                 answer: str = "letter", system: str | None = SYSTEM_PROMPT):
+        if answer not in ("letter", "name"):
+            raise DataError(f"unknown answer format {answer!r}; use letter or name (as the ranker was trained)")
         if method not in METHODS:
             raise DataError(f"unknown reranking method {method!r}; use one of {', '.join(METHODS)}")
         if not 2 <= k <= len(LETTERS):
             raise DataError(f"rerank k must lie in 2..{len(LETTERS)}, got {k}")
         self.lmm, self.taxonomy, self.k, self.method, self.organism = lmm, taxonomy, k, method, organism
+        self.answer, self.system = answer, system
         self.rank = taxonomy.ranks[-1]
 
     def questions(self, candidates: torch.Tensor) -> list[tuple[str, list[str]]]:
@@ -64,12 +72,12 @@ class LMMReranker:
         top_p, top_i = leaf_probs.float().topk(k, dim=1)  # encoder order, best first
         asked = self.questions(top_i)
         if self.method == "score":
-            scores = self.lmm.option_logprobs(images, [q for q, _ in asked], [list(LETTERS[:k])] * len(asked),
-                                              system=SYSTEM_PROMPT)
+            options = [list(LETTERS[:k]) if self.answer == "letter" else opts for _, opts in asked]
+            scores = self.lmm.option_logprobs(images, [q for q, _ in asked], options, system=self.system)
             new = torch.stack([torch.softmax(s, dim=0) for s in scores]) * top_p.sum(dim=1, keepdim=True)
         else:
             texts = self.lmm.generate(images, [f"{q}\n{RANKING_INSTRUCTION}" for q, _ in asked],
-                                      max_new_tokens=4 * k, system=SYSTEM_PROMPT)
+                                      max_new_tokens=4 * k, system=self.system)
             new = torch.empty_like(top_p)
             for b, (text, (_, opts)) in enumerate(zip(texts, asked)):
                 new[b, ranking_order(text, opts)] = top_p[b]
@@ -87,3 +95,42 @@ def ranking_order(text: str, options: Sequence[str]) -> list[int]:
         if index is not None and index not in order:
             order.append(index)
     return order + [i for i in range(len(options)) if i not in order]
+
+
+def ranker_records(recognizer, records: Sequence[Record], k: int = 5, seed: int = 0,
+                   batch_size: int = 32) -> list[VQARecord]:
+    """Fine-tuning data for a ranker, as RAR trains one: for each labelled photo, one question at
+    the label rank whose options are the ``k`` candidates ``recognizer`` retrieves (the truth
+    put in place of the last one when it is not retrieved), shuffled with ``(seed, image)``.
+    Train it with ``taxonlens train sft`` (``--ranks`` the label rank), use it with
+    ``predict --rerank``.
+
+    Raises:
+        DataError: a photo whose path is not a label of the recognizer's taxonomy.
+    """
+    import random
+
+    from taxonlens.data import load_image
+
+    tax = recognizer.taxonomy
+    by_path = {tuple(n.lower() for n in tax.path_names(int(leaf))): i for i, leaf in enumerate(tax.leaves)}
+    truths = []
+    for r in records:
+        leaf = by_path.get(tuple(n.lower() for n in r.path))
+        if leaf is None:
+            raise DataError(f"{r.image}: {' > '.join(r.path)} is not a label of the taxonomy")
+        truths.append(leaf)
+    out: list[VQARecord] = []
+    for start in range(0, len(records), batch_size):
+        batch = records[start:start + batch_size]
+        probs = recognizer.classifier.predict_proba(recognizer.encoder.encode_images(
+            torch.stack([recognizer.encoder.preprocess(load_image(r.image)) for r in batch])))
+        top = probs.topk(min(k, tax.n_leaves), dim=1).indices.tolist()
+        for r, truth, cands in zip(batch, truths[start:start + len(batch)], top):
+            if truth not in cands:
+                cands[-1] = truth
+            random.Random(f"{seed}:{r.image}").shuffle(cands)
+            names = tuple(tax.names[int(tax.leaves[c])] for c in cands)
+            label = tax.names[int(tax.leaves[truth])]
+            out.append(VQARecord(r.image, label, r.split, (label,), (names,), len(out) + 1))
+    return out

@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from taxonlens.cli import app
+from taxonlens.data import load_image
 from taxonlens.errors import DataError
 from taxonlens.models.mllm import load_lmm
 from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT
@@ -63,6 +64,8 @@ def test_bad_settings(setup):
         LMMReranker(lmm, tax, method="vote")
     with pytest.raises(DataError, match="rerank k must lie in 2..26"):
         LMMReranker(lmm, tax, k=1)
+    with pytest.raises(DataError, match="unknown answer format"):
+        LMMReranker(lmm, tax, answer="number")
 
 
 def test_predict_with_rerank_from_the_cli(tmp_path, monkeypatch):
@@ -77,3 +80,47 @@ def test_predict_with_rerank_from_the_cli(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     leaf_paths = {" > ".join(p) for p in world.taxonomy.leaf_paths()}
     assert len(rows) == 6 and all(r["path"] in leaf_paths for r in rows)
+
+
+def test_ranker_records_offer_the_retrieved_candidates_with_the_truth(tmp_path):
+    from taxonlens.data import read_manifest
+    from taxonlens.predict import build_recognizer
+    from taxonlens.recognize.rerank import ranker_records
+
+    world = SynthWorld.create(random_taxonomy(9, seed=4), 9, 2, novel_fraction=0.0, size=64, seed=4)
+    world.write(tmp_path / "w")
+    records = read_manifest(tmp_path / "w" / "manifest.jsonl")
+    rec = build_recognizer("tiny-clip", world.taxonomy, precision="fp32", cache_dir=tmp_path / "cache")
+    made = ranker_records(rec, records, k=4)
+    assert made == ranker_records(rec, records, k=4)  # deterministic
+    leaves = {p[-1] for p in world.taxonomy.leaf_paths()}
+    probs = rec.classifier.predict_proba(rec.encoder.encode_images(
+        torch.stack([rec.encoder.preprocess(load_image(r.image)) for r in records])))
+    for r, q, p in zip(records, made, probs):
+        (options,) = q.choices
+        assert q.levels == (r.path[-1],) and r.path[-1] in options and len(set(options)) == 4
+        assert set(options) <= leaves
+        top = {world.taxonomy.names[int(world.taxonomy.leaves[i])] for i in p.topk(4).indices.tolist()}
+        assert len(set(options) & top) >= 3  # the retrieved candidates, the truth in place of the last if missing
+
+
+def test_ranker_data_fine_tune_and_rerank_with_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAXONLENS_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    world = SynthWorld.create(random_taxonomy(6, seed=2), 6, 2, novel_fraction=0.0, size=64, seed=2)
+    world.write(tmp_path / "w")
+    taxonomy = str(next((tmp_path / "w").glob("taxonomy.*")))
+    data = tmp_path / "ranker.jsonl"
+    result = runner.invoke(app, ["vqa", "ranker-data", str(tmp_path / "w" / "manifest.jsonl"), "--out", str(data),
+                                 "--model", "tiny-clip", "--taxonomy", taxonomy, "--k", "3", "--split", "train"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "sft", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                 "--answer", "name", "--no-system", "--lora-targets", "language+head",
+                                 "--ranks", "species", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "p.jsonl"
+    result = runner.invoke(app, ["predict", str(tmp_path / "w" / "images"), "--model", "tiny-clip", "--taxonomy",
+                                 taxonomy, "--rerank", str(tmp_path / "run" / "model"), "--rerank-k", "3",
+                                 "--rerank-answer", "name", "--no-rerank-system", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 12
