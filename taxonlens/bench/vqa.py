@@ -1,0 +1,233 @@
+"""Evidence for consistent decoding of hierarchical-VQA answers, measured on synthworld with a
+tiny multimodal LLM fine-tuned from random weights (``taxonlens bench vqa``).
+
+One run builds a small synthworld with held-out (novel) species, asks hierarchical-VQA
+questions (:func:`~taxonlens.data.vqa_build.build_vqa`) about its photos, fine-tunes the LMM
+with LoRA on the training photos (:func:`~taxonlens.train.sft.train_sft`) and answers the
+test photos of the seen species and the photos of the novel ones three ways:
+
+- ``independent``: the best option of every level on its own (per-level argmax);
+- ``consistent``: the most probable path of offered options
+  (:func:`~taxonlens.recognize.vqa.consistent_decode`) from the same per-level probabilities;
+- ``blind_control``: consistent decoding with uniform probabilities
+  (:func:`~taxonlens.recognize.vqa.blind_decode`), what the offered options alone reveal.
+
+All three are scored by :func:`~taxonlens.recognize.vqa_answer.consistency_report` (HCA, leaf
+accuracy, POR, S-POR, TOR, valid paths), on all records and on the leakage-free ones.
+
+The model is trained as a random-weight tiny preset needs (see ``tests/train/test_sft.py``):
+option names as answers, no system prompt, LoRA on the language model and its output layer,
+lr 2e-3, alpha 32, batch 4. It is asked exactly as trained: the options' names scored by
+:meth:`~taxonlens.models.mllm.LMM.option_logprobs` after the same question, without a system
+prompt (the scoring of :func:`~taxonlens.train.sft.evaluate_sft` for ``answer="name"``), the
+scores normalised over the offered options. The training questions are built over the
+taxonomy of the seen species only, so no novel species' name is ever shown in training; the
+test and novel questions over the whole world's taxonomy.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from taxonlens.data import VQARecord, read_manifest
+from taxonlens.data.vqa_build import build_vqa
+from taxonlens.errors import TaxonlensError
+from taxonlens.models.mllm import LMM
+from taxonlens.recognize.answers import question_text
+from taxonlens.recognize.vqa import blind_decode, consistent_decode, leakage
+from taxonlens.recognize.vqa_answer import consistency_report
+from taxonlens.synthworld import SynthWorld, random_taxonomy
+from taxonlens.taxonomy import Taxonomy
+from taxonlens.train.sft import SFTConfig, check_records, image_loader, train_sft
+
+#: distractor modes the benchmark accepts (``similar`` needs embeddings it does not have)
+VQA_MODES = ("path", "random")
+#: the answers compared, in table order
+DECODERS = ("independent", "consistent", "blind_control")
+#: the figures of each answer, as :func:`consistency_report` names them
+FIGURES = ("hca", "acc_leaf", "por", "s_por", "tor", "valid_path_pct")
+
+
+def level_logprobs(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARecord], Image.Image],
+                   ranks: Sequence[str], organism: str = "organism", batch_size: int = 16
+                   ) -> list[list[np.ndarray | None]]:
+    """Per record and level, the log-probabilities of the offered options' names (normalised over
+    them), asked as :func:`~taxonlens.train.sft.evaluate_sft` asks a model trained with
+    ``answer="name"`` and ``system=False``; ``None`` on a level that offers one option."""
+    asks = check_records(records, ranks, "evaluation")
+    out: list[list[np.ndarray | None]] = [[None] * len(r.choices) for r in records]
+    for start in range(0, len(asks), batch_size):
+        chunk = asks[start:start + batch_size]
+        loaded = {i: load(records[i]) for i in dict.fromkeys(i for i, _ in chunk)}
+        scores = lmm.option_logprobs([loaded[i] for i, _ in chunk],
+                                     [question_text(ranks[k], records[i].choices[k], organism) for i, k in chunk],
+                                     [list(records[i].choices[k]) for i, k in chunk], system=None)
+        for (i, k), s in zip(chunk, scores):
+            out[i][k] = torch.log_softmax(s.double(), dim=0).numpy()
+    return out
+
+
+def decode_rows(records: Sequence[VQARecord], logprobs: Sequence[Sequence[np.ndarray | None]],
+                taxonomy: Taxonomy) -> dict[str, list[dict]]:
+    """Answer rows (``image``, ``path``) of every decoder in :data:`DECODERS`."""
+    rows: dict[str, list[dict]] = {name: [] for name in DECODERS}
+    for r, lps in zip(records, logprobs):
+        independent = [opts[int(np.argmax(lp))] if lp is not None else opts[0] for opts, lp in zip(r.choices, lps)]
+        rows["independent"].append({"image": r.image, "path": independent})
+        rows["consistent"].append({"image": r.image, "path": list(consistent_decode(r, taxonomy, list(lps)).path)})
+        rows["blind_control"].append({"image": r.image, "path": list(blind_decode(r, taxonomy).path)})
+    return rows
+
+
+def question_accuracy(records: Sequence[VQARecord], rows: Sequence[dict]) -> float:
+    """Percent of the questions (levels offering a choice) whose answer in ``rows`` is the truth."""
+    hits = [row["path"][k].lower() == r.levels[k].lower() for r, row in zip(records, rows)
+            for k in range(len(r.choices)) if len(r.choices[k]) > 1]
+    return 100.0 * sum(hits) / len(hits) if hits else 0.0
+
+
+def score_split(records: Sequence[VQARecord], logprobs: Sequence[Sequence[np.ndarray | None]],
+                taxonomy: Taxonomy) -> dict[str, Any]:
+    """Figures of every decoder on ``records``: ``{"all" | "leakage_free": {"n": count,
+    decoder: {figure: percent}}}`` (a subset without records has only ``n``), plus the per-question
+    accuracy of the independent answers, the consistent paths' validity and the leakage summary."""
+    rows = decode_rows(records, logprobs, taxonomy)
+    reports = {name: consistency_report(records, rows[name], taxonomy) for name in ("independent", "consistent")}
+    out: dict[str, Any] = {}
+    for subset in ("all", "leakage_free"):
+        out[subset] = {"n": reports["independent"][subset]["n"]}
+        if out[subset]["n"]:
+            out[subset]["independent"] = reports["independent"][subset]["answers"]
+            out[subset]["consistent"] = reports["consistent"][subset]["answers"]
+            out[subset]["blind_control"] = reports["independent"][subset]["blind_control"]
+    leak = leakage(records, taxonomy)
+    out["records"] = len(records)
+    out["questions"] = sum(len(c) > 1 for r in records for c in r.choices)
+    out["question_acc"] = question_accuracy(records, rows["independent"])
+    out["chance"] = 100.0 * float(np.mean([1 / len(c) for r in records for c in r.choices if len(c) > 1]))
+    out["leakage"] = {"share_unique_pct": 100.0 * leak.share_unique, "blind_hca": leak.blind_hca,
+                      "expected_blind_hca": leak.expected_blind_hca}
+    return out
+
+
+def bench_vqa_evidence(
+    n_species: int = 8,
+    images_per_species: int = 15,
+    novel_fraction: float = 0.25,
+    size: int = 32,
+    nuisance: float = 0.2,
+    n_options: int = 4,
+    mode: str = "path",
+    model: str = "tiny-qwen2.5-vl",
+    epochs: int = 40,
+    batch_size: int = 4,
+    lr: float = 2e-3,
+    lora_alpha: float = 32.0,
+    threads: int | None = 1,
+    seed: int = 0,
+    workdir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Independent per-level answers vs consistent decoding vs the image-blind control, on the
+    seen species' test photos (``seen``) and the novel species' photos (``novel``).
+
+    Args:
+        n_species, images_per_species, novel_fraction, size, nuisance: the synthworld
+            (:meth:`SynthWorld.create`; taxonomy ``random_taxonomy(n_species, seed)``).
+        n_options, mode: options per level and distractor mode of :func:`build_vqa`
+            (``path``: leakage-free, ``random``).
+        model, epochs, batch_size, lr, lora_alpha: the fine-tuning (:class:`SFTConfig`; the rest
+            as a random-weight tiny preset needs: names, no system prompt, ``language+head``).
+        threads: torch CPU threads during the run (``None``: as set).
+        workdir: where the world and the fine-tuned model are written (a temporary folder if None).
+        progress: called with a line at the start of each stage.
+
+    Returns:
+        ``settings``, ``world`` (species, novel species, records per split), ``training``
+        (questions, epochs, steps, seconds, first and last epoch loss), ``answer_seconds``,
+        ``total_seconds`` and ``splits``: ``{"seen" | "novel": score_split(...)}``.
+    """
+    if mode not in VQA_MODES:
+        raise TaxonlensError(f"unknown distractor mode {mode!r}; use one of {', '.join(VQA_MODES)}")
+    settings = {"n_species": n_species, "images_per_species": images_per_species, "novel_fraction": novel_fraction,
+                "size": size, "nuisance": nuisance, "n_options": n_options, "mode": mode, "model": model,
+                "epochs": epochs, "batch_size": batch_size, "lr": lr, "lora_alpha": lora_alpha,
+                "threads": threads, "seed": seed}
+    say = progress or (lambda _msg: None)
+    with tempfile.TemporaryDirectory(prefix="taxonlens-bench-vqa-") as tmp:
+        work = Path(workdir).resolve() if workdir is not None else Path(tmp)
+        before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return _run(settings, work, say)
+        finally:
+            torch.set_num_threads(before)
+
+
+def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    start = time.perf_counter()
+    say(f"synthworld: {s['n_species']} species x {s['images_per_species']} photos")
+    world = SynthWorld.create(random_taxonomy(s["n_species"], s["seed"]), s["n_species"], s["images_per_species"],
+                              s["novel_fraction"], s["size"], s["seed"], s["nuisance"])
+    taxonomy = world.taxonomy
+    manifest = world.write(work / "world")
+    root = manifest.parent
+    # image paths relative to the world's folder: build_vqa seeds each record's options with its image
+    # path, so the questions do not depend on where the world was written
+    records = [replace(r, image=Path(r.image).relative_to(root).as_posix())
+               for r in read_manifest(manifest, taxonomy)]
+    by_split = {split: [r for r in records if r.split == split] for split in ("train", "test", "novel")}
+    seen_taxonomy = taxonomy.subset(i for i in range(taxonomy.n_leaves) if i not in world.novel)
+    train = build_vqa(by_split["train"], seen_taxonomy, s["n_options"], s["mode"], s["seed"])
+    asked = {"seen": build_vqa(by_split["test"], taxonomy, s["n_options"], s["mode"], s["seed"]),
+             "novel": build_vqa(by_split["novel"], taxonomy, s["n_options"], s["mode"], s["seed"])}
+    ranks = list(taxonomy.ranks)
+    cache: dict[str, Image.Image] = {}
+    read = image_loader(root)
+
+    def load(record: VQARecord) -> Image.Image:
+        if record.image not in cache:
+            cache[record.image] = read(record)
+        return cache[record.image]
+
+    config = SFTConfig(model=s["model"], out=work / "sft", epochs=s["epochs"], batch_size=s["batch_size"],
+                       lr=s["lr"], lora_alpha=s["lora_alpha"], lora_targets="language+head", answer="name",
+                       system=False, eval_every=0, threads=s["threads"], seed=s["seed"])
+    n_questions = len(check_records(train, ranks))
+    say(f"fine-tuning {s['model']}: {n_questions} questions x {s['epochs']} epochs")
+    tick = time.perf_counter()
+    result = train_sft(config, train, load, ranks)
+    train_wall = time.perf_counter() - tick
+    losses = [m["train_loss"] for m in result.metrics]
+    training = {"records": len(train), "questions": n_questions, "epochs": s["epochs"], "steps": result.steps,
+                "train_seconds": sum(m["train_seconds"] for m in result.metrics), "wall_seconds": train_wall,
+                "first_loss": losses[0], "last_loss": losses[-1]}
+    splits: dict[str, Any] = {}
+    tick = time.perf_counter()
+    for name, recs in asked.items():
+        if not recs:
+            continue
+        say(f"answering {len(recs)} {name} records")
+        lps = level_logprobs(result.lmm, recs, load, ranks)
+        splits[name] = score_split(recs, lps, taxonomy)
+    answer_seconds = time.perf_counter() - tick
+    novel = sorted(taxonomy.names[taxonomy.leaves[i]] for i in world.novel)
+    return {"settings": s,
+            "world": {"species": taxonomy.n_leaves, "novel_species": novel,
+                      "records": {k: len(v) for k, v in by_split.items()}},
+            "training": training, "answer_seconds": answer_seconds,
+            "total_seconds": time.perf_counter() - start, "splits": splits}
+
+
+__all__ = ["DECODERS", "FIGURES", "VQA_MODES", "bench_vqa_evidence", "decode_rows", "level_logprobs",
+           "question_accuracy", "score_split"]
