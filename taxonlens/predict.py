@@ -371,27 +371,24 @@ def calibrate_thresholds(recognizer: Recognizer, data: str | Path, precision: fl
         DataError: no labelled photo, or labels that are not classes of the recognizer's taxonomy.
     """
     from taxonlens.data import read_image_folder, read_manifest
+    from taxonlens.data.records import record_leaves
 
     data = Path(data)
     records = read_image_folder(data) if data.is_dir() else read_manifest(data)
     records = [r for r in records if r.path]
     if any(r.split == "val" for r in records):
         records = [r for r in records if r.split == "val"]
-    tax = recognizer.taxonomy
-    by_path = {tuple(n.lower() for n in tax.path_names(int(leaf))): i for i, leaf in enumerate(tax.leaves)}
-    unknown = sorted({" > ".join(r.path) for r in records if tuple(n.lower() for n in r.path) not in by_path})
-    if unknown:
-        raise DataError(f"{data}: {len(unknown)} labels are not classes of the taxonomy, e.g. {unknown[0]}")
     if not records:
         raise DataError(f"{data}: no labelled photos to calibrate on")
+    classes = record_leaves(records, recognizer.taxonomy)
     probs, truth = [], []
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
         images, leaves = [], []
-        for r in batch:
+        for r, leaf in zip(batch, classes[start : start + batch_size]):
             try:
                 images.append(load_image(r.image))
-                leaves.append(by_path[tuple(n.lower() for n in r.path)])
+                leaves.append(leaf)
             except ImageError:
                 continue  # an unreadable photo says nothing about the thresholds
         if images:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taxonlens.taxonomy import Taxonomy
 
 SPLITS = ("train", "val", "test", "novel")
 
@@ -41,3 +45,19 @@ class Record:
         if self.common_name:
             out["common_name"] = self.common_name
         return out
+
+
+def record_leaves(records: Sequence[Record], taxonomy: Taxonomy) -> list[int]:
+    """The leaf index (class) of each record's path in ``taxonomy``, names compared case-insensitively.
+
+    Raises:
+        DataError: records whose path is not a class of the taxonomy (how many, and the first).
+    """
+    from taxonlens.errors import DataError
+
+    nodes = [taxonomy.try_node_of_path(r.path) for r in records]
+    bad = [r for r, n in zip(records, nodes) if n is None or taxonomy.leaf_index[n] < 0]
+    if bad:
+        raise DataError(f"{len(bad)} photos are labelled with a path that is not a class of the taxonomy, e.g. "
+                        f"{bad[0].image}: {' > '.join(bad[0].path)}")
+    return [int(taxonomy.leaf_index[n]) for n in nodes]

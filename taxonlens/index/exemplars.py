@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from taxonlens.data import Record, load_image
+from taxonlens.data.records import record_leaves
 from taxonlens.errors import DataError, ImageError
 from taxonlens.index.memory import VectorMemory
 from taxonlens.models.encoders import Encoder, load_encoder
@@ -38,13 +39,7 @@ def build_exemplar_memory(records: Sequence[Record], model: str | Encoder, out: 
 
     encoder = load_encoder(model) if isinstance(model, str) else model
     taxonomy = taxonomy or Taxonomy.from_paths(sorted({tuple(r.path) for r in records}), allow_homonyms=True)
-    by_path = {tuple(n.lower() for n in taxonomy.path_names(int(leaf))): i for i, leaf in enumerate(taxonomy.leaves)}
-    classes = []
-    for r in records:
-        leaf = by_path.get(tuple(n.lower() for n in r.path))
-        if leaf is None:
-            raise DataError(f"{r.image}: {' > '.join(r.path)} is not a class of the taxonomy")
-        classes.append(leaf)
+    classes = record_leaves(records, taxonomy)
     picked = sample_shots(np.asarray(classes), per_class, seed) if per_class else np.arange(len(records))
     feats, labels = [], []
     for start in range(0, len(picked), batch_size):

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from taxonlens.data.records import Record
+from taxonlens.data.records import Record, record_leaves
 from taxonlens.data.vqa import VQARecord
 from taxonlens.errors import DataError
 from taxonlens.models.mllm import LMM
@@ -113,13 +113,7 @@ def ranker_records(recognizer, records: Sequence[Record], k: int = 5, seed: int 
     from taxonlens.data import load_image
 
     tax = recognizer.taxonomy
-    by_path = {tuple(n.lower() for n in tax.path_names(int(leaf))): i for i, leaf in enumerate(tax.leaves)}
-    truths = []
-    for r in records:
-        leaf = by_path.get(tuple(n.lower() for n in r.path))
-        if leaf is None:
-            raise DataError(f"{r.image}: {' > '.join(r.path)} is not a label of the taxonomy")
-        truths.append(leaf)
+    truths = record_leaves(records, tax)
     out: list[VQARecord] = []
     for start in range(0, len(records), batch_size):
         batch = records[start:start + batch_size]
