@@ -222,3 +222,39 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     os.replace(tmp, path)
+
+
+def open_run(out: Path, run_config: dict[str, Any], resume: bool, model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+             ignore: Iterable[str], identities: Mapping[str, tuple[str, str]],
+             metrics_file: str = "metrics.jsonl") -> tuple[Checkpoint | None, list[dict[str, Any]]]:
+    """Prepare a run folder for a trainer: resume ``out/checkpoint.pt`` when asked (its states are
+    loaded into the objects), write ``config.json``, and keep the metrics of the epochs the
+    checkpoint covers.
+
+    Args:
+        ignore: settings that may change on resume (see :func:`check_config`).
+        identities: name -> ``(what it is now, how to fix a mismatch)`` of what a resumed run must
+            share with its checkpoint besides the settings (``data``: a fingerprint of the training
+            items; ``base model``: of the weights it starts from), stored in the checkpoint's extras.
+
+    Returns:
+        the checkpoint (``None`` for a fresh run) and the metrics rows kept.
+
+    Raises:
+        CheckpointError: the settings or an identity differ from the checkpoint's.
+    """
+    ckpt_path = out / CHECKPOINT_FILE
+    ckpt = None
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, model, optimizer, scheduler)
+        check_config(ckpt.config, run_config, ignore=ignore, where=str(ckpt_path))
+        for name, (now, fix) in identities.items():
+            if ckpt.extra.get(name) != now:
+                raise CheckpointError(f"{ckpt_path} was trained with other {name} (fingerprint "
+                                      f"{ckpt.extra.get(name)}, now {now}); {fix}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
+    metrics = read_metrics(out / metrics_file, ckpt.state.epoch if ckpt else 0)
+    write_jsonl(out / metrics_file, metrics)
+    return ckpt, metrics

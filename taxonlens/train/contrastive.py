@@ -51,12 +51,9 @@ from taxonlens.train.checkpoint import (
     CheckpointError,
     LoopState,
     capture_rng_state,
-    check_config,
-    load_checkpoint,
-    read_metrics,
+    open_run,
     restore_rng_state,
     save_checkpoint,
-    write_jsonl,
 )
 
 log = logging.getLogger(__name__)
@@ -493,18 +490,11 @@ def _run(config: ContrastiveConfig, train: list[Example], val: list[Example], ta
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     torch.manual_seed(config.seed)
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, model, optimizer, scheduler)
-        check_config(ckpt.config, run_config, ignore=ContrastiveConfig.RESUMABLE_CHANGES, where=str(ckpt_path))
-        if ckpt.extra.get("data") != data_id:
-            raise CheckpointError(f"{ckpt_path} was trained on other data (fingerprint {ckpt.extra.get('data')}, "
-                                  f"now {data_id}); resume with the same training items in the same order")
+    ckpt, metrics = open_run(out, run_config, resume, model, optimizer, scheduler, ContrastiveConfig.RESUMABLE_CHANGES,
+                             {"data": (data_id, "resume with the same training items in the same order")})
+    if ckpt is not None:
         state, loss_sum, seconds = ckpt.state, float(ckpt.extra["loss_sum"]), float(ckpt.extra["seconds"])
         log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
-    metrics = read_metrics(metrics_path, state.epoch)
-    write_jsonl(metrics_path, metrics)
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, model, optimizer, scheduler, state, run_config,

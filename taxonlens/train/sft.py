@@ -67,12 +67,10 @@ from taxonlens.train.checkpoint import (
     CheckpointError,
     LoopState,
     capture_rng_state,
-    check_config,
     load_checkpoint,
-    read_metrics,
+    open_run,
     restore_rng_state,
     save_checkpoint,
-    write_jsonl,
 )
 from taxonlens.train.contrastive import cosine_with_warmup, epoch_batches
 
@@ -541,26 +539,17 @@ def _run(config: SFTConfig, records: list[VQARecord], val: list[VQARecord], load
     data_id = data_fingerprint(records, ranks)
 
     state, loss_sum, seconds = LoopState(), 0.0, 0.0
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, adapters, optimizer, scheduler)
-        check_config(ckpt.config, run_config, ignore=SFTConfig.RESUMABLE_CHANGES, where=str(ckpt_path))
-        if ckpt.extra.get("data") != data_id:
-            raise CheckpointError(f"{ckpt_path} was trained on other data (fingerprint {ckpt.extra.get('data')}, "
-                                  f"now {data_id}); resume with the same records in the same order and the same ranks")
-        if ckpt.extra.get("base") != base_id:
-            raise CheckpointError(f"{ckpt_path} adapts another base model (fingerprint {ckpt.extra.get('base')}, "
-                                  f"{config.model} is now {base_id}); resume on the same weights")
+    ckpt, metrics = open_run(out, run_config, resume, adapters, optimizer, scheduler, SFTConfig.RESUMABLE_CHANGES, {
+        "data": (data_id, "resume with the same records in the same order and the same ranks"),
+        "base model": (base_id, f"{config.model} has other weights now; resume on the same weights")})
+    if ckpt is not None:
         state, loss_sum, seconds = ckpt.state, float(ckpt.extra["loss_sum"]), float(ckpt.extra["seconds"])
         log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
     metrics_path = out / METRICS_FILE
-    metrics = read_metrics(metrics_path, state.epoch)
-    write_jsonl(metrics_path, metrics)
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, adapters, optimizer, scheduler, state, run_config,
-                        {"data": data_id, "base": base_id, "loss_sum": loss_sum, "seconds": seconds})
+                        {"data": data_id, "base model": base_id, "loss_sum": loss_sum, "seconds": seconds})
 
     device = next(model.parameters()).device
     cache: dict[str, list[int]] = {}
@@ -638,9 +627,9 @@ def load_sft_checkpoint(path: str | Path) -> LMM:
         raise CheckpointError(f"{path} was not written by train_sft ({e})") from None
     with torch.random.fork_rng(devices=[]):  # preset weights and LoRA initialisation draw from torch's RNG
         lmm = load_lmm(config.model, seed=config.seed)
-        if saved.extra.get("base") != lmm.fingerprint():
+        if saved.extra.get("base model") != lmm.fingerprint():
             raise CheckpointError(f"{path} adapts another base model than {config.model} is now "
-                                  f"({saved.extra.get('base')} vs {lmm.fingerprint()})")
+                                  f"({saved.extra.get('base model')} vs {lmm.fingerprint()})")
         lmm.add_lora(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
     load_checkpoint(path, _Trainable(lmm.model), restore_rng=False)
     lmm.model.eval()

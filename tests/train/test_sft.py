@@ -271,9 +271,9 @@ def test_resume_refuses_other_settings_data_or_base_model(tmp_path, deep):
                              threads=2, eval_every=3), records, photos, ranks, resume=True)
     assert done.steps == 1 and len(done.metrics) == 1
     load_lmm("tiny-qwen2.5-vl", seed=1).save(base)  # the base model's weights change under the run
-    with pytest.raises(CheckpointError, match="another base model"):
+    with pytest.raises(CheckpointError, match="other base model"):
         train_sft(config, records, photos, ranks, resume=True)
-    with pytest.raises(CheckpointError, match="another base model"):
+    with pytest.raises(CheckpointError, match="other base model"):
         load_sft_checkpoint(tmp_path / "run")
 
 
