@@ -17,7 +17,8 @@ import json
 import os
 import pickle
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,26 @@ def open_run(out: Path, run_config: dict[str, Any], resume: bool, model: torch.n
     metrics = read_metrics(out / metrics_file, ckpt.state.epoch if ckpt else 0)
     write_jsonl(out / metrics_file, metrics)
     return ckpt, metrics
+
+
+@contextmanager
+def isolated_run(out: Path, resume: bool, threads: int | None) -> Iterator[Path]:
+    """The frame of a training run in ``out``: an existing checkpoint is refused unless the run
+    resumes; torch uses ``threads`` (if given) for the run; the thread count and the caller's
+    random states are given back after (a run seeds the global generators). Yields the
+    checkpoint's path.
+
+    Raises:
+        CheckpointError: a checkpoint exists and ``resume`` is off.
+    """
+    ckpt_path = out / CHECKPOINT_FILE
+    if ckpt_path.exists() and not resume:
+        raise CheckpointError(f"{ckpt_path} exists: resume that run, or choose another output folder")
+    threads_before, rng_before = torch.get_num_threads(), capture_rng_state()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield ckpt_path
+    finally:
+        torch.set_num_threads(threads_before)
+        restore_rng_state(rng_before)

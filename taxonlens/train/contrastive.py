@@ -47,12 +47,9 @@ from taxonlens.recognize.decode import TreeDecoder
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.checkpoint import (
-    CHECKPOINT_FILE,
-    CheckpointError,
     LoopState,
-    capture_rng_state,
+    isolated_run,
     open_run,
-    restore_rng_state,
     save_checkpoint,
 )
 
@@ -456,17 +453,8 @@ def train_contrastive(
     if taxonomy is None:
         taxonomy = Taxonomy.from_paths(sorted({ex.path for ex in train + val}), allow_homonyms=True)
     out = Path(config.out)
-    ckpt_path, metrics_path = out / CHECKPOINT_FILE, out / METRICS_FILE
-    if ckpt_path.exists() and not resume:
-        raise CheckpointError(f"{ckpt_path} exists: resume that run, or choose another output folder")
-    threads_before, rng_before = torch.get_num_threads(), capture_rng_state()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
-        return _run(config, train, val, taxonomy, out, ckpt_path, metrics_path, resume, progress)
-    finally:  # the run seeds the global random generators: give the caller back its own
-        torch.set_num_threads(threads_before)
-        restore_rng_state(rng_before)
+    with isolated_run(out, resume, config.threads) as ckpt_path:
+        return _run(config, train, val, taxonomy, out, ckpt_path, out / METRICS_FILE, resume, progress)
 
 
 def _run(config: ContrastiveConfig, train: list[Example], val: list[Example], taxonomy: Taxonomy, out: Path,

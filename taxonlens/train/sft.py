@@ -66,10 +66,9 @@ from taxonlens.train.checkpoint import (
     CHECKPOINT_FILE,
     CheckpointError,
     LoopState,
-    capture_rng_state,
+    isolated_run,
     load_checkpoint,
     open_run,
-    restore_rng_state,
     save_checkpoint,
 )
 from taxonlens.train.contrastive import cosine_with_warmup, epoch_batches
@@ -503,17 +502,8 @@ def train_sft(
         check_records(val, ranks, "validation")
     load = image_loader(images)
     out = Path(config.out)
-    ckpt_path = out / CHECKPOINT_FILE
-    if ckpt_path.exists() and not resume:
-        raise CheckpointError(f"{ckpt_path} exists: resume that run, or choose another output folder")
-    threads_before, rng_before = torch.get_num_threads(), capture_rng_state()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with isolated_run(out, resume, config.threads) as ckpt_path:
         return _run(config, records, val, load, ranks, out, ckpt_path, resume, progress)
-    finally:  # the run seeds the global random generators: give the caller back its own
-        torch.set_num_threads(threads_before)
-        restore_rng_state(rng_before)
 
 
 def _run(config: SFTConfig, records: list[VQARecord], val: list[VQARecord], load: Callable[[VQARecord], Image.Image],
