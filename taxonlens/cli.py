@@ -631,6 +631,48 @@ def bench_lmm(
                                                                           threads=threads or None))
 
 
+@bench_app.command("rar")
+def bench_rar(
+    species: Annotated[int, typer.Option(help="synthworld species (all seen; at least the largest k).")] = 16,
+    images_per_species: Annotated[int, typer.Option()] = 20,
+    k: Annotated[list[int] | None, typer.Option("--k", help="Candidates retrieved per photo (repeat; default 3, 5, "
+                                                            "10).")] = None,
+    encoder_epochs: Annotated[int, typer.Option(help="Contrastive training epochs of the tiny encoder.")] = 30,
+    model: Annotated[str, typer.Option(help="Multimodal LLM fine-tuned as the ranker (a tiny preset by default).")
+                     ] = "tiny-qwen2.5-vl",
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of the ranker.")] = 40,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as set).")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """RAR on synthworld with tiny models trained here: the encoder's top-1 vs retrieving its top k and
+    reranking them with a LoRA-fine-tuned LMM, for each k: top-1, HCA, leaf and per-rank accuracy of the
+    consistent path, and the encoder's top-k recall."""
+    from taxonlens.bench.rar import RAR_KS
+    from taxonlens.bench.rar import bench_rar_evidence as run
+
+    result = run(species, images_per_species, ks=tuple(k or RAR_KS), encoder_epochs=encoder_epochs, model=model,
+                 epochs=epochs, threads=threads or None, seed=seed,
+                 progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+    enc, ranker, seconds = result["encoder_training"], result["ranker_training"], result["seconds"]
+    _print_figures(f"tiny-clip retrieves, {model} reranks", {
+        "species": result["world"]["species"],
+        **{f"{split} records": n for split, n in result["world"]["records"].items()},
+        "encoder steps": enc["steps"], "encoder first / last loss": f"{enc['first_loss']:.3f} / {enc['last_loss']:.3f}",
+        "ranker questions": ranker["questions"], "ranker steps": ranker["steps"],
+        "ranker first / last loss": f"{ranker['first_loss']:.3f} / {ranker['last_loss']:.3f}",
+        **{f"{stage.replace('_', ' ')} s": v for stage, v in seconds.items()}, "total s": result["total_seconds"]})
+    ranks = list(result["encoder"]["per_rank"])
+    table = Table(title=f"test photos ({result['n_test']}; chance {result['chance']:.1f}%), percent")
+    for col in ("answer", "top-k recall", "top-1", "HCA", "leaf", *ranks):
+        table.add_column(col, justify="left" if col == "answer" else "right", no_wrap=True)
+    arms = [("encoder top-1", "", result["encoder"]),
+            *((f"top-{n} + rerank", f"{result['top_k_recall'][n]:.1f}", r) for n, r in result["rerank"].items())]
+    for name, recall, r in arms:
+        table.add_row(name, recall, *(f"{r[f]:.1f}" for f in ("top1", "hca", "acc_leaf")),
+                      *(f"{r['per_rank'][rank]:.1f}" for rank in ranks))
+    console.print(table, width=max(console.width, 100))
+
+
 @bench_app.command("pybioclip")
 def bench_pybioclip(
     species: Annotated[int, typer.Option(help="Synthetic TreeOfLife labels.")] = 100_000,

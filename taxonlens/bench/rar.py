@@ -1,0 +1,221 @@
+"""Evidence for RAR (retrieve and rerank), measured on synthworld with tiny models trained from
+random weights (``taxonlens bench rar``): the encoder's top-1 vs the encoder retrieving ``k``
+candidates and a fine-tuned multimodal LLM ranking them, for every ``k`` of ``ks``.
+
+One run builds a small synthworld of seen species only (train / val / test photos), trains a
+tiny BioCLIP-style encoder contrastively on the training photos
+(:func:`~taxonlens.train.contrastive.train_contrastive`) and makes it a zero-shot
+:class:`~taxonlens.predict.Recognizer` over the world's species. The ranker's fine-tuning data
+are the training photos with the ``max(ks)`` candidates the encoder retrieves
+(:func:`~taxonlens.recognize.rerank.ranker_records`); the tiny LMM learns them with LoRA
+(:func:`~taxonlens.train.sft.train_sft`, configured as a random-weight tiny preset needs, as in
+:mod:`taxonlens.bench.vqa`: names as answers, no system prompt, ``language+head``, lr 2e-3,
+alpha 32, batch 4). On the test photos it measures:
+
+- ``encoder``: the encoder's leaf probabilities, decoded as they are;
+- ``top_k_recall``: per ``k``, the percent of photos whose species is among the encoder's top ``k``
+  (the ceiling of any reranker that picks among them);
+- ``rerank``: per ``k``, the probabilities after
+  :class:`~taxonlens.recognize.rerank.LMMReranker` (``score`` method, asked as trained) reranked
+  the top ``k``.
+
+Each arm reports the argmax leaf accuracy (``top1``) and the tree-consistent path of
+``recognizer.decoder.decode`` (exact decoding) scored by
+:func:`~taxonlens.evaluate.metrics.hierarchical_report`: HCA, leaf accuracy and per-rank accuracy.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from taxonlens.data import load_image, read_manifest
+from taxonlens.errors import TaxonlensError
+from taxonlens.evaluate.metrics import hierarchical_report
+from taxonlens.predict import Recognizer
+from taxonlens.recognize.decode import TreeDecoder
+from taxonlens.recognize.rerank import LMMReranker, ranker_records
+from taxonlens.recognize.zeroshot import ZeroShotClassifier
+from taxonlens.synthworld import SynthWorld, random_taxonomy
+from taxonlens.taxonomy import Taxonomy
+from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
+from taxonlens.train.sft import SFTConfig, check_records, train_sft
+
+#: candidates per photo compared by default
+RAR_KS = (3, 5, 10)
+#: the figures of every arm (percent)
+FIGURES = ("top1", "hca", "acc_leaf")
+
+
+def encoder_probs(recognizer: Recognizer, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
+    """``[B, n_leaves]`` leaf probabilities of the recognizer's encoder and classifier (no reranking)."""
+    enc = recognizer.encoder
+    return torch.cat([recognizer.classifier.predict_proba(enc.encode_images(
+        torch.stack([enc.preprocess(img) for img in images[i:i + batch_size]])))
+        for i in range(0, len(images), batch_size)]).float()
+
+
+def rerank_probs(reranker: LMMReranker, images: Sequence[Image.Image], probs: torch.Tensor,
+                 batch_size: int = 16) -> torch.Tensor:
+    """``reranker.rerank`` over ``images`` in batches."""
+    return torch.cat([reranker.rerank(images[i:i + batch_size], probs[i:i + batch_size])
+                      for i in range(0, len(images), batch_size)])
+
+
+def top_k_recall(probs: torch.Tensor, truth: torch.Tensor, k: int) -> float:
+    """Percent of rows whose ``truth`` leaf is among the ``k`` most probable."""
+    top = probs.topk(min(k, probs.shape[1]), dim=1).indices
+    return 100.0 * (top == truth[:, None]).any(dim=1).float().mean().item()
+
+
+def score_probs(decoder: TreeDecoder, probs: torch.Tensor, truth: torch.Tensor,
+                truths: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """``top1`` (argmax leaf accuracy), and ``hca``, ``acc_leaf``, ``per_rank`` of the exact
+    consistent paths (:func:`hierarchical_report`), all in percent."""
+    tax = decoder.taxonomy
+    paths = [list(p.path) for p in decoder.decode(probs, "exact", top_k=1)]
+    rep = hierarchical_report(truths, paths, range(tax.max_depth), tax)
+    return {"top1": 100.0 * (probs.argmax(dim=1) == truth).float().mean().item(), "hca": rep.hca,
+            "acc_leaf": rep.acc_leaf, "per_rank": {tax.ranks[k]: v for k, v in rep.per_level.items()}}
+
+
+def bench_rar_evidence(
+    n_species: int = 16,
+    images_per_species: int = 20,
+    size: int = 32,
+    nuisance: float = 0.2,
+    ks: Sequence[int] = RAR_KS,
+    encoder: str = "tiny-clip",
+    encoder_epochs: int = 30,
+    encoder_batch_size: int = 32,
+    encoder_lr: float = 1e-3,
+    model: str = "tiny-qwen2.5-vl",
+    epochs: int = 40,
+    batch_size: int = 4,
+    lr: float = 2e-3,
+    lora_alpha: float = 32.0,
+    threads: int | None = 1,
+    seed: int = 0,
+    workdir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Encoder top-1 vs retrieve (top ``k``) + LMM rerank, on the test photos of seen species.
+
+    Args:
+        n_species, images_per_species, size, nuisance: the synthworld (:meth:`SynthWorld.create`,
+            no novel species; taxonomy ``random_taxonomy(n_species, seed)``).
+        ks: candidates per photo compared (each in 2..26); the ranker is trained on ``max(ks)``.
+        encoder, encoder_epochs, encoder_batch_size, encoder_lr: the contrastive training
+            (:class:`ContrastiveConfig`, taxonomic captions).
+        model, epochs, batch_size, lr, lora_alpha: the ranker's fine-tuning (:class:`SFTConfig`; the
+            rest as a random-weight tiny preset needs: names, no system prompt, ``language+head``).
+        threads: torch CPU threads during the run (``None``: as set).
+        workdir: where the world and both models are written (a temporary folder if None).
+        progress: called with a line at the start of each stage.
+
+    Returns:
+        ``settings``, ``world`` (species, records per split), ``encoder_training`` and
+        ``ranker_training`` (steps, seconds, first and last epoch loss, ...), ``seconds`` (per
+        stage), ``total_seconds``, ``n_test``, ``chance`` (percent), ``encoder`` (``top1``,
+        ``hca``, ``acc_leaf``, ``per_rank``), ``top_k_recall`` ``{k: percent}`` and ``rerank``
+        ``{k: figures as for encoder}``.
+    """
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 2 or ks[-1] > 26:
+        raise TaxonlensError(f"rerank k must lie in 2..26, got {ks}")
+    if ks[-1] > n_species:
+        raise TaxonlensError(f"k = {ks[-1]} needs at least {ks[-1]} species, got {n_species}")
+    settings = {"n_species": n_species, "images_per_species": images_per_species, "size": size,
+                "nuisance": nuisance, "ks": ks, "encoder": encoder, "encoder_epochs": encoder_epochs,
+                "encoder_batch_size": encoder_batch_size, "encoder_lr": encoder_lr, "model": model,
+                "epochs": epochs, "batch_size": batch_size, "lr": lr, "lora_alpha": lora_alpha,
+                "threads": threads, "seed": seed}
+    say = progress or (lambda _msg: None)
+    with tempfile.TemporaryDirectory(prefix="taxonlens-bench-rar-") as tmp:
+        work = Path(workdir).resolve() if workdir is not None else Path(tmp)
+        before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return _run(settings, work, say)
+        finally:
+            torch.set_num_threads(before)
+
+
+def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    say(f"synthworld: {s['n_species']} species x {s['images_per_species']} photos")
+    tick = time.perf_counter()
+    world = SynthWorld.create(random_taxonomy(s["n_species"], s["seed"]), s["n_species"], s["images_per_species"],
+                              0.0, s["size"], s["seed"], s["nuisance"])
+    taxonomy: Taxonomy = world.taxonomy
+    records = read_manifest(world.write(work / "world"), taxonomy)
+    by_split = {split: [r for r in records if r.split == split] for split in ("train", "val", "test")}
+    seconds["world"] = time.perf_counter() - tick
+
+    say(f"training {s['encoder']}: {len(by_split['train'])} photos x {s['encoder_epochs']} epochs")
+    tick = time.perf_counter()
+    config = ContrastiveConfig(encoder=s["encoder"], text_type="taxonomic", epochs=s["encoder_epochs"],
+                               batch_size=s["encoder_batch_size"], lr=s["encoder_lr"], seed=s["seed"],
+                               out=str(work / "encoder"), eval_every=0, threads=s["threads"])
+    trained = train_contrastive(config, by_split["train"], taxonomy=taxonomy)
+    seconds["encoder_training"] = time.perf_counter() - tick
+    losses = [m["train_loss"] for m in trained.metrics if "train_loss" in m]
+    encoder_training = {"photos": len(by_split["train"]), "epochs": s["encoder_epochs"], "steps": trained.steps,
+                        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+    recognizer = Recognizer(trained.encoder, ZeroShotClassifier(trained.encoder, taxonomy), TreeDecoder(taxonomy))
+
+    max_k = s["ks"][-1]
+    say(f"ranker data: top-{max_k} candidates of {len(by_split['train'])} training photos")
+    tick = time.perf_counter()
+    train_questions = ranker_records(recognizer, by_split["train"], k=max_k, seed=s["seed"])
+    seconds["ranker_data"] = time.perf_counter() - tick
+    ranks = [taxonomy.ranks[-1]]
+
+    say(f"fine-tuning {s['model']}: {len(train_questions)} questions x {s['epochs']} epochs")
+    tick = time.perf_counter()
+    sft = SFTConfig(model=s["model"], out=work / "ranker", epochs=s["epochs"], batch_size=s["batch_size"],
+                    lr=s["lr"], lora_alpha=s["lora_alpha"], lora_targets="language+head", answer="name",
+                    system=False, eval_every=0, threads=s["threads"], seed=s["seed"])
+    result = train_sft(sft, train_questions, images=None, ranks=ranks)
+    seconds["ranker_training"] = time.perf_counter() - tick
+    sft_losses = [m["train_loss"] for m in result.metrics]
+    ranker_training = {"questions": len(check_records(train_questions, ranks)), "epochs": s["epochs"],
+                       "steps": result.steps, "train_seconds": sum(m["train_seconds"] for m in result.metrics),
+                       "first_loss": sft_losses[0], "last_loss": sft_losses[-1]}
+
+    test = by_split["test"]
+    say(f"encoder on {len(test)} test photos")
+    tick = time.perf_counter()
+    images = [load_image(r.image) for r in test]
+    truth = torch.tensor([taxonomy.leaf_index[taxonomy.node_of_path(r.path)] for r in test])
+    truths = [list(r.path) for r in test]
+    probs = encoder_probs(recognizer, images)
+    encoder_figures = score_probs(recognizer.decoder, probs, truth, truths)
+    recall = {k: top_k_recall(probs, truth, k) for k in s["ks"]}
+    seconds["encoder_test"] = time.perf_counter() - tick
+
+    reranked: dict[int, dict[str, Any]] = {}
+    for k in s["ks"]:
+        say(f"reranking the top {k} of {len(test)} test photos")
+        tick = time.perf_counter()
+        reranker = LMMReranker(result.lmm, taxonomy, k=k, method="score", answer="name", system=None)
+        reranked[k] = score_probs(recognizer.decoder, rerank_probs(reranker, images, probs), truth, truths)
+        seconds[f"rerank_k{k}"] = time.perf_counter() - tick
+    return {"settings": s,
+            "world": {"species": taxonomy.n_leaves, "records": {k: len(v) for k, v in by_split.items()}},
+            "encoder_training": encoder_training, "ranker_training": ranker_training, "seconds": seconds,
+            "total_seconds": time.perf_counter() - start, "n_test": len(test),
+            "chance": 100.0 / taxonomy.n_leaves, "encoder": encoder_figures, "top_k_recall": recall,
+            "rerank": reranked}
+
+
+__all__ = ["FIGURES", "RAR_KS", "bench_rar_evidence", "encoder_probs", "rerank_probs", "score_probs",
+           "top_k_recall"]
