@@ -306,8 +306,8 @@ def vqa_leakage(
     from taxonlens.data.vqa import read_vqa_benchmark
     from taxonlens.recognize.vqa import leakage
 
-    tax = _load(taxonomy or str(benchmark), allow_homonyms=True)
-    s = leakage(read_vqa_benchmark(benchmark), tax)
+    records = read_vqa_benchmark(benchmark)  # first: a missing benchmark is named as such
+    s = leakage(records, _load(taxonomy or str(benchmark), allow_homonyms=True))
     _print_figures(f"{benchmark.name}: consistency leakage", {
         "records": s.n_records, **{f"records with {k} consistent paths": v for k, v in sorted(s.path_counts.items())},
         "single consistent path (%)": 100 * s.share_unique, "of those, the truth": s.n_unique_truth,
@@ -474,6 +474,7 @@ def train_sft_cmd(
     from taxonlens.data.vqa import read_vqa_benchmark
     from taxonlens.train.sft import SFTConfig, train_sft
 
+    records = read_vqa_benchmark(benchmark)  # first: a missing benchmark is named as such
     rank_names = ranks or _load(taxonomy or str(benchmark), allow_homonyms=True).ranks
     config = SFTConfig(model=model, answer=answer, system=system, lora_targets=lora_targets, lora_r=lora_r,
                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=str(out))
@@ -484,7 +485,7 @@ def train_sft_cmd(
             bar.update(task, completed=log.step, total=log.total_steps,
                        description=f"epoch {log.epoch} loss {log.loss:.3f}")
 
-        result = train_sft(config, read_vqa_benchmark(benchmark), images, rank_names,
+        result = train_sft(config, records, images, rank_names,
                            read_vqa_benchmark(val) if val else None, resume=resume, progress=show)
     for row in result.metrics:
         console.print(json.dumps(row))

@@ -130,3 +130,11 @@ def test_train_sft_then_answer_with_the_fine_tuned_model(tmp_path):
                                  str(tmp_path / "a.jsonl"), "--taxonomy", taxonomy, "--mode", "score"])
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 8
+
+
+def test_commands_name_a_missing_benchmark(monkeypatch, capsys, tmp_path):
+    missing = str(tmp_path / "nothere.jsonl")
+    for argv in (["vqa", "leakage", missing], ["train", "sft", missing, "--out", str(tmp_path / "r")],
+                 ["vqa", "answer", missing, "--model", "tiny-idefics2", "--out", str(tmp_path / "a.jsonl")]):
+        code, out = _run_main(monkeypatch, capsys, argv)
+        assert code == 2 and f"benchmark file {missing} does not exist" in out.err, argv
