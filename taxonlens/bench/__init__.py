@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,3 +23,24 @@ def timed(fn: Callable[[], T], repeats: int = 1) -> tuple[T, float]:
         out = fn()
         best = min(best, time.perf_counter() - t)
     return out, best
+
+
+@contextmanager
+def bench_run(workdir: str | Path | None, threads: int | None, name: str) -> Iterator[Path]:
+    """The frame of a benchmark that trains: yields its working folder (``workdir``, or a temporary
+    folder removed after) while torch runs on ``threads`` CPU threads (``None``: as set)."""
+    from taxonlens.train.checkpoint import torch_threads
+
+    with tempfile.TemporaryDirectory(prefix=f"taxonlens-bench-{name}-") as tmp, torch_threads(threads):
+        yield Path(workdir).resolve() if workdir is not None else Path(tmp)
+
+
+def tiny_sft_config(settings: dict, out: Path):
+    """The fine-tuning recipe a randomly initialised tiny LMM learns with (measured: option names
+    as answers, no system prompt, LoRA on the output layer too), from a benchmark's ``settings``
+    (``model``, ``epochs``, ``batch_size``, ``lr``, ``lora_alpha``, ``threads``, ``seed``)."""
+    from taxonlens.train.sft import SFTConfig
+
+    return SFTConfig(model=settings["model"], out=out, epochs=settings["epochs"], batch_size=settings["batch_size"],
+                     lr=settings["lr"], lora_alpha=settings["lora_alpha"], lora_targets="language+head",
+                     answer="name", system=False, eval_every=0, threads=settings["threads"], seed=settings["seed"])

@@ -8,6 +8,7 @@ from taxonlens.bench import timed
 from taxonlens.models.mllm import load_lmm
 from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, question_text
 from taxonlens.synthworld import SynthWorld, random_taxonomy
+from taxonlens.train.checkpoint import torch_threads
 
 
 def bench_answering(model: str = "tiny-qwen2.5-vl", n_questions: int = 64, n_options: int = 4, batch: int = 16,
@@ -23,10 +24,7 @@ def bench_answering(model: str = "tiny-qwen2.5-vl", n_questions: int = 64, n_opt
     questions = [question_text("species", [names[(i + j) % len(names)] for j in range(n_options)], "organism")
                  for i in range(n_questions)]
     letters = [list(LETTERS[:n_options])] * n_questions
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         def generate() -> None:
             for i in range(0, n_questions, batch):
                 lmm.generate(images[i:i + batch], questions[i:i + batch], max_new_tokens, system=SYSTEM_PROMPT)
@@ -36,8 +34,6 @@ def bench_answering(model: str = "tiny-qwen2.5-vl", n_questions: int = 64, n_opt
 
         _, gen_s = timed(generate, repeats=2)
         _, score_s = timed(score, repeats=2)
-    finally:
-        torch.set_num_threads(before)
-    return {"model": model, "questions": n_questions, "options": n_options, "threads": threads or before,
+    return {"model": model, "questions": n_questions, "options": n_options, "threads": threads or torch.get_num_threads(),
             "generate_questions_per_s": n_questions / gen_s, "score_questions_per_s": n_questions / score_s,
             "score_over_generate": gen_s / score_s}

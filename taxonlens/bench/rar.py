@@ -26,7 +26,6 @@ Each arm reports the argmax leaf accuracy (``top1``) and the tree-consistent pat
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from taxonlens.bench import bench_run, tiny_sft_config
 from taxonlens.data import load_image, read_manifest
 from taxonlens.errors import TaxonlensError
 from taxonlens.evaluate.metrics import hierarchical_report
@@ -45,7 +45,7 @@ from taxonlens.recognize.zeroshot import ZeroShotClassifier
 from taxonlens.synthworld import SynthWorld, random_taxonomy
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
-from taxonlens.train.sft import SFTConfig, check_records, train_sft
+from taxonlens.train.sft import check_records, train_sft
 
 #: candidates per photo compared by default
 RAR_KS = (3, 5, 10)
@@ -137,15 +137,8 @@ def bench_rar_evidence(
                 "epochs": epochs, "batch_size": batch_size, "lr": lr, "lora_alpha": lora_alpha,
                 "threads": threads, "seed": seed}
     say = progress or (lambda _msg: None)
-    with tempfile.TemporaryDirectory(prefix="taxonlens-bench-rar-") as tmp:
-        work = Path(workdir).resolve() if workdir is not None else Path(tmp)
-        before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            return _run(settings, work, say)
-        finally:
-            torch.set_num_threads(before)
+    with bench_run(workdir, threads, "rar") as work:
+        return _run(settings, work, say)
 
 
 def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Any]:
@@ -181,9 +174,7 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
 
     say(f"fine-tuning {s['model']}: {len(train_questions)} questions x {s['epochs']} epochs")
     tick = time.perf_counter()
-    sft = SFTConfig(model=s["model"], out=work / "ranker", epochs=s["epochs"], batch_size=s["batch_size"],
-                    lr=s["lr"], lora_alpha=s["lora_alpha"], lora_targets="language+head", answer="name",
-                    system=False, eval_every=0, threads=s["threads"], seed=s["seed"])
+    sft = tiny_sft_config(s, work / "ranker")
     result = train_sft(sft, train_questions, images=None, ranks=ranks)
     seconds["ranker_training"] = time.perf_counter() - tick
     sft_losses = [m["train_loss"] for m in result.metrics]

@@ -27,7 +27,6 @@ test and novel questions over the whole world's taxonomy.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from taxonlens.bench import bench_run, tiny_sft_config
 from taxonlens.data import VQARecord, read_manifest
 from taxonlens.data.vqa_build import build_vqa
 from taxonlens.errors import TaxonlensError
@@ -47,7 +47,7 @@ from taxonlens.recognize.vqa import blind_decode, consistent_decode, leakage
 from taxonlens.recognize.vqa_answer import consistency_report
 from taxonlens.synthworld import SynthWorld, random_taxonomy
 from taxonlens.taxonomy import Taxonomy
-from taxonlens.train.sft import SFTConfig, check_records, image_loader, train_sft
+from taxonlens.train.sft import check_records, image_loader, train_sft
 
 #: distractor modes the benchmark accepts (``similar`` needs embeddings it does not have)
 VQA_MODES = ("path", "random")
@@ -163,15 +163,8 @@ def bench_vqa_evidence(
                 "epochs": epochs, "batch_size": batch_size, "lr": lr, "lora_alpha": lora_alpha,
                 "threads": threads, "seed": seed}
     say = progress or (lambda _msg: None)
-    with tempfile.TemporaryDirectory(prefix="taxonlens-bench-vqa-") as tmp:
-        work = Path(workdir).resolve() if workdir is not None else Path(tmp)
-        before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            return _run(settings, work, say)
-        finally:
-            torch.set_num_threads(before)
+    with bench_run(workdir, threads, "vqa") as work:
+        return _run(settings, work, say)
 
 
 def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Any]:
@@ -200,9 +193,7 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
             cache[record.image] = read(record)
         return cache[record.image]
 
-    config = SFTConfig(model=s["model"], out=work / "sft", epochs=s["epochs"], batch_size=s["batch_size"],
-                       lr=s["lr"], lora_alpha=s["lora_alpha"], lora_targets="language+head", answer="name",
-                       system=False, eval_every=0, threads=s["threads"], seed=s["seed"])
+    config = tiny_sft_config(s, work / "sft")
     n_questions = len(check_records(train, ranks))
     say(f"fine-tuning {s['model']}: {n_questions} questions x {s['epochs']} epochs")
     tick = time.perf_counter()

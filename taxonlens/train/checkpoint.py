@@ -274,11 +274,22 @@ def isolated_run(out: Path, resume: bool, threads: int | None) -> Iterator[Path]
     ckpt_path = out / CHECKPOINT_FILE
     if ckpt_path.exists() and not resume:
         raise CheckpointError(f"{ckpt_path} exists: resume that run, or choose another output folder")
-    threads_before, rng_before = torch.get_num_threads(), capture_rng_state()
+    rng_before = capture_rng_state()
+    try:
+        with torch_threads(threads):
+            yield ckpt_path
+    finally:
+        restore_rng_state(rng_before)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch uses ``threads`` CPU threads for the duration (``None`` or 0: as set), then the count
+    it had before. With tiny models one thread is often the steadiest choice."""
+    before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        yield ckpt_path
+        yield
     finally:
-        torch.set_num_threads(threads_before)
-        restore_rng_state(rng_before)
+        torch.set_num_threads(before)
