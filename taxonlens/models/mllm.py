@@ -187,9 +187,11 @@ class LMM:
             if len(alone) != 1:
                 return None
             ids.append(alone[0])
+        if len(set(ids)) != len(ids):
+            return None
         base = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        joined = self.tokenizer(prompt + options[0], add_special_tokens=False)["input_ids"]
-        return ids if joined == [*base, ids[0]] and len(set(ids)) == len(ids) else None
+        joined = self.tokenizer([prompt + opt for opt in options], add_special_tokens=False)["input_ids"]
+        return ids if all(j == [*base, i] for j, i in zip(joined, ids)) else None
 
     @torch.inference_mode()
     def _next_token_logprobs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
