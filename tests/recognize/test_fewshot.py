@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from taxonlens.recognize.fewshot import FewShotScore, LinearProbe, SimpleShot, few_shot_accuracy, sample_shots
-from taxonlens.recognize.knn import pixel_features
+from taxonlens.recognize.pixels import pixel_features
 from taxonlens.synthworld import SynthWorld, random_taxonomy
 
 
