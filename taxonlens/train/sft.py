@@ -37,6 +37,13 @@ train loss, learning rate, speed, and with validation records the accuracy per l
 (peft ``merge_and_unload``), saved as a plain transformers model, so
 ``load_lmm(out / "model")`` loads it like any other and needs no peft at inference.
 :func:`load_sft_checkpoint` rebuilds the unmerged LoRA model of a checkpoint.
+
+The loop is shared: :func:`tune_lmm` trains any :class:`TuneTask` (the items of each epoch
+and the loss of a batch of them) under a :class:`TuneConfig` with this frame (LoRA or full
+fine-tuning, schedule, checkpoints, exact resume, metrics, merged model). SFT's task is
+:func:`examples_task` over the prepared :class:`SFTExample` list; Finedefics' recognition
+tuning (:mod:`taxonlens.train.finedefics`) is the same task over its own examples, and its
+alignment stage a task with its own loss.
 """
 
 from __future__ import annotations
@@ -85,8 +92,8 @@ ImageSource = Callable[[VQARecord], Image.Image] | str | Path | None
 
 # ------------------------------------------------------------------ config
 @dataclass
-class SFTConfig:
-    """Settings of a supervised fine-tuning run.
+class TuneConfig:
+    """Settings every fine-tuning run of a multimodal LLM shares (SFT, Finedefics' stages).
 
     Attributes:
         model: what :func:`~taxonlens.models.mllm.load_lmm` loads (a tiny preset, a folder,
@@ -96,25 +103,18 @@ class SFTConfig:
         lora_targets: ``language``, ``language+head``, ``all-linear``, ``all-linear+head``, or a
             regular expression matching the full names of the linear modules to adapt (see the
             module docstring).
-        epochs: passes over the training questions.
-        batch_size: questions per optimizer step (the last batch of an epoch may be smaller).
+        epochs: passes over the training items.
+        batch_size: items per optimizer step (the last batch of an epoch may be smaller).
         lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay of the adapters.
+        weight_decay: AdamW weight decay of the trained weights.
         warmup: fraction of all steps of linear warmup before the cosine decay to 0.
-        max_grad_norm: clip the adapters' gradient norm to this (0: no clipping).
-        seed: fixes preset weights, LoRA initialisation, shuffles, drawn levels and dropout.
+        max_grad_norm: clip the trained weights' gradient norm to this (0: no clipping).
+        seed: fixes preset weights, LoRA initialisation, shuffles, drawn items and dropout.
         out: output folder.
-        answer: ``letter`` (the true option's letter, as the reference question asks) or
-            ``name`` (the true option's text).
-        organism: the word the question uses ("Given the organism in the image, ...").
-        system: put :data:`~taxonlens.recognize.answers.SYSTEM_PROMPT` before every question.
-        questions_per_record: 0 trains on every level that offers a choice; ``k > 0`` on ``k``
-            of them per record and epoch, drawn anew each epoch (fewer steps per epoch on deep
-            trees, every level seen over the epochs).
         checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
-        eval_every: with validation records, evaluate every this many epochs and after the
+        eval_every: with validation data, evaluate every this many epochs and after the
             last one (0: never).
-        eval_batch_size: questions per scoring call in the evaluation.
+        eval_batch_size: items per scoring call in the evaluation.
         threads: torch CPU threads for the run (``None``: leave as is); 1 gives steady step
             times with tiny models.
     """
@@ -132,10 +132,6 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     out: str | Path = "taxonlens-sft"
-    answer: str = "letter"
-    organism: str = "organism"
-    system: bool = True
-    questions_per_record: int = 0
     checkpoint_every: int = 0
     eval_every: int = 1
     eval_batch_size: int = 16
@@ -148,9 +144,6 @@ class SFTConfig:
         self.out = str(self.out)
         if not isinstance(self.model, str) or not self.model.strip():
             raise TaxonlensError("model must name a multimodal LLM (a preset, a folder or a Hugging Face name)")
-        if self.answer not in ANSWERS:
-            raise TaxonlensError(f"unknown answer {self.answer!r}; use letter (the option's letter, as the "
-                                 "benchmark asks) or name (the option's text)")
         if self.lora_targets not in LORA_TARGETS:
             try:
                 if not re.compile(self.lora_targets).pattern.strip():
@@ -167,20 +160,52 @@ class SFTConfig:
                                  f"warmup {self.warmup}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise TaxonlensError("weight_decay and max_grad_norm must be >= 0")
-        if self.questions_per_record < 0 or self.checkpoint_every < 0 or self.eval_every < 0:
-            raise TaxonlensError("questions_per_record, checkpoint_every and eval_every must be >= 0")
+        if self.checkpoint_every < 0 or self.eval_every < 0:
+            raise TaxonlensError("checkpoint_every and eval_every must be >= 0")
         if self.eval_batch_size < 1 or (self.threads is not None and self.threads < 1):
             raise TaxonlensError("eval_batch_size must be >= 1 and threads None or >= 1")
-        if not isinstance(self.organism, str) or not self.organism.strip():
-            raise TaxonlensError("organism must be a non-empty word (the question's 'Given the <organism> ...')")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class SFTConfig(TuneConfig):
+    """Settings of a supervised fine-tuning run: :class:`TuneConfig` and
+
+    Attributes:
+        answer: ``letter`` (the true option's letter, as the reference question asks) or
+            ``name`` (the true option's text).
+        organism: the word the question uses ("Given the organism in the image, ...").
+        system: put :data:`~taxonlens.recognize.answers.SYSTEM_PROMPT` before every question.
+        questions_per_record: 0 trains on every level that offers a choice; ``k > 0`` on ``k``
+            of them per record and epoch, drawn anew each epoch (fewer steps per epoch on deep
+            trees, every level seen over the epochs).
+    """
+
+    answer: str = "letter"
+    organism: str = "organism"
+    system: bool = True
+    questions_per_record: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.answer not in ANSWERS:
+            raise TaxonlensError(f"unknown answer {self.answer!r}; use letter (the option's letter, as the "
+                                 "benchmark asks) or name (the option's text)")
+        if self.questions_per_record < 0:
+            raise TaxonlensError("questions_per_record must be >= 0")
+        check_organism(self.organism)
 
     @property
     def system_prompt(self) -> str | None:
         return SYSTEM_PROMPT if self.system else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
+def check_organism(organism: object) -> None:
+    """Refuse an empty ``organism`` word (the questions' "Given the <organism> in the image")."""
+    if not isinstance(organism, str) or not organism.strip():
+        raise TaxonlensError("organism must be a non-empty word (the question's 'Given the <organism> ...')")
 
 # -------------------------------------------------------------------- data
 class SFTExample(NamedTuple):
@@ -271,7 +296,9 @@ def build_examples(lmm: LMM, records: Sequence[VQARecord], ranks: Sequence[str],
 
 def image_loader(images: ImageSource, what: str = "training") -> Callable[[VQARecord], Image.Image]:
     """A function ``record -> PIL image`` from an :data:`ImageSource`; files are read with the
-    safe loader, and an unreadable one is a :class:`DataError` naming the record."""
+    safe loader, and an unreadable one is a :class:`DataError` naming the record. Any record
+    with an ``image`` path serves (a :class:`VQARecord`, a manifest's
+    :class:`~taxonlens.data.Record`); one with a ``line`` is named by it."""
     if callable(images):
         return images
     if images is not None and not isinstance(images, (str, Path)):
@@ -285,7 +312,9 @@ def image_loader(images: ImageSource, what: str = "training") -> Callable[[VQARe
             return load_image(root / record.image if root is not None else record.image)
         except ImageError as e:
             hint = "" if root is not None else "; pass the folder the image paths are relative to"
-            raise DataError(f"{what} record (line {record.line}): {e}{hint}") from None
+            line = getattr(record, "line", None)
+            where = f"line {line}" if line is not None else record.image
+            raise DataError(f"{what} record ({where}): {e}{hint}") from None
 
     return load
 
@@ -412,12 +441,12 @@ def evaluate_sft(lmm: LMM, records: Sequence[VQARecord], images: ImageSource, ra
 # ---------------------------------------------------------------- training
 @dataclass(frozen=True)
 class SFTStepLog:
-    """What :func:`train_sft` reports after every optimizer step.
+    """What :func:`tune_lmm` (and so :func:`train_sft`) reports after every optimizer step.
 
     Attributes:
         epoch: the epoch being trained, 1-based.
         step: optimizer steps taken (1-based), of ``total_steps``.
-        loss: this step's loss (mean cross-entropy per target token).
+        loss: this step's loss (for SFT: mean cross-entropy per target token).
         lr: the learning rate it used.
         seconds: wall time of the step.
     """
@@ -432,12 +461,12 @@ class SFTStepLog:
 
 @dataclass
 class SFTResult:
-    """The outcome of :func:`train_sft`.
+    """The outcome of :func:`tune_lmm` (:func:`train_sft`, Finedefics' stages).
 
     Attributes:
         lmm: the trained model, adapters merged (in memory; also saved under ``model_dir``).
         model_dir: ``out/model``, loadable with ``load_lmm``.
-        checkpoint: ``out/checkpoint.pt`` (adapter weights; see :func:`load_sft_checkpoint`).
+        checkpoint: ``out/checkpoint.pt`` (the trained weights; see :func:`load_sft_checkpoint`).
         metrics: one dict per epoch, as in ``out/metrics.jsonl``.
         steps: optimizer steps taken in all (including before a resume).
     """
@@ -447,6 +476,49 @@ class SFTResult:
     checkpoint: Path
     metrics: list[dict[str, Any]]
     steps: int
+
+
+@dataclass
+class TuneTask:
+    """What a trainer hands :func:`tune_lmm` once the model is built (LoRA added): which items
+    each epoch trains and the loss of a batch of them.
+
+    Attributes:
+        plan: ``epoch -> indices`` of the items trained in that epoch (cut into shuffled batches
+            by :func:`sft_batches`); the same count in every epoch.
+        loss: ``item indices -> (loss, parts)``: the scalar loss of one batch, and named float
+            parts of it, averaged per epoch into the metrics as ``<part>_loss``.
+        evaluate: the validation figures of the model as it is (run in eval mode), if any.
+        module: trainable parameters besides the model's (temperatures, ...): optimised without
+            weight decay and saved in the checkpoint.
+        after_step: called after every optimizer step (clamping, ...).
+        epoch_figures: extra values for every epoch's metrics row.
+        items: what the items are called in the metrics (``questions``, ``images``).
+    """
+
+    plan: Callable[[int], list[int]]
+    loss: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]]
+    evaluate: Callable[[], dict[str, Any]] | None = None
+    module: torch.nn.Module | None = None
+    after_step: Callable[[], None] | None = None
+    epoch_figures: Callable[[], dict[str, Any]] | None = None
+    items: str = "questions"
+
+
+def examples_task(lmm: LMM, examples: Sequence[SFTExample], image_of: Callable[[int], Image.Image],
+                  plan: Callable[[int], list[int]], evaluate: Callable[[], dict[str, Any]] | None = None) -> TuneTask:
+    """The task of learning prepared answers: item ``j`` is ``examples[j]`` with the image
+    ``image_of(examples[j].record)`` (read once per batch), its loss :func:`sft_loss`."""
+    cache: dict[str, list[int]] = {}
+
+    def loss(items: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        group = [examples[j] for j in items]
+        loaded = {i: image_of(i) for i in dict.fromkeys(ex.record for ex in group)}
+        batch, labels = sft_inputs(lmm, [loaded[ex.record] for ex in group], group, cache)
+        device = next(lmm.model.parameters()).device
+        return sft_loss(lmm.model, batch.to(device), labels.to(device)), {}
+
+    return TuneTask(plan, loss, evaluate)
 
 
 class _Trainable(torch.nn.Module):
@@ -460,11 +532,11 @@ class _Trainable(torch.nn.Module):
                 self.register_parameter(name.replace(".", "/"), p)
 
 
-def _optimizer(params: list[torch.nn.Parameter], config: SFTConfig) -> torch.optim.AdamW:
+def _optimizer(groups: list[dict[str, Any]], config: TuneConfig) -> torch.optim.AdamW:
     try:  # the fused kernel where the device and dtype have one (faster on CPU, see the contrastive trainer)
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     except (RuntimeError, ValueError):
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def train_sft(
@@ -501,71 +573,108 @@ def train_sft(
     if val:
         check_records(val, ranks, "validation")
     load = image_loader(images)
+
+    def prepare(lmm: LMM) -> TuneTask:
+        examples = build_examples(lmm, records, ranks, config.answer, config.organism, config.system_prompt)
+        evaluate = None
+        if val:
+            def evaluate() -> dict[str, Any]:
+                return evaluate_sft(lmm, val, load, ranks, config.answer, config.system, config.organism,
+                                    config.eval_batch_size)
+        return examples_task(lmm, examples, lambda i: load(records[i]),
+                             lambda epoch: epoch_examples(examples, config.questions_per_record, config.seed, epoch),
+                             evaluate)
+
+    return tune_lmm(config, prepare, data_fingerprint(records, ranks), resume, progress)
+
+
+def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], TuneTask], data_id: str, resume: bool = False,
+             progress: Callable[[SFTStepLog], None] | None = None, full: bool = False) -> SFTResult:
+    """The training loop every fine-tuning of a multimodal LLM shares.
+
+    Loads ``config.model``, seeds every generator with ``config.seed``, adds LoRA adapters
+    (or, with ``full``, trains every weight), asks ``prepare(lmm)`` for the :class:`TuneTask`,
+    and trains it with AdamW, a linear warmup and a cosine decay, ``config.epochs`` times over
+    the plan of each epoch in batches of ``config.batch_size``. ``out/checkpoint.pt`` (the
+    trained weights, the task's module, optimizer, scheduler, loop state, random states) is
+    written at every epoch end and every ``config.checkpoint_every`` steps; a killed run resumed
+    with ``resume`` ends with the same weights. ``out/metrics.jsonl`` gets one row per epoch, and
+    ``out/model`` the result as a plain model (adapters merged).
+
+    Args:
+        data_id: a fingerprint of the training data; resuming with other data is refused.
+
+    Raises:
+        CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run
+            (other settings, data or base weights).
+    """
     out = Path(config.out)
     with isolated_run(out, resume, config.threads) as ckpt_path:
-        return _run(config, records, val, load, ranks, out, ckpt_path, resume, progress)
+        return _run(config, prepare, data_id, out, ckpt_path, resume, progress, full)
 
 
-def _run(config: SFTConfig, records: list[VQARecord], val: list[VQARecord], load: Callable[[VQARecord], Image.Image],
-         ranks: list[str], out: Path, ckpt_path: Path, resume: bool,
-         progress: Callable[[SFTStepLog], None] | None) -> SFTResult:
+def _run(config: TuneConfig, prepare: Callable[[LMM], TuneTask], data_id: str, out: Path, ckpt_path: Path,
+         resume: bool, progress: Callable[[SFTStepLog], None] | None, full: bool) -> SFTResult:
     lmm = load_lmm(config.model, seed=config.seed)
     base_id = lmm.fingerprint()
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     torch.manual_seed(config.seed)
-    lmm.add_lora(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
+    if full:
+        lmm.model.requires_grad_(True)
+    else:
+        lmm.add_lora(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
     model = lmm.model
-    adapters = _Trainable(model)
-    examples = build_examples(lmm, records, ranks, config.answer, config.organism, config.system_prompt)
-    n_epoch = len(epoch_examples(examples, config.questions_per_record, config.seed, 0))
-    steps_per_epoch = len(sft_batches(n_epoch, config.batch_size, config.seed, 0))
-    total_steps = steps_per_epoch * config.epochs
-    params = list(adapters.parameters())
-    optimizer = _optimizer(params, config)
+    task = prepare(lmm)
+    trainable = _Trainable(model)
+    groups: list[dict[str, Any]] = [{"params": list(trainable.parameters())}]
+    if task.module is not None:
+        trainable.add_module("task", task.module)
+        groups.append({"params": list(task.module.parameters()), "weight_decay": 0.0})
+    params = [p for g in groups for p in g["params"]]
+    n_epoch = len(task.plan(0))
+    total_steps = len(sft_batches(n_epoch, config.batch_size, config.seed, 0)) * config.epochs
+    optimizer = _optimizer(groups, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(total_steps, round(config.warmup * total_steps)))
     run_config = config.to_dict()
-    data_id = data_fingerprint(records, ranks)
 
-    state, loss_sum, seconds = LoopState(), 0.0, 0.0
-    ckpt, metrics = open_run(out, run_config, resume, adapters, optimizer, scheduler, SFTConfig.RESUMABLE_CHANGES, {
-        "data": (data_id, "resume with the same records in the same order and the same ranks"),
+    state, sums, seconds = LoopState(), {"loss": 0.0}, 0.0
+    ckpt, metrics = open_run(out, run_config, resume, trainable, optimizer, scheduler, type(config).RESUMABLE_CHANGES, {
+        "data": (data_id, "resume with the same training data in the same order"),
         "base model": (base_id, f"{config.model} has other weights now; resume on the same weights")})
     if ckpt is not None:
-        state, loss_sum, seconds = ckpt.state, float(ckpt.extra["loss_sum"]), float(ckpt.extra["seconds"])
+        state, sums, seconds = ckpt.state, dict(ckpt.extra["sums"]), float(ckpt.extra["seconds"])
         log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
     metrics_path = out / METRICS_FILE
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, adapters, optimizer, scheduler, state, run_config,
-                        {"data": data_id, "base model": base_id, "loss_sum": loss_sum, "seconds": seconds})
+        save_checkpoint(ckpt_path, trainable, optimizer, scheduler, state, run_config,
+                        {"data": data_id, "base model": base_id, "sums": sums, "seconds": seconds})
 
-    device = next(model.parameters()).device
-    cache: dict[str, list[int]] = {}
     lr = optimizer.param_groups[0]["lr"]
     model.train()
     while state.epoch < config.epochs:
-        chosen = epoch_examples(examples, config.questions_per_record, config.seed, state.epoch)
+        chosen = task.plan(state.epoch)
         batches = sft_batches(len(chosen), config.batch_size, config.seed, state.epoch)
         n_batches = len(batches)
         tick = time.perf_counter()
         for batch_idx in batches[state.batch:]:
             step_start = time.perf_counter()
-            group = [examples[chosen[j]] for j in batch_idx]
-            loaded = {i: load(records[i]) for i in dict.fromkeys(ex.record for ex in group)}
-            batch, labels = sft_inputs(lmm, [loaded[ex.record] for ex in group], group, cache)
             lr = optimizer.param_groups[0]["lr"]
-            loss = sft_loss(model, batch.to(device), labels.to(device))
+            loss, parts = task.loss([chosen[j] for j in batch_idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
+            if task.after_step is not None:
+                task.after_step()
             state.step, state.batch = state.step + 1, state.batch + 1
             loss_value = float(loss.detach())
-            loss_sum += loss_value
+            for name, value in {"loss": loss_value, **parts}.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
             if progress is not None:
                 progress(SFTStepLog(state.epoch + 1, state.step, total_steps, loss_value, lr,
                                     time.perf_counter() - step_start))
@@ -574,28 +683,28 @@ def _run(config: SFTConfig, records: list[VQARecord], val: list[VQARecord], load
                 tick = time.perf_counter()
                 checkpoint()
         seconds += time.perf_counter() - tick
-        row: dict[str, Any] = {
-            "epoch": state.epoch + 1, "step": state.step, "train_loss": loss_sum / n_batches, "lr": lr,
-            "questions": len(chosen), "seconds_per_step": seconds / n_batches,
-            "questions_per_s": len(chosen) / max(seconds, 1e-9), "train_seconds": seconds,
-        }
+        row: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": sums["loss"] / n_batches}
+        row |= {f"{name}_loss": value / n_batches for name, value in sums.items() if name != "loss"}
+        row |= {"lr": lr, task.items: len(chosen), "seconds_per_step": seconds / n_batches,
+                f"{task.items}_per_s": len(chosen) / max(seconds, 1e-9), "train_seconds": seconds}
+        if task.epoch_figures is not None:
+            row |= task.epoch_figures()
         last = state.epoch + 1 == config.epochs
-        if val and config.eval_every and ((state.epoch + 1) % config.eval_every == 0 or last):
+        if task.evaluate is not None and config.eval_every and ((state.epoch + 1) % config.eval_every == 0 or last):
             tick = time.perf_counter()
             model.eval()
-            row["val"] = evaluate_sft(lmm, val, load, ranks, config.answer, config.system, config.organism,
-                                      config.eval_batch_size)
+            row["val"] = task.evaluate()
             model.train()
             row["eval_seconds"] = time.perf_counter() - tick
-            log.info("epoch %d: loss %.4f, validation accuracy %.1f%% (chance %.1f%%)", state.epoch + 1,
-                     row["train_loss"], row["val"]["acc"], row["val"]["chance"])
+            log.info("epoch %d: loss %.4f, validation %s", state.epoch + 1, row["train_loss"], json.dumps(row["val"]))
         metrics.append(row)
         with open(metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        state.epoch, state.batch, loss_sum, seconds = state.epoch + 1, 0, 0.0, 0.0
+        state.epoch, state.batch, sums, seconds = state.epoch + 1, 0, {"loss": 0.0}, 0.0
         checkpoint()
     model.eval()
-    lmm.model = model.merge_and_unload()
+    if not full:
+        lmm.model = model.merge_and_unload()
     model_dir = lmm.save(out / MODEL_DIR)
     return SFTResult(lmm, model_dir, ckpt_path, metrics, state.step)
 
@@ -632,16 +741,21 @@ __all__ = [
     "SFTExample",
     "SFTResult",
     "SFTStepLog",
+    "TuneConfig",
+    "TuneTask",
     "build_examples",
+    "check_organism",
     "check_records",
     "data_fingerprint",
     "default_ranks",
     "epoch_examples",
     "evaluate_sft",
+    "examples_task",
     "image_loader",
     "load_sft_checkpoint",
     "sft_batches",
     "sft_inputs",
     "sft_loss",
     "train_sft",
+    "tune_lmm",
 ]
