@@ -64,6 +64,10 @@ class Encoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """``N`` strings -> L2-normalised float32 ``[N, D]``."""
 
+    def patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> L2-normalised float32 ``[B, P, C]``: the image tower's last
+        spatial feature map, one row per patch in raster order (what TARA aligns to)."""
+
     @property
     def logit_scale(self) -> float:
         """Multiplier of cosine similarities before a softmax (CLIP's learned temperature)."""
@@ -133,6 +137,15 @@ class OpenCLIPEncoder:
         with self._inference():
             f = self.model.encode_image(pixels.to(self._dtype))
         return torch.nn.functional.normalize(f.float(), dim=-1)
+
+    def patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> L2-normalised float32 ``[B, P, C]``: the last block's patch tokens
+        (ViT: after the final layer norm, class token left out, ``C`` = width, ``P`` = (H / patch)^2;
+        ResNet: the last stage's ``h x w`` feature map, before attention pooling), row-major."""
+        with self._inference():
+            grid = self.model.visual.forward_intermediates(pixels.to(self._dtype), indices=1, intermediates_only=True,
+                                                           normalize_intermediates=True)["image_intermediates"][-1]
+        return torch.nn.functional.normalize(grid.float().flatten(2).transpose(1, 2), dim=-1)  # [B, C, h, w] -> [B, hw, C]
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """``N`` strings -> L2-normalised float32 ``[N, D]``.

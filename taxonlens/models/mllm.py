@@ -107,13 +107,32 @@ class LMM:
     def model_type(self) -> str:
         return self.model.config.model_type
 
-    def chat(self, question: str, system: str | None = None) -> str:
-        """The prompt text of one image and ``question`` (after an optional ``system`` message),
-        ready for the assistant's answer."""
+    @property
+    def n_layers(self) -> int:
+        """Decoder layers of the language model (``hidden_states[k]`` is the output of layer ``k``)."""
+        return int(self.model.config.get_text_config().num_hidden_layers)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width ``H`` of the language model's hidden states."""
+        return int(self.model.config.get_text_config().hidden_size)
+
+    def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` token ids -> bool ``[B, L]``: where the image's tokens sit in the sequence."""
+        return input_ids == self.model.config.image_token_id
+
+    @staticmethod
+    def messages(question: str, system: str | None = None) -> list[dict]:
+        """The chat messages of one image and ``question`` (after an optional ``system`` message),
+        in the conversational format of processors and trl."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         if system:
             messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        return messages
+
+    def chat(self, question: str, system: str | None = None) -> str:
+        """The prompt text of :meth:`messages`, ready for the assistant's answer."""
+        return self.processor.apply_chat_template(self.messages(question, system), add_generation_prompt=True)
 
     def inputs(self, images: Sequence[Image.Image], texts: Sequence[str], padding_side: str = "left") -> dict:
         """Processor outputs (``input_ids [B, L]``, ``attention_mask``, pixel tensors, ...) of one

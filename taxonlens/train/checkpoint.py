@@ -209,13 +209,13 @@ def check_config(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: I
                               "same settings, or start a new output folder")
 
 
-def read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
-    """Lines of a run's ``metrics.jsonl`` for epochs ``<= upto_epoch`` (later ones came from a run
-    that was killed before its checkpoint)."""
+def read_metrics(path: Path, upto: int, key: str = "epoch") -> list[dict[str, Any]]:
+    """Lines of a run's ``metrics.jsonl`` whose ``key`` (epoch or step) is ``<= upto`` (later
+    ones came from a run that was killed before its checkpoint)."""
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("epoch", 0) <= upto_epoch]
+    return [r for r in rows if r.get(key, 0) <= upto]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -97,6 +97,16 @@ def test_encode_images_shape_norm_determinism_and_batch_independence(encoder, pi
     assert not torch.allclose(f[0], f[1])
 
 
+def test_patch_features_form_the_last_feature_grid(encoder, pixels):
+    cfg = ENCODER_PRESETS[encoder.name]["vision_cfg"]
+    side = cfg["image_size"] // cfg.get("patch_size", 32)  # a ResNet downsamples 32x
+    f = encoder.patch_features(pixels)
+    assert f.shape[:2] == (len(pixels), side * side) and f.dtype == torch.float32 and not f.requires_grad
+    assert _unit(f.reshape(-1, f.shape[-1]))
+    torch.testing.assert_close(encoder.patch_features(pixels[1:2])[0], f[1], atol=1e-5, rtol=0)
+    assert not torch.allclose(f[0], f[1]) and not torch.allclose(f[0, 0], f[0, -1])  # images and patches differ
+
+
 def test_encode_texts_shape_norm_determinism_and_batch_independence(encoder):
     t = encoder.encode_texts(TEXTS)
     assert t.shape == (len(TEXTS), encoder.embed_dim) and t.dtype == torch.float32

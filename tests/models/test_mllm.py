@@ -34,8 +34,18 @@ def images() -> list[Image.Image]:
 def test_chat_prompt_holds_the_image_and_the_question(lmm, images):
     prompt = lmm.chat(QUESTIONS[0])
     assert QUESTIONS[0] in prompt
-    ids = lmm.inputs(images[:1], [prompt])["input_ids"][0]
-    assert int((ids == lmm.model.config.image_token_id).sum()) > 0  # the image became image tokens
+    ids = lmm.inputs(images[:1], [prompt])["input_ids"]
+    where = lmm.image_positions(ids)
+    assert where.shape == ids.shape and int(where.sum()) > 0  # the image became image tokens
+    assert bool((ids[where] == lmm.model.config.image_token_id).all())
+
+
+def test_hidden_states_have_one_entry_per_layer_of_the_documented_width(lmm, images):
+    batch = lmm.inputs(images[:1], [lmm.chat(QUESTIONS[0])])
+    with torch.no_grad():
+        states = lmm.model(**batch, output_hidden_states=True).hidden_states
+    assert len(states) == lmm.n_layers + 1  # the embeddings, then the output of every layer
+    assert states[-1].shape == (*batch["input_ids"].shape, lmm.hidden_size)
 
 
 def test_option_logprobs_are_batch_independent_log_likelihoods(lmm, images):

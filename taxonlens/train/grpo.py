@@ -1,0 +1,380 @@
+"""No-thinking reinforcement fine-tuning (GRPO) of a multimodal LLM on hierarchical-VQA questions.
+
+The questions are the benchmark's (:func:`~taxonlens.recognize.answers.question_text`), each
+record asked at ``levels_per_record`` levels drawn at random (seeded; 1 by default, so every
+sample is asked at one random rank), answered directly: no reasoning is asked for and a
+completion is at most ``max_new_tokens`` tokens. The reward of a completion is 1 when
+:func:`~taxonlens.recognize.answers.parse_answer` reads the true option from it (a letter or
+the option's name, whichever the model writes), else 0.
+
+trl's :class:`~trl.GRPOTrainer` does the rest, on the CPU as on a GPU: ``generations``
+completions sampled per question, advantages relative to their group (reward minus the group
+mean, over the group's standard deviation), the clipped policy ratio (``epsilon``) and a KL
+penalty (``beta``) to the reference model, which is the starting model (LoRA adapters off, or a
+frozen copy for full fine-tuning). With ``tara=True`` the trainer is
+:class:`~taxonlens.train.tara.TARATrainer`, which alternates a TARA alignment update with every
+GRPO update (see :mod:`taxonlens.train.tara`).
+
+Start from a model that already answers in the asked format: with a 0/1 reward, a group whose
+answers are all wrong (or all right) has zero advantage and teaches nothing, so a random model
+learns nothing. The usual start is :func:`~taxonlens.train.sft.train_sft`'s ``out/model``.
+
+LoRA (``lora_r > 0``, the default) or full fine-tuning (``lora_r = 0``). The output layer cannot
+carry an adapter here: trl computes log-probabilities from its weight directly, so the ``+head``
+target sets are refused (an SFT warm start has already adapted it).
+
+Output folder: ``config.json`` (settings and the data and base-model fingerprints a resume
+checks), ``metrics.jsonl`` (one line per logged step: reward, KL, loss and, with TARA, the
+alignment losses), ``checkpoint-<step>/`` (trl's checkpoint: adapters or weights, optimizer,
+scheduler, random states, and ``tara.pt`` with the projectors; the newest is kept) and
+``model/``: the trained model (adapters merged), which ``load_lmm`` loads like any other.
+A run stopped at any point and resumed (``resume=True``) continues from its last checkpoint
+and ends with the same weights as one never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taxonlens.data import VQARecord
+from taxonlens.errors import TaxonlensError
+from taxonlens.models.mllm import LMM, LORA_TARGETS, load_lmm
+from taxonlens.recognize.answers import parse_answer, question_text
+from taxonlens.train.checkpoint import CheckpointError, check_config, isolated_run, read_metrics, write_jsonl
+from taxonlens.train.sft import (
+    ANSWERS,
+    ImageSource,
+    SFTExample,
+    build_examples,
+    check_records,
+    data_fingerprint,
+    default_ranks,
+    epoch_examples,
+    image_loader,
+)
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+MODEL_DIR = "model"
+
+
+@dataclass
+class RFTConfig:
+    """Settings of a GRPO run (and of its TARA alignment, when ``tara`` is on).
+
+    Attributes:
+        model: what :func:`~taxonlens.models.mllm.load_lmm` loads; usually an SFT ``out/model``.
+        lora_r, lora_alpha, lora_dropout, lora_targets: LoRA adapters (``lora_r = 0``: full
+            fine-tuning); targets ``language``, ``all-linear`` or a regular expression.
+        epochs: passes over the training questions.
+        questions_per_step: questions per optimizer step (each answered ``generations`` times).
+        generations: G, completions sampled per question (the group of the advantages).
+        lr: peak learning rate (linear decay to 0, after ``warmup`` of the steps).
+        beta: weight of the KL penalty to the starting model (0: no reference model).
+        epsilon: clipping of the policy ratio to ``[1 - epsilon, 1 + epsilon]``.
+        temperature: sampling temperature of the completions.
+        max_new_tokens: longest completion; answers are direct, without reasoning.
+        levels_per_record: levels asked per record (drawn at random, seeded; 0: every level
+            that offers a choice).
+        answer, system, organism: how the question is asked, as in
+            :class:`~taxonlens.train.sft.SFTConfig` (the format the warm start was trained on).
+        checkpoint_every: checkpoint every this many steps (0: at every epoch end).
+        gradient_checkpointing: recompute activations in the backward pass (less memory for
+            large models; slower, and of no use for tiny ones).
+        tara: alternate a TARA alignment update with every GRPO update.
+        bfm: the biology foundation model TARA aligns to: a taxonlens encoder name or folder.
+        visual_layer: LMM layer whose image-token states are aligned (0: the middle layer).
+        label_layer: LMM layer whose answer state is aligned (0: the last layer).
+        visual_weight, label_weight: weights of the two alignment losses (their weighted mean).
+        projector_lr_scale: the projectors' learning rate over ``lr``.
+        projector_hidden: hidden width of the projectors (0: twice the LMM's width).
+        seed: fixes LoRA and projector initialisation, the drawn levels, shuffles and sampling.
+        threads: torch CPU threads for the run (``None``: leave as is).
+    """
+
+    model: str = "tiny-qwen2.5-vl"
+    out: str | Path = "taxonlens-grpo"
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str = "language"
+    epochs: int = 1
+    questions_per_step: int = 4
+    generations: int = 4
+    lr: float = 1e-4
+    warmup: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = 0.04
+    epsilon: float = 0.2
+    temperature: float = 1.0
+    max_new_tokens: int = 16
+    levels_per_record: int = 1
+    answer: str = "name"
+    system: bool = False
+    organism: str = "organism"
+    checkpoint_every: int = 0
+    gradient_checkpointing: bool = False
+    tara: bool = False
+    bfm: str = "tiny-clip"
+    visual_layer: int = 0
+    label_layer: int = 0
+    visual_weight: float = 0.5
+    label_weight: float = 0.5
+    projector_lr_scale: float = 10.0
+    projector_hidden: int = 0
+    seed: int = 0
+    threads: int | None = None
+
+    #: fields that do not change the weights a run produces (free to change on resume)
+    RESUMABLE_CHANGES = ("out", "threads", "gradient_checkpointing")
+
+    def __post_init__(self) -> None:
+        self.out = str(self.out)
+        if self.answer not in ANSWERS:
+            raise TaxonlensError(f"unknown answer {self.answer!r}; use one of {', '.join(ANSWERS)}")
+        if self.lora_targets.endswith("+head"):
+            raise TaxonlensError(f"LoRA targets {self.lora_targets!r}: GRPO cannot adapt the output layer (trl "
+                                 "computes log-probabilities from its weight); use language or all-linear")
+        if self.lora_targets not in LORA_TARGETS:
+            try:
+                re.compile(self.lora_targets)
+            except re.error:
+                raise TaxonlensError(f"LoRA targets {self.lora_targets!r} are neither a named set nor a regular "
+                                     "expression") from None
+        positive = {"epochs": self.epochs, "questions_per_step": self.questions_per_step, "lr": self.lr,
+                    "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                    "projector_lr_scale": self.projector_lr_scale}
+        bad = [f"{k} {v}" for k, v in positive.items() if not v > 0]
+        if self.generations < 2:
+            bad.append(f"generations {self.generations} (a group needs at least 2 answers)")
+        if self.lora_r < 0 or self.beta < 0 or self.epsilon <= 0 or not 0 <= self.warmup < 1:
+            bad.append(f"lora_r {self.lora_r}, beta {self.beta}, epsilon {self.epsilon}, warmup {self.warmup}")
+        if min(self.levels_per_record, self.checkpoint_every, self.visual_layer, self.label_layer,
+               self.projector_hidden) < 0 or min(self.visual_weight, self.label_weight) < 0:
+            bad.append("levels_per_record, checkpoint_every, layers, projector_hidden and weights must be >= 0")
+        if self.tara and self.visual_weight + self.label_weight <= 0:
+            bad.append("TARA needs a positive visual or label weight")
+        if bad:
+            raise TaxonlensError("bad GRPO settings: " + "; ".join(bad))
+
+    @property
+    def system_prompt(self) -> str | None:
+        from taxonlens.recognize.answers import SYSTEM_PROMPT
+
+        return SYSTEM_PROMPT if self.system else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# -------------------------------------------------------------------- data
+def shots_per_species(records: Sequence[VQARecord], shots: int, seed: int = 0) -> list[VQARecord]:
+    """Up to ``shots`` records of every species (the last level of their path), drawn with
+    ``seed``, in their original order (the paper trains on 1 shot per iNat21 species)."""
+    if shots < 1:
+        raise TaxonlensError(f"shots must be >= 1, got {shots}")
+    by_leaf: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_leaf.setdefault(r.levels[-1].lower(), []).append(i)
+    rng = random.Random(f"taxonlens-shots:{seed}")
+    keep = {i for idx in by_leaf.values() for i in rng.sample(idx, min(shots, len(idx)))}
+    return [r for i, r in enumerate(records) if i in keep]
+
+
+def rft_examples(lmm: LMM, records: Sequence[VQARecord], ranks: Sequence[str], config: RFTConfig) -> list[SFTExample]:
+    """The questions trained on: ``levels_per_record`` levels of each record (all of them when 0),
+    drawn once with the run's seed, as SFT examples (prompt text and true answer), which the
+    TARA alignment pass reads too."""
+    examples = build_examples(lmm, records, ranks, config.answer, config.organism, config.system_prompt)
+    return [examples[j] for j in epoch_examples(examples, config.levels_per_record, config.seed, 0)]
+
+
+def rft_dataset(examples: Sequence[SFTExample], records: Sequence[VQARecord], ranks: Sequence[str],
+                load: Callable[[VQARecord], Any], config: RFTConfig):
+    """trl's dataset: per example, the conversational ``prompt`` (``LMM.messages``), its ``image``
+    and ``row``, its index into ``examples`` (what the reward and the alignment look up)."""
+    from datasets import Dataset
+
+    rows = [{"prompt": LMM.messages(question_text(ranks[ex.level], records[ex.record].choices[ex.level],
+                                                  config.organism), config.system_prompt),
+             "image": load(records[ex.record]), "row": j} for j, ex in enumerate(examples)]
+    return Dataset.from_list(rows)
+
+
+def answer_reward(examples: Sequence[SFTExample], records: Sequence[VQARecord]) -> Callable[..., list[float]]:
+    """trl's reward function: 1.0 for a completion that names the true option, else 0.0."""
+    truth = [records[ex.record].levels[ex.level].lower() for ex in examples]
+    options = [list(records[ex.record].choices[ex.level]) for ex in examples]
+
+    def reward(completions: list, row: list[int], **_: Any) -> list[float]:
+        out = []
+        for completion, j in zip(completions, row):
+            text = completion[-1]["content"] if isinstance(completion, list) else completion
+            picked = parse_answer(text, options[j]).index
+            out.append(float(picked is not None and options[j][picked].lower() == truth[j]))
+        return out
+
+    reward.__name__ = "answer_reward"
+    return reward
+
+
+# ---------------------------------------------------------------- training
+@dataclass(frozen=True)
+class RFTStepLog:
+    """What :func:`train_grpo` reports after every optimizer step: the step (1-based) of
+    ``total_steps`` and trl's logged figures (``reward``, ``kl``, ``loss``, ``tara/...``)."""
+
+    step: int
+    total_steps: int
+    logs: dict[str, float]
+
+
+@dataclass
+class RFTResult:
+    """The outcome of :func:`train_grpo`.
+
+    Attributes:
+        lmm: the trained model (adapters merged), also saved under ``model_dir``.
+        model_dir: ``out/model``, loadable with ``load_lmm``.
+        metrics: the logged rows, as in ``out/metrics.jsonl``.
+        steps: optimizer steps taken in all (including before a resume).
+        seconds: wall time of this call's training.
+    """
+
+    lmm: LMM
+    model_dir: Path
+    metrics: list[dict[str, Any]]
+    steps: int
+    seconds: float
+
+
+def train_grpo(
+    config: RFTConfig,
+    records: Sequence[VQARecord],
+    images: ImageSource = None,
+    ranks: Sequence[str] | None = None,
+    resume: bool = False,
+    progress: Callable[[RFTStepLog], None] | None = None,
+) -> RFTResult:
+    """Reinforcement fine-tuning of ``config.model`` with GRPO (and TARA when ``config.tara``).
+
+    Args:
+        records: question sets (their order is part of the run); :func:`shots_per_species`
+            selects k shots per species.
+        images: a function ``record -> PIL image``, a folder the image paths are relative to,
+            or ``None`` (paths as written).
+        ranks: rank names of the questions (default ``level1``, ...).
+        resume: continue from the newest checkpoint in ``out`` (same settings, data and base
+            model required); without it, an existing checkpoint is an error.
+        progress: called with an :class:`RFTStepLog` after every logged step.
+
+    Raises:
+        CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run.
+        DataError: malformed records, no question, unreadable images.
+    """
+    records = list(records)
+    ranks = default_ranks(records, ranks)
+    check_records(records, ranks)
+    load = image_loader(images)
+    out = Path(config.out)
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    if checkpoints and not resume:
+        raise CheckpointError(f"{out} holds checkpoints of a run: resume it, or choose another output folder")
+    with isolated_run(out, resume, config.threads):
+        return _run(config, records, load, ranks, out, bool(checkpoints), progress)
+
+
+def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int):
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(out), use_cpu=not torch.cuda.is_available(), bf16=False, seed=config.seed,
+        data_seed=config.seed, num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.questions_per_step * config.generations,
+        num_generations=config.generations, max_completion_length=config.max_new_tokens,
+        temperature=config.temperature, learning_rate=config.lr, lr_scheduler_type="linear",
+        warmup_steps=round(config.warmup * steps_per_epoch * config.epochs), weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+        beta=config.beta, epsilon=config.epsilon, loss_type="grpo", scale_rewards="group",
+        logging_steps=1, report_to=[], disable_tqdm=True, save_strategy="steps",
+        save_steps=config.checkpoint_every or steps_per_epoch, save_total_limit=1, save_only_model=False,
+        remove_unused_columns=False, dataloader_num_workers=0, log_completions=False,
+        disable_dropout=True, cast_lm_head_to_fp32=False, gradient_checkpointing=config.gradient_checkpointing,
+    )
+
+
+def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord], Any], ranks: list[str],
+         out: Path, resume: bool, progress: Callable[[RFTStepLog], None] | None) -> RFTResult:
+    from transformers import PrinterCallback, TrainerCallback, set_seed
+
+    set_seed(config.seed)
+    lmm = load_lmm(config.model, seed=config.seed)
+    if config.lora_r == 0 and config.beta > 0 and not Path(config.model).is_dir() and "/" not in config.model:
+        raise TaxonlensError(f"full fine-tuning with a KL penalty reloads {config.model} as the reference; save it to "
+                             "a folder first (LMM.save) or use LoRA")
+    run_config = {**config.to_dict(), "data": data_fingerprint(records, ranks), "base model": lmm.fingerprint()}
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / CONFIG_FILE
+    metrics_path = out / METRICS_FILE
+    metrics: list[dict[str, Any]] = []
+    if resume:
+        check_config(json.loads(config_path.read_text()), run_config, RFTConfig.RESUMABLE_CHANGES, str(config_path))
+        last = max(int(p.name.split("-")[-1]) for p in out.glob("checkpoint-*"))
+        metrics = read_metrics(metrics_path, last, "step")  # the steps after it are done again
+    write_jsonl(metrics_path, metrics)
+    config_path.write_text(json.dumps(run_config, indent=1))
+    if config.lora_r:
+        lmm.add_lora(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
+    examples = rft_examples(lmm, records, ranks, config)
+    dataset = rft_dataset(examples, records, ranks, load, config)
+    steps_per_epoch = -(-len(examples) // config.questions_per_step)
+    args = _trl_args(config, out, steps_per_epoch)
+    total_steps = steps_per_epoch * config.epochs
+
+    class Journal(TrainerCallback):
+        def on_log(self, _args, state, _control, logs=None, **_kw):
+            if not logs or "reward" not in logs:
+                return
+            row = {"step": state.global_step, **{k: float(v) for k, v in logs.items()}}
+            metrics.append(row)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if progress is not None:
+                progress(RFTStepLog(state.global_step, total_steps, row))
+
+    kwargs = {"model": lmm.model, "reward_funcs": answer_reward(examples, records), "args": args,
+              "train_dataset": dataset, "processing_class": lmm.processor, "callbacks": [Journal()]}
+    if config.tara:
+        from taxonlens.train.tara import TARATrainer, alignment_targets
+
+        targets = alignment_targets(config.bfm, examples, records, load)
+        trainer = TARATrainer(lmm=lmm, examples=examples, records=records, load=load, targets=targets,
+                              tara=config, **kwargs)
+    else:
+        from trl import GRPOTrainer
+
+        trainer = GRPOTrainer(**kwargs)
+    trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl and ``progress``
+    tick = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume or None)
+    seconds = time.perf_counter() - tick
+    model = trainer.model
+    model.eval()
+    lmm.model = model.merge_and_unload() if config.lora_r else model
+    model_dir = lmm.save(out / MODEL_DIR)
+    return RFTResult(lmm, model_dir, metrics, trainer.state.global_step, seconds)
+
+
+__all__ = ["RFTConfig", "RFTResult", "RFTStepLog", "answer_reward", "rft_dataset", "rft_examples",
+           "shots_per_species", "train_grpo"]
