@@ -29,6 +29,7 @@ from PIL import Image
 from taxonlens.data.images import IMAGE_SUFFIXES, load_image
 from taxonlens.data.treeoflife import LabelSet, bioclip_name, hub_treeoflife, read_treeoflife, subset_leaves
 from taxonlens.errors import DataError, ImageError
+from taxonlens.journal import append_journal, read_journal
 from taxonlens.models.encoders import Encoder, load_encoder
 from taxonlens.recognize.decode import Prediction, TreeDecoder
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
@@ -273,14 +274,7 @@ def _read_rows(path: Path) -> list[dict]:
 
         with path.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a crash mid-write: that photo is redone
-                continue
-    return rows
+    return read_journal(path)  # a line cut by a crash mid-write is skipped: that photo is redone
 
 
 def _write_rows(rows: list[dict], out: Path) -> None:
@@ -334,10 +328,7 @@ def predict_files(
     if progress and len(paths) > len(todo):
         progress(len(paths) - len(todo))
     failures: list[ImageError] = []
-    if journal.is_file() and journal.stat().st_size and not journal.read_bytes().endswith(b"\n"):
-        with journal.open("a", encoding="utf-8") as log:  # end a line cut by a crash before appending
-            log.write("\n")
-    with journal.open("a", encoding="utf-8") as log:
+    with append_journal(journal) as log:  # a line cut by a crash is removed first
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             images, names, rows = [], [], []

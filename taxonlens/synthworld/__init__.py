@@ -1,7 +1,8 @@
 """synthworld: a procedural tree of life whose photos every method can learn from on a CPU."""
 
+from taxonlens.knowledge.template import describe  # the one description template of the code base
 from taxonlens.synthworld.render import render
-from taxonlens.synthworld.traits import TRAIT_NAMES, TRAITS, assign_genomes, attributes, describe
+from taxonlens.synthworld.traits import TRAIT_NAMES, TRAITS, assign_genomes, attributes
 from taxonlens.synthworld.world import SynthDataset, SynthImage, SynthWorld, random_taxonomy, select_species
 
 __all__ = [

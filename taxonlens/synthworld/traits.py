@@ -162,13 +162,3 @@ def n_parts(value: TraitValue) -> int:
 def secondary_hue(body: TraitValue, pattern_colour: TraitValue) -> float:
     """Hue of the pattern: the body hue turned by 90 to 270 degrees, so it always contrasts."""
     return (body.params[0] + 0.25 + 0.5 * pattern_colour.params[0]) % 1.0
-
-
-def describe(attrs: dict[str, str]) -> str:
-    """One natural-language sentence for a set of attributes (the deterministic template)."""
-    pattern = "plain" if attrs["pattern"] == "plain" else f"{attrs['pattern']} in {attrs['pattern colour']}"
-    return (
-        f"a {attrs['proportions']} {attrs['body plan']} organism with {attrs['number of parts']} parts; "
-        f"its body is {attrs['body colour']}, {pattern}, with {attrs['marking colour']} {attrs['markings']}."
-    )
-

@@ -19,8 +19,9 @@ from PIL import Image
 from taxonlens.data.manifests import write_manifest
 from taxonlens.data.records import Record
 from taxonlens.errors import DataError
+from taxonlens.knowledge.template import DESCRIPTION, describe
 from taxonlens.synthworld.render import render
-from taxonlens.synthworld.traits import Genome, assign_genomes, attributes, describe, stable_seed
+from taxonlens.synthworld.traits import Genome, assign_genomes, attributes, stable_seed
 from taxonlens.taxonomy import STANDARD_RANKS, Taxonomy, save_taxonomy
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
@@ -176,7 +177,7 @@ class SynthWorld:
             image=str(root / name) if root is not None else name,
             path=self.taxonomy.path_names(int(self.taxonomy.leaves[leaf])),
             split=self.split_of(leaf, k),
-            attributes={**attrs, "description": describe(attrs)},
+            attributes={**attrs, DESCRIPTION: describe(attrs)},
         )
 
     def records(self, split: str | None = None) -> list[Record]:

@@ -5,13 +5,13 @@ import itertools
 import numpy as np
 import pytest
 
+from taxonlens.synthworld import describe
 from taxonlens.synthworld.traits import (
     REFINE_SCALE,
     TRAIT_NAMES,
     TRAITS,
     assign_genomes,
     attributes,
-    describe,
     trait_blocks,
 )
 from taxonlens.taxonomy import Taxonomy, load_taxonomy

@@ -80,7 +80,7 @@ def test_write_round_trip_and_resume(world, tmp_path):
     assert len(records) == 12
     first = records[0]
     assert np.array_equal(np.asarray(load_image(first.image)), np.asarray(small.photo(0, 0).image))
-    assert first.attributes["description"].startswith("a ")
+    assert first.attributes["description"].startswith("an organism whose body plan is ")
     # a killed run: one photo missing, one half-written temp file; re-running completes it
     victim = tmp_path / small.image_name(1, 2)
     victim.unlink()
