@@ -608,6 +608,59 @@ def train_sft_cmd(
     console.print(f"model saved to {result.model_dir} (use it with --model {result.model_dir})")
 
 
+@train_app.command("grpo")
+def train_grpo_cmd(
+    benchmark: Annotated[Path, typer.Argument(help="Question sets (hierarchical-VQA JSONL, e.g. from `vqa build`).")],
+    out: Annotated[Path, typer.Option(help="Run folder: config.json, metrics.jsonl, checkpoint-*/, model/.")],
+    model: Annotated[str, typer.Option(help="Starting model, usually an SFT run's OUT/model (a random model "
+                                            "earns no reward and learns nothing).")],
+    tara: Annotated[bool, typer.Option(help="Alternate a TARA alignment update with every GRPO update.")] = False,
+    bfm: Annotated[str, typer.Option(help="TARA's biology foundation model: a taxonlens encoder name or folder.")
+                   ] = "tiny-clip",
+    shots: Annotated[int, typer.Option(help="Records per species (0: all; the paper uses 1).")] = 0,
+    answer: Annotated[str, typer.Option(help="name or letter: the format the starting model answers in.")] = "name",
+    system: Annotated[bool, typer.Option(help="Ask with the reference system prompt.")] = False,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (0: full fine-tuning).")] = 8,
+    epochs: Annotated[int, typer.Option()] = 1,
+    questions_per_step: Annotated[int, typer.Option()] = 4,
+    generations: Annotated[int, typer.Option(help="Answers sampled per question (the group).")] = 4,
+    lr: Annotated[float, typer.Option()] = 1e-4,
+    beta: Annotated[float, typer.Option(help="KL penalty to the starting model.")] = 0.04,
+    images: Annotated[Path | None, typer.Option(help="Folder the benchmark's image paths are relative to.")] = None,
+    taxonomy: Annotated[str | None, typer.Option(help="Rank names for the questions (default: the benchmark's).")
+                        ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT exactly.")] = False,
+) -> None:
+    """Reinforcement fine-tuning without thinking (GRPO; with --tara, TARA alignment to a biology
+    foundation model) on hierarchical multiple-choice questions, each asked at one random rank;
+    reward 1 for the true option. Checkpoints, exact resume, merged model in OUT/model."""
+    from taxonlens.data.vqa import read_vqa_benchmark
+    from taxonlens.train.grpo import RFTConfig, shots_per_species, train_grpo
+
+    records = read_vqa_benchmark(benchmark)
+    if shots:
+        records = shots_per_species(records, shots, seed)
+    rank_names = _load(taxonomy or str(benchmark), allow_homonyms=True).ranks
+    config = RFTConfig(model=model, out=str(out), tara=tara, bfm=bfm, answer=answer, system=system, lora_r=lora_r,
+                       epochs=epochs, questions_per_step=questions_per_step, generations=generations, lr=lr,
+                       beta=beta, seed=seed)
+    with progress_bar() as bar:
+        task = bar.add_task("GRPO" + " + TARA" * tara, total=None)
+
+        def show(log) -> None:
+            bar.update(task, completed=log.step, total=log.total_steps,
+                       description=f"reward {log.logs['reward']:.2f} kl {log.logs.get('kl', 0):.4f}")
+
+        result = train_grpo(config, records, images, rank_names, resume=resume, progress=show)
+    rewards = [row["reward"] for row in result.metrics]
+    tenth = max(1, len(rewards) // 10)
+    first, last = sum(rewards[:tenth]) / tenth, sum(rewards[-tenth:]) / tenth
+    console.print(f"{result.steps} steps in {result.seconds:.1f} s; mean reward {first:.3f} in the first tenth of "
+                  f"the steps, {last:.3f} in the last")
+    console.print(f"model saved to {result.model_dir} (use it with --model {result.model_dir})")
+
+
 # ------------------------------------------------------------------------- demo
 @app.command()
 def demo(
@@ -863,6 +916,49 @@ def bench_vqa(
         console.print(f"{split}: {r['questions']} questions, independent per-question accuracy "
                       f"{r['question_acc']:.1f}% (chance {r['chance']:.1f}%); records answerable from the options "
                       f"alone {r['leakage']['share_unique_pct']:.1f}%")
+
+
+@bench_app.command("tara")
+def bench_tara(
+    species: Annotated[int, typer.Option(help="synthworld species (some held out as novel).")] = 8,
+    images_per_species: Annotated[int, typer.Option()] = 10,
+    model: Annotated[str, typer.Option(help="Tiny LMM preset.")] = "tiny-qwen2.5-vl",
+    sft_epochs: Annotated[int, typer.Option(help="Epochs of the SFT warm start.")] = 10,
+    rl_epochs: Annotated[int, typer.Option(help="Budget of every arm after the warm start, in epochs.")] = 6,
+    seeds: Annotated[int, typer.Option(help="Seeds (one warm start and three arms each).")] = 3,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as set).")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
+) -> None:
+    """SFT only vs + GRPO vs + GRPO + TARA on synthworld, same budget, several seeds: HCA, leaf
+    accuracy, POR, S-POR and TOR (mean +- sd over seeds) of independent and consistent answers
+    on seen and novel species."""
+    from taxonlens.bench.tara import ARMS, DECODERS
+    from taxonlens.bench.tara import bench_tara_evidence as run
+    from taxonlens.bench.vqa import FIGURES
+
+    result = run(species, images_per_species, model=model, sft_epochs=sft_epochs, rl_epochs=rl_epochs,
+                 seeds=tuple(range(seeds)), threads=threads or None,
+                 progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=1))
+    table = Table(title=f"mean +- sd over {seeds} seeds (percent)")
+    for col in ("species", "arm", "answers", "HCA", "leaf", "POR", "S-POR", "TOR", "valid"):
+        table.add_column(col, justify="left" if col in ("species", "arm", "answers") else "right", no_wrap=True)
+    for split in ("seen", "novel"):
+        for arm in ARMS:
+            for decoder in DECODERS:
+                cells = result["summary"].get(arm, {}).get(split, {}).get(decoder)
+                if cells:
+                    table.add_row(split, arm, decoder, *(f"{cells[k]['mean']:.1f} +- {cells[k]['sd']:.1f}"
+                                                         for k in FIGURES))
+    console.print(table, width=max(console.width, 140))
+    for seed, run_ in result["runs"].items():
+        rl = {arm: f"reward {run_[arm]['reward_first_epoch']:.2f} -> {run_[arm]['reward_last_epoch']:.2f}"
+              for arm in ("grpo", "grpo+tara")}
+        console.print(f"seed {seed}: grpo {rl['grpo']}; grpo+tara {rl['grpo+tara']}, label loss "
+                      f"{run_['grpo+tara']['label_loss_first_last'][0]:.2f} -> "
+                      f"{run_['grpo+tara']['label_loss_first_last'][1]:.2f}")
+    console.print(f"total {result['total_seconds']:.0f} s")
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ def test_vqa_build_leakage_answer_and_evaluate(tmp_path, monkeypatch, capsys):
     assert code == 2 and "unknown answering mode" in out.err
 
 
-def test_train_sft_then_answer_with_the_fine_tuned_model(tmp_path):
+def test_train_sft_then_grpo_with_tara_then_answer_with_each_model(tmp_path):
     world = tmp_path / "world"
     assert runner.invoke(app, ["synthworld", "--out", str(world), "--random-tree", "--species", "4",
                                "--images-per-species", "2", "--size", "32", "--nuisance", "0.2"]).exit_code == 0
@@ -126,10 +126,19 @@ def test_train_sft_then_answer_with_the_fine_tuned_model(tmp_path):
                                  "language+head", "--taxonomy", taxonomy, "--val", str(bench)])
     assert result.exit_code == 0, result.output
     assert '"epoch": 1' in result.output and (tmp_path / "run" / "model" / "config.json").is_file()
-    result = runner.invoke(app, ["vqa", "answer", str(bench), "--model", str(tmp_path / "run" / "model"), "--out",
-                                 str(tmp_path / "a.jsonl"), "--taxonomy", taxonomy, "--mode", "score"])
+    result = runner.invoke(app, ["train", "grpo", str(bench), "--out", str(tmp_path / "rl"), "--model",
+                                 str(tmp_path / "run" / "model"), "--tara", "--shots", "1", "--taxonomy", taxonomy,
+                                 "--questions-per-step", "2"])
     assert result.exit_code == 0, result.output
-    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 8
+    assert "2 steps" in result.output and (tmp_path / "rl" / "model" / "config.json").is_file()  # 4 species, 1 shot
+    rows = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("tara/label_loss" in r for r in rows)
+    for model in (tmp_path / "run" / "model", tmp_path / "rl" / "model"):
+        out = tmp_path / f"{model.parent.name}.jsonl"
+        result = runner.invoke(app, ["vqa", "answer", str(bench), "--model", str(model), "--out", str(out),
+                                     "--taxonomy", taxonomy, "--mode", "score"])
+        assert result.exit_code == 0, result.output
+        assert len(out.read_text().splitlines()) == 8
 
 
 def test_commands_name_a_missing_benchmark(monkeypatch, capsys, tmp_path):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from taxonlens.bench import bench_run, tiny_sft_config
-from taxonlens.data import VQARecord, read_manifest
+from taxonlens.data import Record, VQARecord, read_manifest
 from taxonlens.data.vqa_build import build_vqa
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.mllm import LMM
@@ -167,24 +167,51 @@ def bench_vqa_evidence(
         return _run(settings, work, say)
 
 
-def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    start = time.perf_counter()
-    say(f"synthworld: {s['n_species']} species x {s['images_per_species']} photos")
+@dataclass
+class VQAWorld:
+    """A written synthworld with hierarchical-VQA questions about it.
+
+    Attributes:
+        world: the synthworld (``world.novel``: the held-out species).
+        manifest: its manifest file.
+        records: the manifest's records, by split (``train``, ``val``, ``test``, ``novel``).
+        train: questions about the training photos, built over the seen species' taxonomy only
+            (no novel species' name is ever shown in training).
+        asked: questions about the seen species' test photos (``seen``) and the novel species'
+            photos (``novel``), over the whole taxonomy.
+        load: a record's image (cached in memory).
+    """
+
+    world: SynthWorld
+    manifest: Path
+    records: dict[str, list[Record]]
+    train: list[VQARecord]
+    asked: dict[str, list[VQARecord]]
+    load: Callable[[VQARecord], Image.Image]
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return self.world.taxonomy
+
+
+def vqa_world(s: dict[str, Any], folder: Path) -> VQAWorld:
+    """The world of settings ``s`` (``n_species``, ``images_per_species``, ``novel_fraction``,
+    ``size``, ``nuisance``, ``seed``; taxonomy ``random_taxonomy(n_species, seed)``) written to
+    ``folder``, and its questions (``n_options``, ``mode``)."""
     world = SynthWorld.create(random_taxonomy(s["n_species"], s["seed"]), s["n_species"], s["images_per_species"],
                               s["novel_fraction"], s["size"], s["seed"], s["nuisance"])
     taxonomy = world.taxonomy
-    manifest = world.write(work / "world")
+    manifest = world.write(folder)
     root = manifest.parent
     # image paths relative to the world's folder: build_vqa seeds each record's options with its image
     # path, so the questions do not depend on where the world was written
     records = [replace(r, image=Path(r.image).relative_to(root).as_posix())
                for r in read_manifest(manifest, taxonomy)]
-    by_split = {split: [r for r in records if r.split == split] for split in ("train", "test", "novel")}
+    by_split = {split: [r for r in records if r.split == split] for split in ("train", "val", "test", "novel")}
     seen_taxonomy = taxonomy.subset(i for i in range(taxonomy.n_leaves) if i not in world.novel)
     train = build_vqa(by_split["train"], seen_taxonomy, s["n_options"], s["mode"], s["seed"])
     asked = {"seen": build_vqa(by_split["test"], taxonomy, s["n_options"], s["mode"], s["seed"]),
              "novel": build_vqa(by_split["novel"], taxonomy, s["n_options"], s["mode"], s["seed"])}
-    ranks = list(taxonomy.ranks)
     cache: dict[str, Image.Image] = {}
     read = image_loader(root)
 
@@ -193,6 +220,16 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
             cache[record.image] = read(record)
         return cache[record.image]
 
+    return VQAWorld(world, manifest, by_split, train, asked, load)
+
+
+def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    start = time.perf_counter()
+    say(f"synthworld: {s['n_species']} species x {s['images_per_species']} photos")
+    vw = vqa_world(s, work / "world")
+    world, taxonomy, train, asked, load = vw.world, vw.taxonomy, vw.train, vw.asked, vw.load
+    by_split = {k: v for k, v in vw.records.items() if k != "val"}
+    ranks = list(taxonomy.ranks)
     config = tiny_sft_config(s, work / "sft")
     n_questions = len(check_records(train, ranks))
     say(f"fine-tuning {s['model']}: {n_questions} questions x {s['epochs']} epochs")
@@ -220,5 +257,5 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
             "total_seconds": time.perf_counter() - start, "splits": splits}
 
 
-__all__ = ["DECODERS", "FIGURES", "VQA_MODES", "bench_vqa_evidence", "decode_rows", "level_logprobs",
-           "question_accuracy", "score_split"]
+__all__ = ["DECODERS", "FIGURES", "VQA_MODES", "VQAWorld", "bench_vqa_evidence", "decode_rows", "level_logprobs",
+           "question_accuracy", "score_split", "vqa_world"]

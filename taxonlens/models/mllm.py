@@ -117,6 +117,15 @@ class LMM:
         """Width ``H`` of the language model's hidden states."""
         return int(self.model.config.get_text_config().hidden_size)
 
+    @property
+    def non_answer_token_ids(self) -> list[int]:
+        """The added tokens an answer never holds: every one but the end of turn and end of text
+        (image and video placeholders, turn starts, padding, tool markup). Generation suppresses
+        them: a sampled image placeholder would even break the next forward pass, whose image
+        positions no longer match the image."""
+        keep = {self.tokenizer.convert_tokens_to_ids(self.end_of_turn), self.tokenizer.eos_token_id}
+        return sorted(i for i in self.tokenizer.added_tokens_decoder if i not in keep)
+
     def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` token ids -> bool ``[B, L]``: where the image's tokens sit in the sequence."""
         return input_ids == self.model.config.image_token_id
@@ -152,7 +161,8 @@ class LMM:
                  system: str | None = None) -> list[str]:
         """Greedy answers (text after the prompt, special tokens removed) to one question per image."""
         batch = self.inputs(images, [self.chat(q, system) for q in questions], "left")
-        out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                  suppress_tokens=self.non_answer_token_ids)
         return [t.strip() for t in self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
                                                                skip_special_tokens=True)]
 

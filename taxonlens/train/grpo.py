@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from taxonlens.data import VQARecord
-from taxonlens.errors import TaxonlensError
+from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.models.mllm import LMM, LORA_TARGETS, load_lmm
 from taxonlens.recognize.answers import parse_answer, question_text
 from taxonlens.train.checkpoint import CheckpointError, check_config, isolated_run, read_metrics, write_jsonl
@@ -77,7 +77,8 @@ class RFTConfig:
         model: what :func:`~taxonlens.models.mllm.load_lmm` loads; usually an SFT ``out/model``.
         lora_r, lora_alpha, lora_dropout, lora_targets: LoRA adapters (``lora_r = 0``: full
             fine-tuning); targets ``language``, ``all-linear`` or a regular expression.
-        epochs: passes over the training questions.
+        epochs: passes over the training questions (in a new order each epoch; trl leaves out the
+            last ``len % questions_per_step`` questions of each epoch's order).
         questions_per_step: questions per optimizer step (each answered ``generations`` times).
         generations: G, completions sampled per question (the group of the advantages).
         lr: peak learning rate (linear decay to 0, after ``warmup`` of the steps).
@@ -296,7 +297,7 @@ def train_grpo(
         return _run(config, records, load, ranks, out, bool(checkpoints), progress)
 
 
-def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int):
+def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int, suppress: list[int]):
     from trl import GRPOConfig
 
     return GRPOConfig(
@@ -311,6 +312,7 @@ def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int):
         save_steps=config.checkpoint_every or steps_per_epoch, save_total_limit=1, save_only_model=False,
         remove_unused_columns=False, dataloader_num_workers=0, log_completions=False,
         disable_dropout=True, cast_lm_head_to_fp32=False, gradient_checkpointing=config.gradient_checkpointing,
+        generation_kwargs={"suppress_tokens": suppress},
     )
 
 
@@ -338,8 +340,11 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
         lmm.add_lora(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
     examples = rft_examples(lmm, records, ranks, config)
     dataset = rft_dataset(examples, records, ranks, load, config)
-    steps_per_epoch = -(-len(examples) // config.questions_per_step)
-    args = _trl_args(config, out, steps_per_epoch)
+    steps_per_epoch = len(examples) // config.questions_per_step  # trl leaves out an incomplete last batch
+    if not steps_per_epoch:
+        raise DataError(f"{len(examples)} training questions: fewer than questions_per_step "
+                        f"({config.questions_per_step})")
+    args = _trl_args(config, out, steps_per_epoch, lmm.non_answer_token_ids)
     total_steps = steps_per_epoch * config.epochs
 
     class Journal(TrainerCallback):

@@ -40,6 +40,17 @@ def test_chat_prompt_holds_the_image_and_the_question(lmm, images):
     assert bool((ids[where] == lmm.model.config.image_token_id).all())
 
 
+def test_generation_never_writes_image_placeholders_or_turn_markup(lmm, images):
+    banned = lmm.non_answer_token_ids
+    assert lmm.model.config.image_token_id in banned
+    assert lmm.tokenizer.convert_tokens_to_ids(lmm.end_of_turn) not in banned
+    batch = lmm.inputs(images * 4, [lmm.chat(q) for q in QUESTIONS * 4])
+    torch.manual_seed(0)  # sampled at a high temperature from random weights: any token could come
+    out = lmm.model.generate(**batch, max_new_tokens=24, do_sample=True, temperature=3.0, suppress_tokens=banned)
+    assert not set(out[:, batch["input_ids"].shape[1]:].flatten().tolist()) & set(banned) - {
+        lmm.tokenizer.pad_token_id}  # padding after an early end is not generated
+
+
 def test_hidden_states_have_one_entry_per_layer_of_the_documented_width(lmm, images):
     batch = lmm.inputs(images[:1], [lmm.chat(QUESTIONS[0])])
     with torch.no_grad():

@@ -1,0 +1,101 @@
+"""No-thinking GRPO on hierarchical-VQA questions: the reward, k-shot selection, the questions trl
+is given (rendered exactly as the SFT prompts), the settings it refuses, and a plain run."""
+
+import json
+
+import pytest
+import torch
+
+from taxonlens.data import VQARecord
+from taxonlens.data.vqa_build import build_vqa
+from taxonlens.errors import TaxonlensError
+from taxonlens.models.mllm import load_lmm
+from taxonlens.synthworld import SynthWorld, random_taxonomy
+from taxonlens.train import CheckpointError
+from taxonlens.train.grpo import RFTConfig, answer_reward, rft_dataset, rft_examples, shots_per_species, train_grpo
+
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
+
+
+@pytest.fixture(scope="module")
+def world():
+    """6 species x 2 photos: 12 records, questions at all 7 ranks."""
+    w = SynthWorld.create(random_taxonomy(6, seed=0), 6, 2, novel_fraction=0, size=32, seed=0, nuisance=0.2)
+    images = {w.image_name(leaf, k): w.photo(leaf, k).image for leaf, k in w.index(None)}
+    return w, build_vqa(w.records(None), w.taxonomy, 4, "random", seed=0), lambda r: images[r.image]
+
+
+@pytest.fixture(scope="module")
+def lmm():
+    return load_lmm("tiny-qwen2.5-vl")
+
+
+def test_reward_is_one_exactly_when_the_completion_names_the_truth(world, lmm):
+    w, records, _ = world
+    examples = rft_examples(lmm, records, w.taxonomy.ranks, RFTConfig(levels_per_record=0))
+    reward = answer_reward(examples, records)
+    ex = next(e for e in examples if len(records[e.record].choices[e.level]) == 4)
+    options, truth = records[ex.record].choices[ex.level], records[ex.record].levels[ex.level]
+    j, t = examples.index(ex), options.index(truth)
+    wrong = options[(t + 1) % 4]
+    completions = [[{"role": "assistant", "content": text}] for text in
+                   (truth, f"It is {truth.upper()}.", "ABCD"[t], wrong, "no idea", "")]
+    assert reward(completions, [j] * 6) == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert reward([truth, wrong], [j, j]) == [1.0, 0.0]  # plain-text completions too
+
+
+def test_shots_keep_k_records_per_species_in_order():
+    recs = [VQARecord(f"{i}.png", f"s{i % 3}", "train", ("k", f"s{i % 3}"), (("k",), ("s0", "s1", "s2")), i)
+            for i in range(12)]
+    one = shots_per_species(recs, 1, seed=0)
+    assert sorted(r.levels[-1] for r in one) == ["s0", "s1", "s2"]
+    two = shots_per_species(recs, 2, seed=0)
+    assert len(two) == 6 and [r.line for r in two] == sorted(r.line for r in two)
+    assert shots_per_species(recs, 2, seed=0) == two and shots_per_species(recs, 2, seed=1) != two
+    assert len(shots_per_species(recs, 10)) == 12
+    with pytest.raises(TaxonlensError, match="shots must be >= 1"):
+        shots_per_species(recs, 0)
+
+
+def test_trl_renders_each_question_as_the_sft_prompt_at_one_random_rank(world, lmm):
+    w, records, photos = world
+    config = RFTConfig(levels_per_record=1, seed=3)
+    examples = rft_examples(lmm, records, w.taxonomy.ranks, config)
+    assert sorted(ex.record for ex in examples) == list(range(12))  # one level per record
+    assert len({ex.level for ex in examples}) > 2  # drawn at random, not always the same rank
+    assert rft_examples(lmm, records, w.taxonomy.ranks, config) == examples
+    data = rft_dataset(examples, records, w.taxonomy.ranks, photos, config)
+    assert data.column_names == ["prompt", "image", "row"] and data["row"] == list(range(12))
+    for row, ex in zip(data, examples):  # trl applies the processor's chat template to the messages
+        assert lmm.processor.apply_chat_template(row["prompt"], add_generation_prompt=True) == ex.prompt
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"lora_targets": "language+head"}, "cannot adapt the output layer"),
+    ({"generations": 1}, "at least 2 answers"),
+    ({"lr": 0}, "lr 0"),
+    ({"answer": "essay"}, "unknown answer"),
+    ({"tara": True, "visual_weight": 0, "label_weight": 0}, "positive visual or label weight"),
+])
+def test_bad_settings_are_refused(change, message):
+    with pytest.raises(TaxonlensError, match=message):
+        RFTConfig(**change)
+
+
+def test_plain_grpo_run_logs_rewards_keeps_out_tara_and_refuses_to_overwrite(world, tmp_path):
+    w, records, photos = world
+    seen = []
+    config = RFTConfig(out=tmp_path, epochs=1, questions_per_step=6, threads=1, max_new_tokens=4, lr=1e-3)
+    result = train_grpo(config, records, photos, w.taxonomy.ranks, progress=seen.append)
+    assert result.steps == 2 and [log.step for log in seen] == [1, 2] and seen[-1].total_steps == 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows == result.metrics and all(0 <= r["reward"] <= 1 and "kl" in r for r in rows)
+    assert not any(k.startswith("tara/") for k in rows[0])
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["beta"] == config.beta and len(saved["data"]) == 16 and saved["base model"]
+    with pytest.raises(CheckpointError, match="resume it"):
+        train_grpo(config, records, photos, w.taxonomy.ranks)
+    # a random model names no option: every group has zero advantage, and GRPO leaves it as it was
+    assert all(r["reward"] == 0 and r["grad_norm"] == 0 for r in rows)
+    base = load_lmm("tiny-qwen2.5-vl").model.state_dict()
+    assert all(torch.equal(p, base[n]) for n, p in result.lmm.model.state_dict().items())
