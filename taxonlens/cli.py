@@ -560,6 +560,75 @@ def train_contrastive_cmd(
     console.print(f"model saved to {result.model_dir} (load it with --model {result.model_dir})")
 
 
+@train_app.command("finedefics")
+def train_finedefics_cmd(
+    manifest: Annotated[Path, typer.Argument(help="Labelled photos (manifest or image folder); stage 1 needs their "
+                                                  "attribute descriptions (`taxonlens attributes describe`).")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, metrics.jsonl, model/.")],
+    stage: Annotated[int, typer.Option(help="1: attribute-augmented contrastive alignment; 2: recognition-centric "
+                                            "instruction tuning (--model a stage-1 OUT/model).")] = 1,
+    taxonomy: Annotated[str | None, typer.Option(help="Taxonomy whose classes label the photos (default: built from "
+                                                      "the manifest).")] = None,
+    model: Annotated[str, typer.Option(help="Multimodal LLM to train: preset, folder (e.g. a stage-1 OUT/model) or "
+                                            "hub name.")] = "tiny-qwen2.5-vl",
+    encoder: Annotated[str, typer.Option(help="Encoder whose text embeddings of the species define the most similar "
+                                              "ones (stage-1 hard negatives, stage-2 distractors).")] = "bioclip",
+    similar: Annotated[int, typer.Option(help="Most similar wrong species per photo.")] = 3,
+    w_ntp: Annotated[float, typer.Option(help="Stage 1: weight of next-token prediction of the description.")] = 1.0,
+    w_oac: Annotated[float, typer.Option(help="Stage 1: weight of object-attribute contrast (0: off).")] = 0.5,
+    w_acc: Annotated[float, typer.Option(help="Stage 1: weight of attribute-category contrast (0: off).")] = 0.5,
+    w_occ: Annotated[float, typer.Option(help="Stage 1: weight of object-category contrast (0: off).")] = 0.5,
+    temperature: Annotated[float, typer.Option(help="Stage 1: initial temperature of every contrast.")] = 0.07,
+    open_fraction: Annotated[float, typer.Option(help="Stage 2: share of open-set questions per epoch.")] = 0.5,
+    full: Annotated[bool, typer.Option("--full/--lora", help="Train every weight, or LoRA adapters.")] = False,
+    lora_targets: Annotated[str, typer.Option(help="language, language+head, all-linear, all-linear+head or a "
+                                                   "regular expression.")] = "language",
+    lora_r: Annotated[int, typer.Option()] = 8,
+    epochs: Annotated[int, typer.Option()] = 3,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option()] = 2e-4,
+    split: Annotated[str, typer.Option(help="Photos trained on.")] = "train",
+    val_split: Annotated[str | None, typer.Option(help="Photos evaluated after every epoch (none if absent).")] = "val",
+    organism: Annotated[str, typer.Option(help="The word used in the questions.")] = "organism",
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT exactly.")] = False,
+) -> None:
+    """Finedefics: stage 1 aligns photos, attribute descriptions and species names inside the LLM (next-token
+    prediction plus three contrasts with hard negatives); stage 2 tunes it on open-set and 4-option species
+    questions. Checkpoints, exact resume, merged model in OUT/model."""
+    from taxonlens.taxonomy import Taxonomy
+    from taxonlens.train.finedefics import Stage1Config, Stage2Config, train_stage1, train_stage2
+
+    if stage not in (1, 2):
+        raise TaxonlensError(f"--stage is 1 (alignment) or 2 (instruction tuning), not {stage}")
+    tax = _load(taxonomy, allow_homonyms=True) if taxonomy else None
+    records = _read_records(manifest, tax)
+    tax = tax or Taxonomy.from_paths(sorted({r.path for r in records}), allow_homonyms=True)
+    train = [r for r in records if r.split == split]
+    if not train:
+        raise TaxonlensError(f"{manifest}: no labelled photos in split {split!r}")
+    val = [r for r in records if r.split == val_split] or None
+    common = {"model": model, "out": str(out), "encoder": encoder, "similar": similar, "organism": organism,
+              "full_finetune": full, "lora_targets": lora_targets, "lora_r": lora_r, "epochs": epochs,
+              "batch_size": batch_size, "lr": lr, "seed": seed}
+    if stage == 1:
+        config = Stage1Config(**common, w_ntp=w_ntp, w_oac=w_oac, w_acc=w_acc, w_occ=w_occ, temperature=temperature)
+    else:
+        config = Stage2Config(**common, open_fraction=open_fraction)
+    with progress_bar() as bar:
+        task = bar.add_task(f"finedefics stage {stage}", total=None)
+
+        def show(log) -> None:
+            bar.update(task, completed=log.step, total=log.total_steps,
+                       description=f"epoch {log.epoch} loss {log.loss:.3f}")
+
+        result = (train_stage1 if stage == 1 else train_stage2)(config, train, tax, None, val, resume=resume,
+                                                                 progress=show)
+    for row in result.metrics:
+        console.print(json.dumps(row))
+    console.print(f"model saved to {result.model_dir} (use it with --model {result.model_dir})")
+
+
 @train_app.command("sft")
 def train_sft_cmd(
     benchmark: Annotated[Path, typer.Argument(help="Question sets (hierarchical-VQA JSONL, e.g. from `vqa build`).")],
