@@ -644,7 +644,8 @@ def _run(config: TuneConfig, prepare: Callable[[LMM], TuneTask], data_id: str, o
         "data": (data_id, "resume with the same training data in the same order"),
         "base model": (base_id, f"{config.model} has other weights now; resume on the same weights")})
     if ckpt is not None:
-        state, sums, seconds = ckpt.state, dict(ckpt.extra["sums"]), float(ckpt.extra["seconds"])
+        sums = dict(ckpt.extra.get("sums") or {"loss": float(ckpt.extra["loss_sum"])})  # or an older SFT checkpoint's
+        state, seconds = ckpt.state, float(ckpt.extra["seconds"])
         log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
     metrics_path = out / METRICS_FILE
 
