@@ -101,6 +101,8 @@ class LMM:
     def __init__(self, model: torch.nn.Module, processor, name: str):
         self.model, self.processor, self.name = model, processor, name
         self.tokenizer = processor.tokenizer
+        # callers that use the processor directly (trl's GRPO) pad as generation needs: on the left
+        self.tokenizer.padding_side = "left"
         self.end_of_turn = _END_OF_TURN.get(model.config.model_type, self.tokenizer.eos_token)
 
     @property

@@ -49,7 +49,7 @@ import torch
 from taxonlens.data import VQARecord
 from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.models.mllm import LMM, LORA_TARGETS, load_lmm
-from taxonlens.recognize.answers import parse_answer, question_text
+from taxonlens.recognize.answers import SYSTEM_PROMPT, parse_answer, question_text
 from taxonlens.train.checkpoint import CheckpointError, check_config, isolated_run, read_metrics, write_jsonl
 from taxonlens.train.sft import (
     ANSWERS,
@@ -172,8 +172,6 @@ class RFTConfig:
 
     @property
     def system_prompt(self) -> str | None:
-        from taxonlens.recognize.answers import SYSTEM_PROMPT
-
         return SYSTEM_PROMPT if self.system else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -306,7 +304,8 @@ def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int, suppress: list
         per_device_train_batch_size=config.questions_per_step * config.generations,
         num_generations=config.generations, max_completion_length=config.max_new_tokens,
         temperature=config.temperature, learning_rate=config.lr, lr_scheduler_type="linear",
-        warmup_steps=round(config.warmup * steps_per_epoch * config.epochs), weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+        warmup_steps=round(config.warmup * steps_per_epoch * config.epochs), weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
         beta=config.beta, epsilon=config.epsilon, loss_type="grpo", scale_rewards="group",
         logging_steps=1, report_to=[], disable_tqdm=True, save_strategy="steps",
         save_steps=config.checkpoint_every or steps_per_epoch, save_total_limit=1, save_only_model=False,

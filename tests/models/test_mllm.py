@@ -91,6 +91,14 @@ def test_generate_answers_every_question(lmm, images):
     assert lmm.generate(images, QUESTIONS, max_new_tokens=4) == answers  # greedy: deterministic
 
 
+def test_the_processor_pads_on_the_left_also_after_a_save_and_load(lmm, images, tmp_path):
+    """trl calls the processor itself and aligns its per-token outputs with left-padded prompts."""
+    for model in (lmm, load_lmm(str(lmm.save(tmp_path / "m")))):
+        batch = model.processor(text=[model.chat("short"), model.chat(QUESTIONS[0])], images=[[images[0]]] * 2,
+                                padding=True, return_tensors="pt")
+        assert int(batch["attention_mask"][0, 0]) == 0 and int(batch["attention_mask"][0, -1]) == 1
+
+
 def test_save_load_round_trip(lmm, images, tmp_path):
     lmm.save(tmp_path / "m")
     again = load_lmm(str(tmp_path / "m"))
