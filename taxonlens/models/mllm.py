@@ -44,6 +44,19 @@ LORA_TARGETS = ("language", "language+head", "all-linear", "all-linear+head")
 _VOLATILE_CONFIG = {"_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype"}
 
 
+def check_lora_targets(targets: str) -> None:
+    """Raise :class:`TaxonlensError` unless ``targets`` is one of :data:`LORA_TARGETS` or a
+    non-empty regular expression."""
+    if targets in LORA_TARGETS:
+        return
+    try:
+        if not re.compile(targets).pattern.strip():
+            raise re.error("empty")
+    except (re.error, TypeError):
+        raise TaxonlensError(f"LoRA targets {targets!r} are neither one of {', '.join(LORA_TARGETS)} nor a "
+                             "regular expression") from None
+
+
 def lora_target_modules(model: torch.nn.Module, targets: str) -> str | list[str]:
     """What peft's ``target_modules`` gets for ``targets``: the language layers' pattern for
     ``language``, ``all-linear`` as it is, the full module names for the ``+head`` sets, and any

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -48,7 +47,7 @@ import torch
 
 from taxonlens.data import VQARecord
 from taxonlens.errors import DataError, TaxonlensError
-from taxonlens.models.mllm import LMM, LORA_TARGETS, load_lmm
+from taxonlens.models.mllm import LMM, check_lora_targets, load_lmm
 from taxonlens.recognize.answers import SYSTEM_PROMPT, parse_answer, question_text
 from taxonlens.train.checkpoint import CheckpointError, check_config, isolated_run, read_metrics, write_jsonl
 from taxonlens.train.sft import (
@@ -148,12 +147,7 @@ class RFTConfig:
         if self.lora_targets.endswith("+head"):
             raise TaxonlensError(f"LoRA targets {self.lora_targets!r}: GRPO cannot adapt the output layer (trl "
                                  "computes log-probabilities from its weight); use language or all-linear")
-        if self.lora_targets not in LORA_TARGETS:
-            try:
-                re.compile(self.lora_targets)
-            except re.error:
-                raise TaxonlensError(f"LoRA targets {self.lora_targets!r} are neither a named set nor a regular "
-                                     "expression") from None
+        check_lora_targets(self.lora_targets)
         positive = {"epochs": self.epochs, "questions_per_step": self.questions_per_step, "lr": self.lr,
                     "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
                     "projector_lr_scale": self.projector_lr_scale}

@@ -52,7 +52,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -66,7 +65,7 @@ from PIL import Image
 
 from taxonlens.data import VQARecord, load_image
 from taxonlens.errors import DataError, ImageError, TaxonlensError
-from taxonlens.models.mllm import LMM, LORA_TARGETS, load_lmm
+from taxonlens.models.mllm import LMM, check_lora_targets, load_lmm
 from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, question_text
 from taxonlens.recognize.vqa_answer import answer_records
 from taxonlens.train.checkpoint import (
@@ -144,13 +143,7 @@ class TuneConfig:
         self.out = str(self.out)
         if not isinstance(self.model, str) or not self.model.strip():
             raise TaxonlensError("model must name a multimodal LLM (a preset, a folder or a Hugging Face name)")
-        if self.lora_targets not in LORA_TARGETS:
-            try:
-                if not re.compile(self.lora_targets).pattern.strip():
-                    raise re.error("empty")
-            except (re.error, TypeError):
-                raise TaxonlensError(f"LoRA targets {self.lora_targets!r} are neither one of "
-                                     f"{', '.join(LORA_TARGETS)} nor a regular expression") from None
+        check_lora_targets(self.lora_targets)
         if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             raise TaxonlensError(f"LoRA needs rank >= 1, alpha > 0 and 0 <= dropout < 1; got rank {self.lora_r}, "
                                  f"alpha {self.lora_alpha}, dropout {self.lora_dropout}")
