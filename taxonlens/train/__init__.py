@@ -1,4 +1,5 @@
-"""Training: contrastive (BioCLIP) fine-tuning and the loop utilities every trainer shares."""
+"""Training: contrastive (BioCLIP) fine-tuning, LMM fine-tuning (SFT, Finedefics' two stages, GRPO with
+optional TARA alignment: :mod:`taxonlens.train.tara`, imported on use) and the loop utilities every trainer shares."""
 
 from taxonlens.train.checkpoint import (
     CHECKPOINT_FILE,
@@ -23,6 +24,8 @@ from taxonlens.train.contrastive import (
     synthworld_examples,
     train_contrastive,
 )
+from taxonlens.train.finedefics import Stage1Config, Stage2Config, measure_alignment, train_stage1, train_stage2
+from taxonlens.train.grpo import RFTConfig, RFTResult, shots_per_species, train_grpo
 from taxonlens.train.sft import (
     SFTConfig,
     SFTResult,
@@ -41,9 +44,13 @@ __all__ = [
     "Example",
     "LoopState",
     "MultiPositiveClipLoss",
+    "RFTConfig",
+    "RFTResult",
     "SFTConfig",
     "SFTResult",
     "SFTStepLog",
+    "Stage1Config",
+    "Stage2Config",
     "StepLog",
     "TrainResult",
     "as_examples",
@@ -53,9 +60,14 @@ __all__ = [
     "evaluate_zeroshot",
     "load_checkpoint",
     "load_sft_checkpoint",
+    "measure_alignment",
     "restore_rng_state",
     "save_checkpoint",
+    "shots_per_species",
     "synthworld_examples",
     "train_contrastive",
+    "train_grpo",
     "train_sft",
+    "train_stage1",
+    "train_stage2",
 ]
