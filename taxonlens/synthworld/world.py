@@ -180,6 +180,26 @@ class SynthWorld:
             attributes={**attrs, DESCRIPTION: describe(attrs)},
         )
 
+    def image_source(self) -> Callable[[Record], Image.Image]:
+        """A function ``record -> PIL image`` for records whose ``image`` is an :meth:`image_name`
+        (as :meth:`records` writes them): each photo rendered on first use and kept in memory.
+        The LMM trainers take it as their image source, so a world need not be written.
+
+        Raises (when called):
+            DataError: a record naming no photo of this world.
+        """
+        where = {self.image_name(leaf, k): (leaf, k) for leaf, k in self.index(None)}
+        cache: dict[str, Image.Image] = {}
+
+        def load(record: Record) -> Image.Image:
+            if record.image not in cache:
+                if record.image not in where:
+                    raise DataError(f"{record.image} is not a photo of this synthworld")
+                cache[record.image] = self.photo(*where[record.image]).image
+            return cache[record.image]
+
+        return load
+
     def records(self, split: str | None = None) -> list[Record]:
         """Records of every photo in ``split`` (image paths relative to a written world)."""
         return [self.record(leaf, k) for leaf, k in self.index(split)]

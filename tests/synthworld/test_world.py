@@ -60,6 +60,16 @@ def test_photos_are_deterministic_and_vary(world):
     assert a.description == c.description
 
 
+def test_image_source_gives_each_record_its_photo_once_rendered(world):
+    load = world.image_source()
+    record = world.records("train")[5]
+    leaf, k = next((leaf, k) for leaf, k in world.index("train") if world.image_name(leaf, k) == record.image)
+    assert np.array_equal(np.asarray(load(record)), np.asarray(world.photo(leaf, k).image))
+    assert load(record) is load(record)  # kept in memory
+    with pytest.raises(DataError, match="is not a photo of this synthworld"):
+        load(world.records("train")[0].__class__("elsewhere.png", record.path))
+
+
 def test_dataset_matches_records(world):
     ds = world.dataset("test", transform=lambda im: np.asarray(im))
     records = world.records("test")

@@ -53,17 +53,11 @@ pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
-def _photos(world: SynthWorld):
-    """The trainers' image source: a synthworld's photos rendered in memory, by record image name."""
-    images = {world.image_name(leaf, k): world.photo(leaf, k).image for leaf, k in world.index(None)}
-    return lambda record: images[record.image]
-
-
 def _world(species: int, photos: int):
     world = SynthWorld.create(random_taxonomy(species, seed=0), species, photos, novel_fraction=0, size=16, seed=0,
                               nuisance=0.2)
     embeddings = np.random.default_rng(0).normal(size=(world.taxonomy.n_leaves, 8))
-    return world, world.records(None), _photos(world), embeddings
+    return world, world.records(None), world.image_source(), embeddings
 
 
 @pytest.fixture(scope="module")

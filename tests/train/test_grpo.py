@@ -21,8 +21,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.fil
 def world():
     """6 species x 2 photos: 12 records, questions at all 7 ranks."""
     w = SynthWorld.create(random_taxonomy(6, seed=0), 6, 2, novel_fraction=0, size=32, seed=0, nuisance=0.2)
-    images = {w.image_name(leaf, k): w.photo(leaf, k).image for leaf, k in w.index(None)}
-    return w, build_vqa(w.records(None), w.taxonomy, 4, "random", seed=0), lambda r: images[r.image]
+    return w, build_vqa(w.records(None), w.taxonomy, 4, "random", seed=0), w.image_source()
 
 
 @pytest.fixture(scope="module")

@@ -27,21 +27,11 @@ pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
-class Photos:
-    """The photos of a synthworld in memory, by image name: the trainer's image source."""
-
-    def __init__(self, world: SynthWorld):
-        self.images = {world.image_name(leaf, k): world.photo(leaf, k).image for leaf, k in world.index(None)}
-
-    def __call__(self, record: VQARecord):
-        return self.images[record.image]
-
-
 @pytest.fixture(scope="module")
 def deep():
     """6 species x 2 photos: 12 records, questions at all 7 ranks (2 options above species, 4 at it)."""
     world = SynthWorld.create(random_taxonomy(6, seed=0), 6, 2, novel_fraction=0, size=32, seed=0, nuisance=0.2)
-    return world, build_vqa(world.records(None), world.taxonomy, 4, "random", seed=0), Photos(world)
+    return world, build_vqa(world.records(None), world.taxonomy, 4, "random", seed=0), world.image_source()
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +150,7 @@ def learned(tmp_path_factory):
     depends on where the species is listed): 62 / 53 / 56% after 40 epochs without the system
     prompt, and still chance (28%) with it."""
     world = SynthWorld.create(random_taxonomy(4, seed=0), 4, 8, novel_fraction=0, size=32, seed=0, nuisance=0.2)
-    records, photos = build_vqa(world.records(None), world.taxonomy, 4, "random", seed=0), Photos(world)
+    records, photos = build_vqa(world.records(None), world.taxonomy, 4, "random", seed=0), world.image_source()
     ranks = world.taxonomy.ranks
     config = SFTConfig(out=str(tmp_path_factory.mktemp("learned")), epochs=LEARN_EPOCHS, batch_size=4, lr=2e-3,
                        lora_alpha=32, lora_targets="language+head", answer="name", system=False, eval_every=LEARN_EPOCHS,

@@ -28,19 +28,11 @@ from taxonlens.train.tara import (
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 
-class Photos:
-    def __init__(self, world: SynthWorld):
-        self.images = {world.image_name(leaf, k): world.photo(leaf, k).image for leaf, k in world.index(None)}
-
-    def __call__(self, record):
-        return self.images[record.image]
-
-
 @pytest.fixture(scope="module")
 def world():
     """6 species x 2 photos: 12 records, questions at all 7 ranks (2 options above species, 4 at it)."""
     w = SynthWorld.create(random_taxonomy(6, seed=0), 6, 2, novel_fraction=0, size=32, seed=0, nuisance=0.2)
-    return w, build_vqa(w.records(None), w.taxonomy, 4, "random", seed=0), Photos(w)
+    return w, build_vqa(w.records(None), w.taxonomy, 4, "random", seed=0), w.image_source()
 
 
 # ------------------------------------------------------------- matching and losses
