@@ -1030,6 +1030,111 @@ def bench_tara(
     console.print(f"total {result['total_seconds']:.0f} s")
 
 
+@bench_app.command("finedefics")
+def bench_finedefics(
+    species: Annotated[int, typer.Option(help="synthworld species (some held out as novel; all seen with --cost).")
+                       ] = 8,
+    images_per_species: Annotated[int, typer.Option()] = 15,
+    model: Annotated[str, typer.Option(help="Tiny LMM preset (the evidence; --cost runs every tiny preset).")
+                     ] = "tiny-qwen2.5-vl",
+    stage1_epochs: Annotated[int, typer.Option(help="Stage I epochs (stage2_only gets them as Stage II epochs).")
+                             ] = 10,
+    stage2_epochs: Annotated[int, typer.Option(help="Stage II epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Photos per step, both stages.")] = 4,
+    seeds: Annotated[int, typer.Option(help="Seeds (one starting model and four arms each).")] = 3,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as set).")] = 1,
+    out: Annotated[Path, typer.Option(help="Folder for result.json and alignment.png (cost.json with --cost).")
+                   ] = Path("taxonlens-bench-finedefics"),
+    cost: Annotated[bool, typer.Option("--cost", help="Instead: seconds per step and peak memory of Stage I (all "
+                                                      "terms), Stage I (NTP only) and Stage II on every tiny preset, "
+                                                      "one epoch each.")] = False,
+) -> None:
+    """Finedefics on synthworld, same budget, several seeds: Stage II only vs Stage I (object-category contrast
+    only; the three contrasts; all four terms) + Stage II. Species-level 4-option and open-set accuracy, HCA, leaf,
+    POR, S-POR, TOR (mean +- sd over seeds) on seen and novel species, and image -> name alignment inside the LLM
+    before and after Stage I, with a plot. --cost: what each stage costs per step."""
+    from taxonlens.bench import finedefics as fd
+    from taxonlens.bench.tara import DECODERS
+    from taxonlens.bench.vqa import FIGURES
+
+    def say(msg: str) -> None:
+        console.print(f"[dim]{msg}[/]")
+
+    out.mkdir(parents=True, exist_ok=True)
+    if cost:
+        result = fd.bench_finedefics_cost(n_species=species, images_per_species=images_per_species,
+                                          batch_size=batch_size, threads=threads or None, progress=say)
+        (out / "cost.json").write_text(json.dumps(result, indent=1))
+        table = Table(title=f"cost per optimizer step: {result['photos']} photos at batch {batch_size}, one epoch "
+                            f"per run, a fresh process each ({threads or 'default'} thread(s))")
+        for col in ("preset", "stage", "steps", "s / step (median)", "x stage 2", "peak MiB over the loaded model",
+                    "x stage 2"):
+            table.add_column(col, justify="left" if col in ("preset", "stage") else "right", no_wrap=True)
+        for preset, stages in result["stages"].items():
+            for stage, r in stages.items():
+                base = stages["stage2"]
+                table.add_row(preset, stage, str(r["steps"]), f"{r['seconds_per_step']:.4f}",
+                              f"{r['seconds_per_step'] / base['seconds_per_step']:.2f}", f"{r['peak_mb']:.1f}",
+                              f"{r['peak_mb'] / base['peak_mb']:.2f}" if base["peak_mb"] else "-")
+        console.print(table, width=max(console.width, 130))
+        ratios = Table(title="ratios (time / memory)")
+        ratios.add_column("preset")
+        for a, b in fd.COST_RATIOS:
+            ratios.add_column(f"{a} / {b}", justify="right")
+        for preset, r in result["ratios"].items():
+            ratios.add_row(preset, *(" / ".join("-" if r[f"{a}/{b}"][k] is None else f"{r[f'{a}/{b}'][k]:.2f}"
+                                                for k in ("seconds_per_step", "peak_mb")) for a, b in fd.COST_RATIOS))
+        console.print(ratios, width=max(console.width, 130))
+        console.print(f"written {out / 'cost.json'}; total {result['total_seconds']:.0f} s")
+        return
+    result = fd.bench_finedefics_evidence(species, images_per_species, model=model, stage1_epochs=stage1_epochs,
+                                          stage2_epochs=stage2_epochs, batch_size=batch_size,
+                                          seeds=tuple(range(seeds)), threads=threads or None, out=out, progress=say)
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    summary = result["summary"]
+
+    def cell(*path: str, digits: int = 1) -> str:
+        node = summary
+        for k in path:
+            node = node.get(k, {})
+        return f"{node['mean']:.{digits}f} +- {node['sd']:.{digits}f}" if node else ""
+
+    steps = {arm: sorted({run[arm]["steps"] for run in result["runs"].values()}) for arm in fd.ARMS}
+    table = Table(title=f"species level, mean +- sd over {seeds} seeds (percent; 4 options, similar distractors)")
+    for col in ("species", "arm", "steps", "4-option", "open set", "open: names a species"):
+        table.add_column(col, justify="left" if col in ("species", "arm") else "right", no_wrap=True)
+    for split in fd.SPLITS:
+        for arm in fd.ARMS:
+            table.add_row(split, arm, "/".join(map(str, steps[arm])), cell(arm, split, "mc_acc"),
+                          cell(arm, split, "open_acc"), cell(arm, split, "open_named"))
+    console.print(table, width=max(console.width, 120))
+    table = Table(title="hierarchical questions (every rank, path distractors), mean +- sd (percent)")
+    for col in ("species", "arm", "answers", "HCA", "leaf", "POR", "S-POR", "TOR", "valid"):
+        table.add_column(col, justify="left" if col in ("species", "arm", "answers") else "right", no_wrap=True)
+    for split in fd.SPLITS:
+        for arm in fd.ARMS:
+            for decoder in DECODERS:
+                table.add_row(split, arm, decoder, *(cell(arm, split, decoder, k) for k in FIGURES))
+    console.print(table, width=max(console.width, 150))
+    table = Table(title="alignment inside the LLM: image -> species-name retrieval (percent) and cosine gap true - "
+                        "hardest wrong, mean +- sd")
+    for col in ("model", "seen: retrieval", "seen: gap", "novel: retrieval", "novel: gap"):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    rows = [("starting model", "start", "before")] + [(f"{arm}, after Stage {roman}", arm, stage) for arm in fd.ARMS
+                                                      for stage, roman in (("after_stage1", "I"), ("after_stage2", "II"))]
+    for label, arm, stage in rows:
+        if summary.get(arm, {}).get("alignment", {}).get(stage):
+            table.add_row(label, *(cell(arm, "alignment", stage, split, k, digits=d) for split in fd.SPLITS
+                                   for k, d in (("retrieval_acc", 1), ("cosine_gap", 3))))
+    console.print(table, width=max(console.width, 120))
+    for arm in fd.ARMS:
+        per_seed = {f"{split} {name}": summary.get(arm, {}).get(split, {}).get(key, {}).get("values", [])
+                    for split in fd.SPLITS for key, name in (("mc_acc", "4-option"), ("open_acc", "open"))}
+        console.print(f"{arm}, per seed: " + "; ".join(f"{k} {', '.join(f'{v:.0f}' for v in vals)}"
+                                                       for k, vals in per_seed.items()))
+    console.print(f"plot {result['plot']}; result {out / 'result.json'}; total {result['total_seconds']:.0f} s")
+
+
 def main() -> None:
     """Entry point of the ``taxonlens`` command."""
     try:

@@ -34,9 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from taxonlens.bench import bench_run, tiny_sft_config
-from taxonlens.bench.vqa import FIGURES, level_logprobs, score_split, vqa_world
-from taxonlens.models.mllm import LMM
+from taxonlens.bench import SCORED_DECODERS, bench_run, seed_summary, tiny_sft_config, vqa_figures, vqa_scores
+from taxonlens.bench.vqa import vqa_world
 from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
 from taxonlens.train.grpo import RFTConfig, train_grpo
 from taxonlens.train.sft import SFTConfig, train_sft
@@ -44,7 +43,7 @@ from taxonlens.train.sft import SFTConfig, train_sft
 #: the trained models compared, in table order
 ARMS = ("warm_start", "sft", "grpo", "grpo+tara")
 #: the decoders scored
-DECODERS = ("independent", "consistent")
+DECODERS = SCORED_DECODERS
 
 
 def bench_tara_evidence(
@@ -98,11 +97,6 @@ def bench_tara_evidence(
         return _run(settings, work, say)
 
 
-def _scores(lmm: LMM, vw, ranks: list[str]) -> dict[str, Any]:
-    return {name: score_split(recs, level_logprobs(lmm, recs, vw.load, ranks), vw.taxonomy)
-            for name, recs in vw.asked.items() if recs}
-
-
 def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Any]:
     start = time.perf_counter()
     say(f"synthworld: {s['n_species']} species x {s['images_per_species']} photos")
@@ -123,14 +117,14 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
         warm = train_sft(tiny_sft_config({**s, "epochs": s["sft_epochs"], "batch_size": 4, "lr": 2e-3,
                                           "lora_alpha": 32.0, "seed": seed}, work / f"seed{seed}" / "warm"),
                          vw.train, vw.load, ranks)
-        run["warm_start"] = {"scores": _scores(warm.lmm, vw, ranks), "last_loss": warm.metrics[-1]["train_loss"]}
+        run["warm_start"] = {"scores": vqa_scores(warm.lmm, vw, ranks), "last_loss": warm.metrics[-1]["train_loss"]}
         say(f"seed {seed}: more SFT, {s['rl_epochs']} epochs")
         more = SFTConfig(**{**tiny_sft_config({**s, "epochs": s["rl_epochs"], "batch_size": s["questions_per_step"],
                                                "lr": 2e-3, "lora_alpha": 32.0, "seed": seed},
                                               work / f"seed{seed}" / "sft").to_dict(),
                             "model": str(warm.model_dir), "questions_per_record": 1})
         sft = train_sft(more, budget, vw.load, ranks)
-        run["sft"] = {"scores": _scores(sft.lmm, vw, ranks), "steps": sft.steps,
+        run["sft"] = {"scores": vqa_scores(sft.lmm, vw, ranks), "steps": sft.steps,
                       "seconds": sum(m["train_seconds"] for m in sft.metrics)}
         for arm in ("grpo", "grpo+tara"):
             say(f"seed {seed}: {arm}, {s['rl_epochs']} epochs")
@@ -141,7 +135,7 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
             result = train_grpo(config, budget, vw.load, ranks)
             rows = result.metrics
             per_epoch = max(1, len(rows) // s["rl_epochs"])
-            run[arm] = {"scores": _scores(result.lmm, vw, ranks), "steps": result.steps, "seconds": result.seconds,
+            run[arm] = {"scores": vqa_scores(result.lmm, vw, ranks), "steps": result.steps, "seconds": result.seconds,
                         "reward_first_epoch": float(np.mean([r["reward"] for r in rows[:per_epoch]])),
                         "reward_last_epoch": float(np.mean([r["reward"] for r in rows[-per_epoch:]]))}
             if config.tara:
@@ -159,20 +153,7 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
 def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Mean, standard deviation (over seeds, ``ddof=1``; 0 for one seed) and the values of every
     figure: ``{arm: {split: {decoder: {figure: {"mean", "sd", "values"}}}}}`` on all records."""
-    out: dict[str, Any] = {}
-    for arm in ARMS:
-        for split in ("seen", "novel"):
-            per_seed = [run[arm]["scores"][split]["all"] for run in runs.values()
-                        if split in run[arm]["scores"] and run[arm]["scores"][split]["all"]["n"]]
-            for decoder in DECODERS:
-                for figure in FIGURES:
-                    values = [float(p[decoder][figure]) for p in per_seed]
-                    if values:
-                        out.setdefault(arm, {}).setdefault(split, {}).setdefault(decoder, {})[figure] = {
-                            "mean": float(np.mean(values)),
-                            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                            "values": values}
-    return out
+    return seed_summary(runs, ARMS, lambda arm: vqa_figures(arm["scores"]))
 
 
 __all__ = ["ARMS", "DECODERS", "bench_tara_evidence", "summarize"]
