@@ -323,12 +323,18 @@ def vqa_answer(
     taxonomy: Annotated[str | None, typer.Option(help="Taxonomy (default: built from the benchmark).")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder the benchmark's image paths are relative to.")] = None,
     organism: Annotated[str, typer.Option(help="The word used in the questions.")] = "organism",
+    answer: Annotated[str, typer.Option(help="What score/consistent score: each option's letter (the reference "
+                                             "protocol) or name (a model fine-tuned with --answer name).")
+                      ] = "letter",
+    system: Annotated[bool, typer.Option(help="Ask after the reference system prompt (--no-system for a model "
+                                              "fine-tuned without it).")] = True,
     batch_size: Annotated[int, typer.Option()] = 16,
 ) -> None:
     """Answer every level of every record; print HCA, leaf accuracy, POR, S-POR, TOR on all records and on
     the leakage-free ones, beside the image-blind control."""
     from taxonlens.data.vqa import read_vqa_benchmark
     from taxonlens.models.mllm import load_lmm
+    from taxonlens.recognize.answers import SYSTEM_PROMPT
     from taxonlens.recognize.vqa_answer import answer_benchmark, consistency_report
 
     records = read_vqa_benchmark(benchmark)
@@ -337,7 +343,7 @@ def vqa_answer(
     with progress_bar() as bar:
         task = bar.add_task(f"answering ({mode})", total=len(records))
         answer_benchmark(lmm, records, out, images, mode, tax, organism, progress=lambda n: bar.advance(task, n),
-                         batch_size=batch_size)
+                         batch_size=batch_size, answer=answer, system=SYSTEM_PROMPT if system else None)
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
     report = consistency_report(records, rows, tax)
     table = Table(title=f"{model}, {mode} ({out})")

@@ -136,9 +136,11 @@ def test_train_sft_then_grpo_with_tara_then_answer_with_each_model(tmp_path):
     for model in (tmp_path / "run" / "model", tmp_path / "rl" / "model"):
         out = tmp_path / f"{model.parent.name}.jsonl"
         result = runner.invoke(app, ["vqa", "answer", str(bench), "--model", str(model), "--out", str(out),
-                                     "--taxonomy", taxonomy, "--mode", "score"])
+                                     "--taxonomy", taxonomy, "--mode", "consistent", "--answer", "name",
+                                     "--no-system"])
         assert result.exit_code == 0, result.output
-        assert len(out.read_text().splitlines()) == 8
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == 8 and all(len(row["path"]) == 7 for row in rows)
 
 
 def test_commands_name_a_missing_benchmark(monkeypatch, capsys, tmp_path):

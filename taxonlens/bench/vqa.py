@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from taxonlens.bench import bench_run, tiny_sft_config
@@ -42,9 +41,8 @@ from taxonlens.data import Record, VQARecord, read_manifest
 from taxonlens.data.vqa_build import build_vqa
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.mllm import LMM
-from taxonlens.recognize.answers import question_text
 from taxonlens.recognize.vqa import blind_decode, consistent_decode, leakage
-from taxonlens.recognize.vqa_answer import consistency_report
+from taxonlens.recognize.vqa_answer import answer_records, consistency_report
 from taxonlens.synthworld import SynthWorld, random_taxonomy
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.sft import check_records, image_loader, train_sft
@@ -61,19 +59,13 @@ def level_logprobs(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARe
                    ranks: Sequence[str], organism: str = "organism", batch_size: int = 16
                    ) -> list[list[np.ndarray | None]]:
     """Per record and level, the log-probabilities of the offered options' names (normalised over
-    them), asked as :func:`~taxonlens.train.sft.evaluate_sft` asks a model trained with
-    ``answer="name"`` and ``system=False``; ``None`` on a level that offers one option."""
-    asks = check_records(records, ranks, "evaluation")
-    out: list[list[np.ndarray | None]] = [[None] * len(r.choices) for r in records]
-    for start in range(0, len(asks), batch_size):
-        chunk = asks[start:start + batch_size]
-        loaded = {i: load(records[i]) for i in dict.fromkeys(i for i, _ in chunk)}
-        scores = lmm.option_logprobs([loaded[i] for i, _ in chunk],
-                                     [question_text(ranks[k], records[i].choices[k], organism) for i, k in chunk],
-                                     [list(records[i].choices[k]) for i, k in chunk], system=None)
-        for (i, k), s in zip(chunk, scores):
-            out[i][k] = torch.log_softmax(s.double(), dim=0).numpy()
-    return out
+    them), asked as a model trained with ``answer="name"`` and ``system=False`` is asked
+    (:func:`~taxonlens.recognize.vqa_answer.answer_records`, ``score`` mode); ``None`` on a level
+    that offers one option."""
+    check_records(records, ranks, "evaluation")
+    rows = answer_records(lmm, records, load, "score", ranks=ranks, organism=organism, batch_size=batch_size,
+                          system=None, answer="name")
+    return [[None if lp is None else np.asarray(lp) for lp in row["logprobs"]] for row in rows]
 
 
 def decode_rows(records: Sequence[VQARecord], logprobs: Sequence[Sequence[np.ndarray | None]],

@@ -28,7 +28,7 @@ from PIL import Image
 from taxonlens.data.vqa import VQARecord
 from taxonlens.errors import DataError
 from taxonlens.models.mllm import LMM
-from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, parse_answer, question_text
+from taxonlens.recognize.answers import ANSWERS, SYSTEM_PROMPT, answer_options, parse_answer, question_text
 from taxonlens.recognize.vqa import consistent_decode
 from taxonlens.taxonomy import Taxonomy
 
@@ -43,7 +43,7 @@ def _questions(record: VQARecord, ranks: Sequence[str], organism: str) -> list[t
 def answer_records(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARecord], Image.Image],
                    mode: str = "score", taxonomy: Taxonomy | None = None, ranks: Sequence[str] | None = None,
                    organism: str = "organism", batch_size: int = 16, max_new_tokens: int = 8,
-                   system: str | None = SYSTEM_PROMPT) -> list[dict]:
+                   system: str | None = SYSTEM_PROMPT, answer: str = "letter") -> list[dict]:
     """Answers of ``lmm`` to every level of every record.
 
     Args:
@@ -53,15 +53,19 @@ def answer_records(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARe
         batch_size: questions per model call.
         system: the system message before every question (the reference's by default; ``None``
             for none, as a model fine-tuned without one expects).
+        answer: what ``score`` and ``consistent`` score: each option's ``letter`` (the reference
+            protocol) or its ``name`` (for a model fine-tuned to answer names).
 
     Returns:
         one dict per record: ``image``, ``path`` (the chosen option at every level), ``mode``,
-        and per level ``options`` and, by mode, ``raw`` answers / ``logprobs`` (letter
-        log-probabilities, normalised over the offered letters); ``consistent`` adds
+        and per level ``options`` and, by mode, ``raw`` answers / ``logprobs`` (the options'
+        log-probabilities, normalised over the offered options); ``consistent`` adds
         ``partial`` and ``consistent_depth``.
     """
     if mode not in MODES:
         raise DataError(f"unknown answering mode {mode!r}; use one of {', '.join(MODES)}")
+    if answer not in ANSWERS:
+        raise DataError(f"unknown answer format {answer!r}; use one of {', '.join(ANSWERS)}")
     if mode == "consistent" and taxonomy is None:
         raise DataError("consistent answers need the taxonomy (--taxonomy)")
     depth = max((len(r.levels) for r in records), default=0)
@@ -78,8 +82,8 @@ def answer_records(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARe
             texts = lmm.generate(imgs, questions, max_new_tokens, system=system)
             per_level.update({(i, k): t for (i, k, _), t in zip(chunk, texts)})
         else:
-            letters = [list(LETTERS[: len(records[i].choices[k])]) for i, k, _ in chunk]
-            scores = lmm.option_logprobs(imgs, questions, letters, system=system)
+            options = [answer_options(records[i].choices[k], answer) for i, k, _ in chunk]
+            scores = lmm.option_logprobs(imgs, questions, options, system=system)
             per_level.update({(i, k): torch.log_softmax(s, dim=0) for (i, k, _), s in zip(chunk, scores)})
     return [_answer(r, i, per_level, mode, taxonomy) for i, r in enumerate(records)]
 
@@ -93,7 +97,7 @@ def _answer(record: VQARecord, i: int, per_level: dict, mode: str, taxonomy: Tax
         row["raw"] = raw
         return row
     logprobs = [per_level.get((i, k)) for k in range(len(record.choices))]
-    row["logprobs"] = [None if lp is None else [round(float(x), 5) for x in lp] for lp in logprobs]
+    row["logprobs"] = [None if lp is None else lp.tolist() for lp in logprobs]
     if mode == "score":
         row["path"] = [opts[int(lp.argmax())] if lp is not None else opts[0]
                        for opts, lp in zip(record.choices, logprobs)]
@@ -104,10 +108,18 @@ def _answer(record: VQARecord, i: int, per_level: dict, mode: str, taxonomy: Tax
     return row
 
 
+def _rounded(row: dict) -> dict:
+    """``row`` with its log-probabilities rounded to 5 decimals (the answers file stays small)."""
+    if "logprobs" not in row:
+        return row
+    return {**row, "logprobs": [None if lp is None else [round(x, 5) for x in lp] for lp in row["logprobs"]]}
+
+
 def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, image_root: str | Path | None = None,
                      mode: str = "score", taxonomy: Taxonomy | None = None, organism: str = "organism",
                      chunk: int = 16, progress: Callable[[int], None] | None = None, **kwargs) -> Path:
-    """Answer every record into the JSONL file ``out``, ``chunk`` records at a time; records whose
+    """Answer every record into the JSONL file ``out`` (log-probabilities rounded to 5 decimals),
+    ``chunk`` records at a time; records whose
     image is already in ``out`` are skipped (resume; a line cut by a crash is dropped first). Images are read with the safe loader from
     ``image_root / record.image`` (or the path as written).
 
@@ -146,7 +158,7 @@ def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, im
         batch = todo[start:start + chunk]
         rows = answer_records(lmm, batch, load, mode, taxonomy, organism=organism, **kwargs)
         with out.open("a", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            f.writelines(json.dumps(_rounded(r), ensure_ascii=False) + "\n" for r in rows)
         if progress:
             progress(len(batch))
     return out

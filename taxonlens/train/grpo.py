@@ -48,10 +48,9 @@ import torch
 from taxonlens.data import VQARecord
 from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.models.mllm import LMM, check_lora_targets, load_lmm
-from taxonlens.recognize.answers import SYSTEM_PROMPT, parse_answer, question_text
+from taxonlens.recognize.answers import ANSWERS, SYSTEM_PROMPT, parse_answer, question_text
 from taxonlens.train.checkpoint import CheckpointError, check_config, isolated_run, read_metrics, write_jsonl
 from taxonlens.train.sft import (
-    ANSWERS,
     ImageSource,
     SFTExample,
     build_examples,

@@ -66,7 +66,7 @@ from PIL import Image
 from taxonlens.data import VQARecord, load_image
 from taxonlens.errors import DataError, ImageError, TaxonlensError
 from taxonlens.models.mllm import LMM, check_lora_targets, load_lmm
-from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, question_text
+from taxonlens.recognize.answers import ANSWERS, LETTERS, SYSTEM_PROMPT, answer_options, question_text
 from taxonlens.recognize.vqa_answer import answer_records
 from taxonlens.train.checkpoint import (
     CHECKPOINT_FILE,
@@ -82,7 +82,6 @@ from taxonlens.train.contrastive import cosine_with_warmup, epoch_batches
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 MODEL_DIR = "model"
-ANSWERS = ("letter", "name")
 
 #: where a record's image comes from: a function of the record, a folder its paths are relative
 #: to, or ``None`` (the paths as written)
@@ -281,7 +280,7 @@ def build_examples(lmm: LMM, records: Sequence[VQARecord], ranks: Sequence[str],
     for i, k in check_records(records, ranks):
         r = records[i]
         pos = _truth(r, k, f"record {i}")
-        reply = LETTERS[pos] if answer == "letter" else r.choices[k][pos]
+        reply = answer_options(r.choices[k], answer)[pos]
         prompt = lmm.chat(question_text(ranks[k], r.choices[k], organism), system)
         out.append(SFTExample(i, k, prompt, reply + lmm.end_of_turn))
     return out
@@ -390,12 +389,10 @@ def sft_loss(model: torch.nn.Module, batch: dict, labels: torch.Tensor) -> torch
 def evaluate_sft(lmm: LMM, records: Sequence[VQARecord], images: ImageSource, ranks: Sequence[str] | None = None,
                  answer: str = "letter", system: bool = True, organism: str = "organism",
                  batch_size: int = 16) -> dict[str, Any]:
-    """Option-scoring accuracy of ``lmm`` on every question of ``records``, asked as in training.
-
-    With letter answers after the system prompt (the benchmark's reference protocol) this is
-    :func:`~taxonlens.recognize.vqa_answer.answer_records` in ``score`` mode. Otherwise the same
-    scoring in the trained format: the log-likelihood of each option's letter (``letter``) or
-    text (``name``) after the question, with or without the system prompt; the best one wins.
+    """Option-scoring accuracy of ``lmm`` on every question of ``records``, asked as in training:
+    :func:`~taxonlens.recognize.vqa_answer.answer_records` in ``score`` mode, the options' letters
+    (``letter``) or names (``name``) scored after the question, with or without the system
+    prompt; the best one wins.
 
     Returns:
         ``{"n": questions, "acc": percent, "chance": percent (mean of 1 / options),
@@ -404,23 +401,11 @@ def evaluate_sft(lmm: LMM, records: Sequence[VQARecord], images: ImageSource, ra
     ranks = default_ranks(records, ranks)
     asks = check_records(records, ranks, "evaluation")
     load = image_loader(images, "evaluation")
-    if answer == "letter" and system:  # a few records at a time: answer_records holds their images
-        rows = [row for start in range(0, len(records), batch_size)
-                for row in answer_records(lmm, records[start:start + batch_size], load, "score", ranks=ranks,
-                                          organism=organism, batch_size=batch_size)]
-        picks = {(i, k): [o.lower() for o in records[i].choices[k]].index(rows[i]["path"][k].lower())
-                 for i, k in asks}
-    else:
-        picks = {}
-        for start in range(0, len(asks), batch_size):
-            chunk = asks[start:start + batch_size]
-            loaded = {i: load(records[i]) for i in dict.fromkeys(i for i, _ in chunk)}
-            options = [list(LETTERS[:len(records[i].choices[k])]) if answer == "letter" else list(records[i].choices[k])
-                       for i, k in chunk]
-            scores = lmm.option_logprobs([loaded[i] for i, _ in chunk],
-                                         [question_text(ranks[k], records[i].choices[k], organism) for i, k in chunk],
-                                         options, system=SYSTEM_PROMPT if system else None)
-            picks.update({ik: int(s.argmax()) for ik, s in zip(chunk, scores)})
+    rows = [row for start in range(0, len(records), batch_size)  # a few records at a time: their images are held
+            for row in answer_records(lmm, records[start:start + batch_size], load, "score", ranks=ranks,
+                                      organism=organism, batch_size=batch_size, answer=answer,
+                                      system=SYSTEM_PROMPT if system else None)]
+    picks = {(i, k): [o.lower() for o in records[i].choices[k]].index(rows[i]["path"][k].lower()) for i, k in asks}
     right = {ik: picks[ik] == _truth(records[ik[0]], ik[1], "evaluation") for ik in asks}
     level_acc = {}
     for k in sorted({k for _, k in asks}):
