@@ -314,6 +314,7 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
 
     set_seed(config.seed)
     lmm = load_lmm(config.model, seed=config.seed)
+    use_cache = lmm.model.config.to_dict().get("use_cache")  # None: the top-level config does not set it
     if config.lora_r == 0 and config.beta > 0 and not Path(config.model).is_dir() and "/" not in config.model:
         raise TaxonlensError(f"full fine-tuning with a KL penalty reloads {config.model} as the reference; save it to "
                              "a folder first (LMM.save) or use LoRA")
@@ -369,6 +370,10 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
     model = trainer.model
     model.eval()
     lmm.model = model.merge_and_unload() if config.lora_r else model
+    if use_cache is None:  # trl turns the KV cache off for training; generation wants it back
+        lmm.model.config.__dict__.pop("use_cache", None)
+    else:
+        lmm.model.config.use_cache = use_cache
     model_dir = lmm.save(out / MODEL_DIR)
     return RFTResult(lmm, model_dir, metrics, trainer.state.global_step, seconds)
 
