@@ -17,8 +17,6 @@ and skips the records already answered.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from PIL import Image
 
 from taxonlens.data.vqa import VQARecord
 from taxonlens.errors import DataError
+from taxonlens.journal import fill_journal
 from taxonlens.models.mllm import LMM
 from taxonlens.recognize.answers import ANSWERS, SYSTEM_PROMPT, answer_options, parse_answer, question_text
 from taxonlens.recognize.vqa import consistent_decode
@@ -119,9 +118,9 @@ def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, im
                      mode: str = "score", taxonomy: Taxonomy | None = None, organism: str = "organism",
                      chunk: int = 16, progress: Callable[[int], None] | None = None, **kwargs) -> Path:
     """Answer every record into the JSONL file ``out`` (log-probabilities rounded to 5 decimals),
-    ``chunk`` records at a time; records whose
-    image is already in ``out`` are skipped (resume; a line cut by a crash is dropped first). Images are read with the safe loader from
-    ``image_root / record.image`` (or the path as written).
+    ``chunk`` records at a time, through :func:`~taxonlens.journal.fill_journal`: records whose
+    image is already in ``out`` are skipped (resume; a line cut by a crash is dropped first).
+    Images are read with the safe loader from ``image_root / record.image`` (or the path as written).
 
     Raises:
         DataError: an image that cannot be read (named, with the reason).
@@ -129,22 +128,6 @@ def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, im
     from taxonlens.data import load_image
     from taxonlens.errors import ImageError
 
-    out = Path(out)
-    done, kept, cut = set(), [], False
-    if out.is_file():
-        for line in out.read_text(encoding="utf-8").splitlines():
-            try:
-                done.add(json.loads(line)["image"])
-                kept.append(line + "\n")
-            except (json.JSONDecodeError, KeyError, TypeError):
-                cut = True  # a line cut by a crash: dropped, and that record is answered again
-    if cut:
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, out)
-    todo = [r for r in records if r.image not in done]
-    if progress and len(records) > len(todo):
-        progress(len(records) - len(todo))
     root = Path(image_root) if image_root is not None else None
 
     def load(record: VQARecord) -> Image.Image:
@@ -154,14 +137,10 @@ def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, im
             raise DataError(f"benchmark line {record.line}: {e}; pass --images DIR if the paths are relative "
                             "to another folder") from None
 
-    for start in range(0, len(todo), chunk):
-        batch = todo[start:start + chunk]
-        rows = answer_records(lmm, batch, load, mode, taxonomy, organism=organism, **kwargs)
-        with out.open("a", encoding="utf-8") as f:
-            f.writelines(json.dumps(_rounded(r), ensure_ascii=False) + "\n" for r in rows)
-        if progress:
-            progress(len(batch))
-    return out
+    def work(batch: Sequence[VQARecord]) -> list[dict]:
+        return [_rounded(row) for row in answer_records(lmm, batch, load, mode, taxonomy, organism=organism, **kwargs)]
+
+    return fill_journal(out, records, lambda r: r.image, work, chunk, progress)
 
 
 def consistency_report(records: Sequence[VQARecord], rows: Sequence[dict], taxonomy: Taxonomy) -> dict[str, dict]:
