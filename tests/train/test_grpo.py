@@ -7,30 +7,16 @@ import pytest
 import torch
 
 from taxonlens.data import VQARecord
-from taxonlens.data.vqa_build import build_vqa
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.mllm import load_lmm
-from taxonlens.synthworld import SynthWorld, random_taxonomy
 from taxonlens.train import CheckpointError
 from taxonlens.train.grpo import RFTConfig, answer_reward, rft_dataset, rft_examples, shots_per_species, train_grpo
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 
-@pytest.fixture(scope="module")
-def world():
-    """6 species x 2 photos: 12 records, questions at all 7 ranks."""
-    w = SynthWorld.create(random_taxonomy(6, seed=0), 6, 2, novel_fraction=0, size=32, seed=0, nuisance=0.2)
-    return w, build_vqa(w.records(None), w.taxonomy, 4, "random", seed=0), w.image_source()
-
-
-@pytest.fixture(scope="module")
-def lmm():
-    return load_lmm("tiny-qwen2.5-vl")
-
-
-def test_reward_is_one_exactly_when_the_completion_names_the_truth(world, lmm):
-    w, records, _ = world
+def test_reward_is_one_exactly_when_the_completion_names_the_truth(deep, lmm):
+    w, records, _ = deep
     examples = rft_examples(lmm, records, w.taxonomy.ranks, RFTConfig(levels_per_record=0))
     reward = answer_reward(examples, records)
     ex = next(e for e in examples if len(records[e.record].choices[e.level]) == 4)
@@ -56,8 +42,8 @@ def test_shots_keep_k_records_per_species_in_order():
         shots_per_species(recs, 0)
 
 
-def test_trl_renders_each_question_as_the_sft_prompt_at_one_random_rank(world, lmm):
-    w, records, photos = world
+def test_trl_renders_each_question_as_the_sft_prompt_at_one_random_rank(deep, lmm):
+    w, records, photos = deep
     config = RFTConfig(levels_per_record=1, seed=3)
     examples = rft_examples(lmm, records, w.taxonomy.ranks, config)
     assert sorted(ex.record for ex in examples) == list(range(12))  # one level per record
@@ -81,8 +67,8 @@ def test_bad_settings_are_refused(change, message):
         RFTConfig(**change)
 
 
-def test_plain_grpo_run_logs_rewards_keeps_out_tara_and_refuses_to_overwrite(world, tmp_path):
-    w, records, photos = world
+def test_plain_grpo_run_logs_rewards_keeps_out_tara_and_refuses_to_overwrite(deep, tmp_path):
+    w, records, photos = deep
     seen = []
     config = RFTConfig(out=tmp_path, epochs=1, questions_per_step=6, threads=1, max_new_tokens=4, lr=1e-3)
     result = train_grpo(config, records, photos, w.taxonomy.ranks, progress=seen.append)
@@ -100,8 +86,8 @@ def test_plain_grpo_run_logs_rewards_keeps_out_tara_and_refuses_to_overwrite(wor
     assert all(torch.equal(p, base[n]) for n, p in result.lmm.model.state_dict().items())
 
 
-def test_full_fine_tuning_needs_a_saved_reference_and_then_trains_every_weight(world, tmp_path):
-    w, records, photos = world
+def test_full_fine_tuning_needs_a_saved_reference_and_then_trains_every_weight(deep, tmp_path):
+    w, records, photos = deep
     with pytest.raises(TaxonlensError, match="save it to a folder first"):
         train_grpo(RFTConfig(out=tmp_path / "x", lora_r=0, threads=1), records, photos, w.taxonomy.ranks)
     base = load_lmm("tiny-qwen2.5-vl").save(tmp_path / "base")

@@ -27,18 +27,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
-@pytest.fixture(scope="module")
-def deep():
-    """6 species x 2 photos: 12 records, questions at all 7 ranks (2 options above species, 4 at it)."""
-    world = SynthWorld.create(random_taxonomy(6, seed=0), 6, 2, novel_fraction=0, size=32, seed=0, nuisance=0.2)
-    return world, build_vqa(world.records(None), world.taxonomy, 4, "random", seed=0), world.image_source()
-
-
-@pytest.fixture(scope="module")
-def lmm():
-    return load_lmm("tiny-qwen2.5-vl")
-
-
 def _config(tmp_path, **kw):
     base = {"out": str(tmp_path), "epochs": 2, "batch_size": 8, "lr": 2e-3, "lora_alpha": 32,
             "lora_targets": "language+head", "questions_per_record": 2, "threads": 1}

@@ -7,10 +7,8 @@ import math
 import pytest
 import torch
 
-from taxonlens.data.vqa_build import build_vqa
 from taxonlens.models.mllm import load_lmm
 from taxonlens.models.presets import LMM_PRESETS
-from taxonlens.synthworld import SynthWorld, random_taxonomy
 from taxonlens.train.grpo import RFTConfig, rft_examples, train_grpo
 from taxonlens.train.sft import SFTConfig, train_sft
 from taxonlens.train.tara import (
@@ -26,13 +24,6 @@ from taxonlens.train.tara import (
 )
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
-
-
-@pytest.fixture(scope="module")
-def world():
-    """6 species x 2 photos: 12 records, questions at all 7 ranks (2 options above species, 4 at it)."""
-    w = SynthWorld.create(random_taxonomy(6, seed=0), 6, 2, novel_fraction=0, size=32, seed=0, nuisance=0.2)
-    return w, build_vqa(w.records(None), w.taxonomy, 4, "random", seed=0), w.image_source()
 
 
 # ------------------------------------------------------------- matching and losses
@@ -76,9 +67,8 @@ def test_aligner_reads_the_middle_and_the_last_layer_by_default():
 
 
 # ------------------------------------------------------------------- targets
-def test_bfm_targets_are_patch_grids_and_taxonomic_label_captions(world):
-    w, records, photos = world
-    lmm = load_lmm("tiny-qwen2.5-vl")
+def test_bfm_targets_are_patch_grids_and_taxonomic_label_captions(deep, lmm):
+    w, records, photos = deep
     examples = rft_examples(lmm, records, w.taxonomy.ranks, RFTConfig(levels_per_record=2))
     r, ex = records[examples[0].record], examples[0]
     assert label_text(r, 2) == f"a photo of {' '.join(r.levels[:3])}."
@@ -94,10 +84,10 @@ def test_bfm_targets_are_patch_grids_and_taxonomic_label_captions(world):
 
 
 @pytest.mark.parametrize("preset", sorted(LMM_PRESETS))
-def test_alignment_loss_alone_moves_the_lmm_weights(world, preset):
+def test_alignment_loss_alone_moves_the_lmm_weights(deep, preset):
     """The teacher-forced pass gives the alignment gradient to the LMM itself (LoRA here), not
     only to the projectors, for every preset."""
-    w, records, photos = world
+    w, records, photos = deep
     lmm = load_lmm(preset).add_lora(4, 8, 0.0, "language")
     examples = rft_examples(lmm, records, w.taxonomy.ranks, RFTConfig(levels_per_record=1))[:3]
     images = [photos(records[ex.record]) for ex in examples]
@@ -125,9 +115,9 @@ def test_alignment_loss_alone_moves_the_lmm_weights(world, preset):
 
 # ----------------------------------------------------------------------- runs
 @pytest.fixture(scope="module")
-def warm(world, tmp_path_factory):
+def warm(deep, tmp_path_factory):
     """A tiny SFT warm start (names, no system prompt), saved as a model folder."""
-    w, records, photos = world
+    w, records, photos = deep
     out = tmp_path_factory.mktemp("sft")
     config = SFTConfig(out=out, epochs=3, batch_size=4, lr=2e-3, lora_alpha=32, lora_targets="language+head",
                        answer="name", system=False, eval_every=0, threads=1)
@@ -140,8 +130,8 @@ def _tara(out, warm, **kw):
     return RFTConfig(**(base | kw))
 
 
-def test_tara_run_lowers_the_label_loss_and_saves_a_plain_lmm(world, warm, tmp_path):
-    w, records, photos = world
+def test_tara_run_lowers_the_label_loss_and_saves_a_plain_lmm(deep, warm, tmp_path):
+    w, records, photos = deep
     result = train_grpo(_tara(tmp_path, warm, lr=3e-4), records, photos, w.taxonomy.ranks)
     assert result.steps == 4  # 12 questions, 3 per step
     label = [row["tara/label_loss"] for row in result.metrics]
@@ -157,8 +147,8 @@ def test_tara_run_lowers_the_label_loss_and_saves_a_plain_lmm(world, warm, tmp_p
                                result.lmm.option_logprobs([image], ["q"], [["a b", "c"]])[0])
 
 
-def test_an_interrupted_tara_run_resumes_to_the_same_weights(world, warm, tmp_path):
-    w, records, photos = world
+def test_an_interrupted_tara_run_resumes_to_the_same_weights(deep, warm, tmp_path):
+    w, records, photos = deep
     full = train_grpo(_tara(tmp_path / "full", warm), records, photos, w.taxonomy.ranks)
 
     def stop(log):
