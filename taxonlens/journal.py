@@ -6,16 +6,23 @@ not a JSON object; :func:`append_journal` removes a cut last line before appendi
 stays one whole object per line and a resumed run writes the same file as an uninterrupted one.
 :func:`fill_journal` is the resumable loop: work on the items not yet in the file, a chunk at a
 time, appending each chunk's rows.
+
+A journal is only resumed by a run that would write the same rows: :func:`claim_run` records,
+beside the output ``OUT``, the settings that determine its rows (``OUT.run.json``: model and
+label-set fingerprints, options) and refuses to add to an output written with other settings,
+unless told to start afresh.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO, TypeVar
+
+from taxonlens.errors import DataError
 
 T = TypeVar("T")
 _BLOCK = 1 << 16
@@ -70,10 +77,56 @@ def append_journal(path: str | Path) -> Iterator[TextIO]:
         yield f
 
 
+def run_file(out: str | Path) -> Path:
+    """Where the settings of the run that writes ``out`` are recorded: ``OUT.run.json``."""
+    out = Path(out)
+    return out.with_name(out.name + ".run.json")
+
+
+def claim_run(out: str | Path, settings: Mapping[str, object], overwrite: bool = False,
+              companions: Sequence[Path] = ()) -> None:
+    """Make ``out`` the output of a run with ``settings``, before any row is written.
+
+    When ``out`` (or one of its ``companions``, such as its journal) already exists, its rows may
+    be resumed only if they were made with the same settings (as recorded in :func:`run_file`);
+    ``overwrite`` deletes them instead, so the run starts afresh. The settings are then recorded.
+
+    Args:
+        settings: everything that determines a row (JSON values: fingerprints, names, numbers).
+
+    Raises:
+        DataError: ``out`` holds rows made with other settings, or by a run that recorded none.
+    """
+    out, record = Path(out), run_file(out)
+    files = [out, *companions]
+    settings = json.loads(json.dumps(settings))  # tuples and lists compare alike once written
+    if overwrite:
+        for f in (*files, record):
+            f.unlink(missing_ok=True)
+    elif any(f.exists() for f in files):
+        if not record.is_file():
+            raise DataError(f"{out} exists but records no settings ({record.name} is missing), so its rows "
+                            "cannot be trusted to match this run; pass --overwrite or another --out")
+        try:
+            saved = json.loads(record.read_text(encoding="utf-8"))["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{record}: unreadable run settings ({e}); pass --overwrite or another --out") from None
+        differ = [k for k in dict.fromkeys([*saved, *settings]) if saved.get(k) != settings.get(k)]
+        if differ:
+            raise DataError(f"{out} was written with another {', '.join(differ)}; pass --overwrite or another --out")
+    tmp = record.with_name(f".{record.name}.tmp")
+    tmp.write_text(json.dumps({"settings": settings}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, record)
+
+
 def fill_journal(out: str | Path, items: Sequence[T], key: Callable[[T], str],
                  work: Callable[[Sequence[T]], list[dict]], chunk: int = 16,
-                 progress: Callable[[int], None] | None = None, field: str = "image") -> Path:
+                 progress: Callable[[int], None] | None = None, field: str = "image",
+                 settings: Mapping[str, object] | None = None, overwrite: bool = False) -> Path:
     """Append to the JSON-lines file ``out`` the rows of every item not already in it.
+
+    With ``settings``, the run first claims ``out`` (:func:`claim_run`): rows written with other
+    settings are never resumed (``overwrite`` starts afresh instead).
 
     An item is done when some row of ``out`` has ``row[field] == key(item)``. The others (each
     key once) are
@@ -88,6 +141,8 @@ def fill_journal(out: str | Path, items: Sequence[T], key: Callable[[T], str],
     out = Path(out)
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
+    if settings is not None:
+        claim_run(out, settings, overwrite)
     done = {r[field] for r in read_journal(out) if field in r}
     todo = []
     for item in items:  # an item listed twice is done once

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from taxonlens.journal import append_journal, fill_journal, read_journal
+from taxonlens.errors import DataError
+from taxonlens.journal import append_journal, claim_run, fill_journal, read_journal, run_file
 
 
 def test_read_skips_a_cut_line_and_a_missing_file_is_empty(tmp_path):
@@ -51,3 +52,34 @@ def test_fill_journal_does_each_item_once_in_chunks(tmp_path):
     chunks.clear()
     fill_journal(path, ["a", "b", "c", "d", "e"], str, work, chunk=2)
     assert chunks == [["d"]]
+
+
+def test_a_run_resumes_only_what_the_same_settings_wrote(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    calls = []
+
+    def work(batch):
+        calls.extend(batch)
+        return [{"image": x} for x in batch]
+
+    fill_journal(out, ["a", "b"], str, work, settings={"model": "m1", "k": (1, 2)})
+    assert json.loads(run_file(out).read_text())["settings"] == {"model": "m1", "k": [1, 2]}
+    fill_journal(out, ["a", "b", "c"], str, work, settings={"model": "m1", "k": [1, 2]})  # a tuple equals its list
+    assert calls == ["a", "b", "c"]
+    with pytest.raises(DataError, match=r"rows\.jsonl was written with another model, k; pass --overwrite"):
+        fill_journal(out, ["a"], str, work, settings={"model": "m2", "k": [3]})
+    assert [r["image"] for r in read_journal(out)] == ["a", "b", "c"]  # refused: nothing touched
+    fill_journal(out, ["a"], str, work, settings={"model": "m2"}, overwrite=True)
+    assert [r["image"] for r in read_journal(out)] == ["a"] and calls[-1] == "a"
+
+
+def test_an_output_without_recorded_settings_is_refused(tmp_path):
+    out = tmp_path / "old.jsonl"
+    out.write_text('{"image": "a"}\n')
+    with pytest.raises(DataError, match=r"old\.jsonl exists but records no settings"):
+        claim_run(out, {"model": "m"})
+    run_file(out).write_text("{not json")
+    with pytest.raises(DataError, match="unreadable run settings"):
+        claim_run(out, {"model": "m"})
+    claim_run(out, {"model": "m"}, overwrite=True)
+    assert not out.exists() and json.loads(run_file(out).read_text()) == {"settings": {"model": "m"}}

@@ -13,8 +13,6 @@ One logical schema in every format:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,7 +21,7 @@ from taxonlens.data.records import Record
 from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.taxonomy.loaders import is_rank_column
-from taxonlens.textio import read_jsonl, read_text
+from taxonlens.tables import read_table, table_format, write_table
 
 _RESERVED = frozenset({"image", "path", "label", "split", "common_name", "attributes"})
 
@@ -96,31 +94,8 @@ def read_manifest(path: str | Path, taxonomy: Taxonomy | None = None) -> list[Re
         DataError: a missing file, an unknown format or a malformed row (file and line named).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest file {path} does not exist")
     root = path.parent
-    suffix = path.suffix.lower()
-    rows: list[tuple[str, Mapping[str, object]]] = []
-    if suffix == ".jsonl":
-        rows = [(f"{path}:{i}", obj) for i, obj in read_jsonl(path, "manifest")]
-    elif suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(read_text(path, "manifest"), newline=""),
-                                delimiter="\t" if suffix == ".tsv" else ",")
-        for row in reader:
-            if None in row or None in row.values():
-                raise DataError(f"{path}:{reader.line_num}: number of fields differs from the header")
-            rows.append((f"{path}:{reader.line_num}", row))
-    elif suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowException, OSError) as e:
-            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-        rows = [(f"{path}:row {i + 1}", r) for i, r in enumerate(table.to_pylist())]
-    else:
-        raise DataError(f"{path}: unknown manifest format {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
+    rows = read_table(path, "manifest")
     keys: list[str] = []
     for _, r in rows:  # rank columns in first-seen order
         keys.extend(k for k in r if k not in keys)
@@ -145,30 +120,21 @@ def write_manifest(records: Iterable[Record], path: str | Path, ranks: Iterable[
         d = r.to_dict()
         d["image"] = _relative(r.image, root)
         rows.append(d)
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open("w", encoding="utf-8") as f:
-            for d in rows:
-                f.write(json.dumps(d, ensure_ascii=False) + "\n")
-    elif suffix in (".csv", ".tsv"):
+    if table_format(path, "manifest") in (".csv", ".tsv"):
         rank_cols = list(ranks or [])
         if not rank_cols:
             raise DataError("writing a CSV manifest needs the rank names for its columns")
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter="\t" if suffix == ".tsv" else ",")
-            writer.writerow(["image", *rank_cols, "split", "common_name", "attributes"])
-            for d in rows:
-                names = list(d["path"]) + [""] * (len(rank_cols) - len(d["path"]))
-                attrs = json.dumps(d["attributes"], ensure_ascii=False) if d.get("attributes") else ""
-                writer.writerow([d["image"], *names, d["split"], d.get("common_name", ""), attrs])
-    elif suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        flat = []
+        for d in rows:
+            names = list(d["path"]) + [""] * (len(rank_cols) - len(d["path"]))
+            flat.append({"image": d["image"], **dict(zip(rank_cols, names)), "split": d["split"],
+                         "common_name": d.get("common_name", ""), "attributes": d.get("attributes") or ""})
+        write_table(flat, path, "manifest", ["image", *rank_cols, "split", "common_name", "attributes"])
+    elif path.suffix.lower() == ".parquet":
         for d in rows:
             d["attributes"] = json.dumps(d.get("attributes", {}), ensure_ascii=False)
             d.setdefault("common_name", None)
-        pq.write_table(pa.Table.from_pylist(rows), path)
+        write_table(rows, path, "manifest")
     else:
-        raise DataError(f"{path}: unknown manifest format {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
+        write_table(rows, path, "manifest")
     return path

@@ -55,11 +55,12 @@ def describe_with_lmm(answerer: Answerer, images: Sequence[Image.Image], attribu
 
 def describe_rows(rows: Sequence[dict], out: str | Path, method: str = "template", answerer: Answerer | None = None,
                   organism: str = "organism", batch_size: int = 8, max_new_tokens: int = 64,
-                  system: str | None = None,
-                  progress: Callable[[int], None] | None = None) -> tuple[Path, list[ImageError]]:
+                  system: str | None = None, progress: Callable[[int], None] | None = None,
+                  overwrite: bool = False) -> tuple[Path, list[ImageError]]:
     """Describe every row (``{"image", "label", "attributes"}``) into the JSON-lines file ``out``:
     the row plus ``"description"``, appended as they are done; rows whose image is already in
-    ``out`` are skipped. ``method`` ``template`` needs no photo; ``lmm`` reads each photo and asks
+    ``out`` are skipped when ``out`` was written with the same method, model and questions (see
+    :func:`~taxonlens.journal.claim_run`; ``overwrite`` starts afresh). ``method`` ``template`` needs no photo; ``lmm`` reads each photo and asks
     ``answerer``.
 
     Returns:
@@ -88,7 +89,10 @@ def describe_rows(rows: Sequence[dict], out: str | Path, method: str = "template
                                   max_new_tokens, system)
         return [{**row, DESCRIPTION: text} for row, text in zip(kept, texts)]
 
-    fill_journal(out, rows, lambda row: row["image"], work, batch_size, progress)
+    settings = {"method": method, "model": answerer.fingerprint() if method == "lmm" else None,
+                "organism": organism, "max_new_tokens": max_new_tokens, "system": system}
+    fill_journal(out, rows, lambda row: row["image"], work, batch_size, progress, settings=settings,
+                 overwrite=overwrite)
     return Path(out), failures
 
 
@@ -146,8 +150,8 @@ def described_manifest_path(out: str | Path) -> Path:
 def describe_manifest(records: Sequence[Record], out: str | Path, extracted: str | Path | None = None,
                       method: str = "template", answerer: Answerer | None = None, organism: str = "organism",
                       manifest_out: str | Path | None = None, batch_size: int = 8, max_new_tokens: int = 64,
-                      system: str | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path, list[ImageError]]:
+                      system: str | None = None, progress: Callable[[int, int], None] | None = None,
+                      overwrite: bool = False) -> tuple[Path, Path, list[ImageError]]:
     """``taxonlens attributes describe``: describe the records' photos into ``out`` (described
     JSON lines, resumable) and write the manifest the trainer reads (:func:`described_records`).
 
@@ -157,6 +161,7 @@ def describe_manifest(records: Sequence[Record], out: str | Path, extracted: str
             attribute values (synthworld's true ones).
         manifest_out: the manifest to write (default :func:`described_manifest_path` of ``out``).
         progress: called with (photos done, photos to describe) as the work goes.
+        overwrite: start ``out`` afresh instead of resuming it (see :func:`describe_rows`).
 
     Returns:
         the described file, the manifest, and the photos that could not be read.
@@ -182,7 +187,7 @@ def describe_manifest(records: Sequence[Record], out: str | Path, extracted: str
             progress(done[0], len(rows))
 
     out, failures = describe_rows(rows, out, method, answerer, organism, batch_size, max_new_tokens, system,
-                                  advance)
+                                  advance, overwrite)
     described = described_records(records, read_attribute_rows(out, described=True))
     manifest = write_manifest(described, manifest_out or described_manifest_path(out))
     return out, manifest, failures

@@ -20,7 +20,7 @@ from PIL import Image
 from taxonlens.data.images import load_image
 from taxonlens.data.records import Record
 from taxonlens.errors import DataError, ImageError
-from taxonlens.journal import fill_journal, read_journal
+from taxonlens.journal import fill_journal
 
 #: The question asked per attribute and photo.
 EXTRACTION_QUESTION = "What is the {attribute} of the {organism} in this image? Answer in a few words."
@@ -34,6 +34,10 @@ class Answerer(Protocol):
     def generate(self, images: Sequence[Image.Image], questions: Sequence[str], max_new_tokens: int = 16,
                  system: str | None = None) -> list[str]:
         """One answer per (image, question) pair."""
+        ...
+
+    def fingerprint(self) -> str:
+        """What identifies the answerer's weights (a resumed output must come from the same)."""
         ...
 
 
@@ -81,25 +85,24 @@ def attribute_row(record: Record, values: Mapping[str, str]) -> dict:
 
 def extract_records(answerer: Answerer, records: Sequence[Record], attributes: Sequence[str], out: str | Path,
                     organism: str = "organism", batch_size: int = 32, max_new_tokens: int = 16,
-                    system: str | None = None,
-                    progress: Callable[[int], None] | None = None) -> tuple[Path, list[ImageError]]:
+                    system: str | None = None, progress: Callable[[int], None] | None = None,
+                    overwrite: bool = False) -> tuple[Path, list[ImageError]]:
     """Extract ``attributes`` of every record's photo into the JSON-lines file ``out`` (one
     :func:`attribute_row` per photo, appended as the photos are done; photos already in ``out``
-    are skipped). Photos are asked about ``max(1, batch_size // len(attributes))`` at a time.
+    are skipped, when ``out`` was written with the same answerer, attributes and questions, see
+    :func:`~taxonlens.journal.claim_run`; ``overwrite`` starts afresh). Photos are asked about
+    ``max(1, batch_size // len(attributes))`` at a time.
 
     Returns:
         ``out``, and the photos that could not be read (not written; tried again on a rerun).
 
     Raises:
-        DataError: no attributes, or ``out`` holds values of other attributes.
+        DataError: no attributes, or ``out`` written with other attributes or another answerer.
     """
     if not attributes:
         raise DataError("no attributes to extract")
-    out = Path(out)
-    held = {name for row in read_journal(out) if isinstance(row.get("attributes"), dict) for name in row["attributes"]}
-    if held and held != set(attributes):
-        raise DataError(f"{out} holds values of the attributes {sorted(held)}, not {sorted(set(attributes))}; "
-                        "write to another file")
+    settings = {"model": answerer.fingerprint(), "attributes": list(attributes), "organism": organism,
+                "max_new_tokens": max_new_tokens, "system": system}
     failures: list[ImageError] = []
 
     def work(batch: Sequence[Record]) -> list[dict]:
@@ -113,5 +116,6 @@ def extract_records(answerer: Answerer, records: Sequence[Record], attributes: S
         values = extract_attributes(answerer, images, attributes, organism, batch_size, max_new_tokens, system)
         return [attribute_row(r, v) for r, v in zip(kept, values)]
 
-    fill_journal(out, records, lambda r: r.image, work, max(1, batch_size // len(attributes)), progress)
-    return out, failures
+    fill_journal(out, records, lambda r: r.image, work, max(1, batch_size // len(attributes)), progress,
+                 settings=settings, overwrite=overwrite)
+    return Path(out), failures

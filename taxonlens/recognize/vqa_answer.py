@@ -116,10 +116,14 @@ def _rounded(row: dict) -> dict:
 
 def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, image_root: str | Path | None = None,
                      mode: str = "score", taxonomy: Taxonomy | None = None, organism: str = "organism",
-                     chunk: int = 16, progress: Callable[[int], None] | None = None, **kwargs) -> Path:
+                     chunk: int = 16, progress: Callable[[int], None] | None = None, overwrite: bool = False,
+                     **kwargs) -> Path:
     """Answer every record into the JSONL file ``out`` (log-probabilities rounded to 5 decimals),
     ``chunk`` records at a time, through :func:`~taxonlens.journal.fill_journal`: records whose
-    image is already in ``out`` are skipped (resume; a line cut by a crash is dropped first).
+    image is already in ``out`` are skipped (resume; a line cut by a crash is dropped first) when
+    ``out`` was written by the same model with the same mode, taxonomy and question options (see
+    :func:`~taxonlens.journal.claim_run`; ``overwrite`` starts afresh). ``kwargs`` go to
+    :func:`answer_records`.
     Images are read with the safe loader from ``image_root / record.image`` (or the path as written).
 
     Raises:
@@ -140,7 +144,11 @@ def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, im
     def work(batch: Sequence[VQARecord]) -> list[dict]:
         return [_rounded(row) for row in answer_records(lmm, batch, load, mode, taxonomy, organism=organism, **kwargs)]
 
-    return fill_journal(out, records, lambda r: r.image, work, chunk, progress)
+    settings = {"model": lmm.fingerprint(), "mode": mode, "organism": organism,
+                "taxonomy": taxonomy.fingerprint if taxonomy is not None else None,
+                **{k: v for k, v in kwargs.items() if k != "batch_size"}}  # batching changes no answer
+    return fill_journal(out, records, lambda r: r.image, work, chunk, progress, settings=settings,
+                        overwrite=overwrite)
 
 
 def consistency_report(records: Sequence[VQARecord], rows: Sequence[dict], taxonomy: Taxonomy) -> dict[str, dict]:

@@ -18,6 +18,7 @@ so a 450,000-leaf tree builds in seconds and queries are array lookups.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 
@@ -173,6 +174,15 @@ class Taxonomy:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A 16-hex-digit digest of the ranks and the leaf paths in leaf order: equal taxonomies
+        (``==``) have equal fingerprints, so files made with one can be checked against another."""
+        digest = hashlib.sha256("\x1e".join(self.ranks).encode())
+        for path in self.leaf_paths():
+            digest.update(("\x1d" + "\x1f".join(path)).encode())
+        return digest.hexdigest()[:16]
 
     # ----------------------------------------------------------- structure
     @cached_property

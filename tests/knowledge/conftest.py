@@ -40,6 +40,9 @@ class ScriptedAnswerer:
         self.style, self.fail_after = style, fail_after
         self.calls: list[int] = []  # questions per call
 
+    def fingerprint(self):
+        return "scripted"
+
     def generate(self, images, questions, max_new_tokens=16, system=None):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise KeyboardInterrupt("killed")

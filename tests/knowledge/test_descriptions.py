@@ -6,6 +6,7 @@ import pytest
 
 from taxonlens.data import Record, read_manifest, write_manifest
 from taxonlens.errors import DataError
+from taxonlens.journal import run_file
 from taxonlens.knowledge import (
     DESCRIPTION,
     describe,
@@ -31,6 +32,7 @@ def test_template_descriptions_resume_into_the_same_file(tmp_path):
     part = tmp_path / "part.jsonl"
     text = whole.read_text()
     part.write_text(text[: text.index("3.png") + 20])  # two whole lines, a third cut
+    run_file(part).write_text(run_file(whole).read_text())  # as the killed run recorded it
     describe_rows(ROWS, part, organism="fungus")
     assert part.read_bytes() == whole.read_bytes()
 
@@ -40,6 +42,9 @@ class Describer:
 
     def __init__(self):
         self.questions = []
+
+    def fingerprint(self):
+        return "scripted"
 
     def generate(self, images, questions, max_new_tokens=16, system=None):
         self.questions.extend(questions)

@@ -95,7 +95,7 @@ def test_an_output_of_other_attributes_is_refused(world_manifest, tmp_path, scri
     records = read_manifest(world_manifest)[:2]
     out = tmp_path / "x.jsonl"
     extract_records(scripted(), records, ASKED, out)
-    with pytest.raises(DataError, match="holds values of the attributes"):
+    with pytest.raises(DataError, match="written with another attributes; pass --overwrite"):
         extract_records(scripted(), records, ["markings"], out)
     with pytest.raises(DataError, match="no attributes"):
         extract_records(scripted(), records, [], tmp_path / "y.jsonl")
