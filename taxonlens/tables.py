@@ -20,6 +20,8 @@ from taxonlens.errors import DataError
 from taxonlens.textio import read_jsonl, read_text
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
+PATH_SEPARATOR = " > "
+"""How a taxon path is written in a text cell (CSV, TSV): ``"Animalia > Chordata > Aves"``."""
 
 
 def table_format(path: str | Path, kind: str, suffixes: Sequence[str] = TABLE_SUFFIXES) -> str:

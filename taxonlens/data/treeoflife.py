@@ -21,6 +21,7 @@ reads it from the local Hugging Face cache.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,16 @@ class LabelSet:
     embeddings: torch.Tensor
     column_leaf: np.ndarray
     common_names: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """A 16-hex-digit digest of the embeddings (every row's first values and a sample of
+        whole rows: cheap on 450,000 labels) and the column-to-leaf map."""
+        emb = self.embeddings.float().numpy()
+        digest = hashlib.sha256(np.ascontiguousarray(emb[:, :8]).tobytes())
+        digest.update(np.ascontiguousarray(emb[:: max(1, len(emb) // 1024)]).tobytes())
+        digest.update(np.ascontiguousarray(self.column_leaf, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
 
     def subset(self, leaf_indices: Sequence[int] | np.ndarray) -> LabelSet:
         """The labels of the given leaves only (and their columns), over the pruned taxonomy."""

@@ -3,7 +3,8 @@
 Two prediction formats, told apart by content (both may be JSONL or a JSON list):
 
 - taxonlens JSONL: one ``{"image": ..., "path": [level 1 name, ..., leaf]}`` per line
-  (other keys are ignored);
+  (other keys are ignored); ``taxonlens predict``'s own output is read as such, in any of its
+  formats (``file_name`` names the image; a CSV holds the path as ``"a > b > c"``);
 - the result JSON of the reference evaluation scripts (LLM-Hierarchical-Consistency,
   TARA): a JSON list of objects with ``image``, ``ground_truth_levelK`` and
   ``predicted_levelK`` for K = 1, 2, ...  As the reference does, the path is read
@@ -31,6 +32,7 @@ from taxonlens.data import read_manifest, read_vqa_benchmark
 from taxonlens.errors import DataError, TaxonNotFoundError
 from taxonlens.evaluate.metrics import HierarchicalReport, hierarchical_report
 from taxonlens.taxonomy import Taxonomy
+from taxonlens.tables import PATH_SEPARATOR, read_table
 from taxonlens.textio import read_jsonl, read_text
 
 _PREDICTED = re.compile(r"predicted_level(\d+)$")
@@ -72,7 +74,7 @@ def _levels_of(obj: dict, prefix: str, where: str) -> tuple[str, ...]:
 def _parse_record(obj: object, where: str, line: int) -> Prediction:
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object with 'image' and 'path', got {type(obj).__name__}")
-    image = obj.get("image")
+    image = obj.get("image", obj.get("file_name"))
     if not isinstance(image, str) or not image:
         raise DataError(f"{where}: missing 'image' (the image path, as in the benchmark)")
     if "path" in obj:
@@ -106,6 +108,14 @@ def _json_list_items(text: str, path: Path) -> list[tuple[int, object]]:
     return items
 
 
+def _unflat(row: dict) -> dict:
+    """A row of a CSV written by ``taxonlens predict``, with its path as a list of names."""
+    path = row.get("path")
+    if isinstance(path, str):
+        return {**row, "path": path.split(PATH_SEPARATOR) if path else []}
+    return row
+
+
 def read_predictions(path: str | Path) -> list[Prediction]:
     """Read a prediction file in either format (see the module docstring).
 
@@ -114,8 +124,14 @@ def read_predictions(path: str | Path) -> list[Prediction]:
             predicted twice (both lines named).
     """
     path = Path(path)
-    text = read_text(path, "predictions")
-    items = _json_list_items(text, path) if text.lstrip().startswith("[") else read_jsonl(path, "predictions")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a predictions file")
+    if path.suffix.lower() in (".csv", ".tsv", ".parquet"):  # `taxonlens predict` output
+        items = [(int(where.rsplit(":", 1)[1].removeprefix("row ")), _unflat(row))
+                 for where, row in read_table(path, "predictions")]
+    else:
+        text = read_text(path, "predictions")
+        items = _json_list_items(text, path) if text.lstrip().startswith("[") else read_jsonl(path, "predictions")
     if not items:
         raise DataError(f"{path}: no predictions")
     out: list[Prediction] = []

@@ -25,6 +25,27 @@ from taxonlens.taxonomy import Taxonomy, load_taxonomy, save_taxonomy
 TAXONOMY_FILE, EXEMPLARS_FILE = "taxonomy.csv", "exemplars.json"
 
 
+def encode_records(encoder: Encoder, records: Sequence[Record], batch_size: int = 32,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[int]]:
+    """Unit image features of the records' photos: float32 ``[M, D]`` and the indices of the
+    ``M`` records whose photo could be read (unreadable ones are skipped). ``progress`` gets
+    (photos done, photos)."""
+    feats, kept = [], []
+    for start in range(0, len(records), batch_size):
+        images = []
+        for i in range(start, min(start + batch_size, len(records))):
+            try:
+                images.append(encoder.preprocess(load_image(records[i].image)))
+                kept.append(i)
+            except ImageError:
+                continue
+        if images:
+            feats.append(encoder.encode_images(torch.stack(images)).float().numpy())
+        if progress:
+            progress(min(start + batch_size, len(records)), len(records))
+    return (np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)), kept
+
+
 def build_exemplar_memory(records: Sequence[Record], model: str | Encoder, out: str | Path,
                           taxonomy: Taxonomy | None = None, kind: str = "flat", per_class: int = 0,
                           batch_size: int = 32, seed: int = 0,
@@ -41,23 +62,11 @@ def build_exemplar_memory(records: Sequence[Record], model: str | Encoder, out: 
     taxonomy = taxonomy or Taxonomy.from_paths(sorted({tuple(r.path) for r in records}), allow_homonyms=True)
     classes = record_leaves(records, taxonomy)
     picked = sample_shots(np.asarray(classes), per_class, seed) if per_class else np.arange(len(records))
-    feats, labels = [], []
-    for start in range(0, len(picked), batch_size):
-        images, batch_labels = [], []
-        for i in picked[start:start + batch_size]:
-            try:
-                images.append(encoder.preprocess(load_image(records[i].image)))
-                batch_labels.append(classes[i])
-            except ImageError:
-                continue
-        if images:
-            feats.append(encoder.encode_images(torch.stack(images)).numpy())
-            labels.extend(batch_labels)
-        if progress:
-            progress(min(start + batch_size, len(picked)), len(picked))
-    if not feats:
+    feats, kept = encode_records(encoder, [records[i] for i in picked], batch_size, progress)
+    if not kept:
         raise DataError("no readable photo to put in the memory")
-    memory = VectorMemory.build(np.concatenate(feats), np.asarray(labels), kind=kind)
+    labels = np.asarray(classes)[picked[kept]]
+    memory = VectorMemory.build(feats, labels, kind=kind)
     out = Path(out)
     memory.save(out)
     save_taxonomy(taxonomy, out / TAXONOMY_FILE)

@@ -19,6 +19,9 @@ import torch
 
 from taxonlens.taxonomy import Taxonomy
 
+TOLERANCE = 1e-6
+"""How far below a back-off threshold a confidence may fall and still clear it (float32 rounding)."""
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -164,11 +167,12 @@ class TreeDecoder:
     def node_confidence(self, leaf_probs: torch.Tensor, nodes: torch.Tensor,
                         internal: torch.Tensor | None = None) -> torch.Tensor:
         """float32 ``[B, max_depth]``: marginal of each ancestor of ``nodes [B]`` (node ids;
-        NaN below a node's depth)."""
+        NaN below a node's depth), clipped to [0, 1]."""
         if internal is None:
             internal = self.internal_marginals(leaf_probs)
         anc = self._ancestors[nodes]
-        return self.gather(leaf_probs, internal, anc.clamp(min=0)).masked_fill(anc < 0, float("nan"))
+        conf = self.gather(leaf_probs, internal, anc.clamp(min=0)).clamp(0.0, 1.0)  # rounding can pass 1
+        return conf.masked_fill(anc < 0, float("nan"))
 
     def path_confidence(self, leaf_probs: torch.Tensor, leaves: torch.Tensor,
                         internal: torch.Tensor | None = None) -> torch.Tensor:
@@ -275,49 +279,97 @@ class TreeDecoder:
     # -------------------------------------------------------------- back-off
     def reached(self, confidence: torch.Tensor) -> torch.Tensor:
         """Deepest depth (1-based; 0 for none) whose confidence clears its rank's threshold,
-        with every shallower rank clearing its own: ``[B]`` from ``confidence [B, max_depth]``."""
+        with every shallower rank clearing its own: ``[B]`` from ``confidence [B, max_depth]``.
+        A confidence within :data:`TOLERANCE` below a threshold clears it (sums of float32
+        probabilities differ in their last bits between photos of the same taxon)."""
         thresholds = torch.tensor([self.thresholds.get(r, 0.0) for r in self.taxonomy.ranks])
-        ok = confidence >= thresholds  # NaN (below the leaf) compares False
+        ok = confidence >= thresholds - TOLERANCE  # NaN (below the leaf) compares False
         return torch.cumprod(ok.int(), dim=1).sum(dim=1)
 
+    def scored_paths(self, leaf_probs: torch.Tensor, truth_leaves: torch.Tensor | np.ndarray,
+                     method: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
+        """Confidence of the decoded path at each rank and whether its taxon there is the true
+        one: float32 ``[B, max_depth]`` (NaN below the decoded taxon) and bool ``[B, max_depth]``
+        (a rank the true leaf does not have, in a variable-depth tree, counts as wrong)."""
+        truth = torch.as_tensor(np.asarray(truth_leaves)).long()
+        internal = self.internal_marginals(leaf_probs)
+        leaves = self.decode_leaves(leaf_probs, method, internal)
+        pred_anc, true_anc = self._leaf_paths[leaves], self._leaf_paths[truth]
+        return self.path_confidence(leaf_probs, leaves, internal), (pred_anc == true_anc) & (pred_anc >= 0)
+
     def calibrate(self, leaf_probs: torch.Tensor, truth_leaves: torch.Tensor | np.ndarray, precision: float = 0.9,
-                  method: str = "exact", min_support: int = 5) -> dict[str, float]:
+                  method: str = "exact", min_support: int = 5,
+                  precision_at: Mapping[str, float] | None = None) -> dict[str, float]:
         """Set per-rank thresholds so that, on these validation scores, the taxa reported
-        at each rank are right at least ``precision`` of the time.
+        at each rank are right at least ``precision`` of the time (``precision_at[rank]``
+        where given: per-rank targets).
 
         Ranks are set from the first down, each among the images that :meth:`reached` lets
         through every shallower rank: the threshold is the lowest confidence ``t`` such that
         those with confidence >= ``t`` (every image at ``t`` included, at least ``min_support``
         of them) reach the target precision; a rank that never does gets threshold ``inf``
-        (never reported). A taxon reported at a rank the true leaf does not have (a shallow
+        (never reported). A rank with a single taxon (every confidence there is 1) gets 0: it
+        is always reported. A taxon reported at a rank the true leaf does not have (a shallow
         leaf of a variable-depth tree) counts as wrong.
 
         Returns:
             the thresholds (also stored on the decoder).
+
+        Raises:
+            ValueError: ``precision_at`` names a rank the taxonomy does not have.
         """
-        truth = torch.as_tensor(np.asarray(truth_leaves)).long()
-        internal = self.internal_marginals(leaf_probs)
-        leaves = self.decode_leaves(leaf_probs, method, internal)
-        conf = self.path_confidence(leaf_probs, leaves, internal)
-        pred_anc, true_anc = self._leaf_paths[leaves], self._leaf_paths[truth]
+        targets = dict(precision_at or {})
+        unknown = sorted(set(targets) - set(self.taxonomy.ranks))
+        if unknown:
+            raise ValueError(f"no rank {', '.join(unknown)} in this taxonomy; its ranks are "
+                             f"{', '.join(self.taxonomy.ranks)}")
+        conf, correct = self.scored_paths(leaf_probs, truth_leaves, method)
         thresholds: dict[str, float] = {}
-        passed = torch.ones(len(leaves), dtype=torch.bool)  # cleared every shallower rank
+        passed = torch.ones(len(conf), dtype=torch.bool)  # cleared every shallower rank
         for d, rank in enumerate(self.taxonomy.ranks):
-            has = passed & (pred_anc[:, d] >= 0)
-            c, right = conf[has, d], (pred_anc[has, d] == true_anc[has, d]).double()
+            if len(self.taxonomy.nodes_at_rank(d + 1)) == 1:
+                thresholds[rank] = 0.0
+                continue
+            has = passed & ~conf[:, d].isnan()
+            c, right = conf[has, d], correct[has, d].double()
             order = torch.argsort(c, descending=True)
             c, n = c[order], torch.arange(1, len(order) + 1)
             prec = torch.cumsum(right[order], 0) / n
             # a threshold admits every image at its value: only a prefix ending a run of ties is one
             run_end = torch.ones(len(c), dtype=torch.bool)
             run_end[:-1] = c[1:] < c[:-1]
-            ok = (prec >= precision) & (n >= min_support) & run_end
+            ok = (prec >= targets.get(rank, precision)) & (n >= min_support) & run_end
             # the largest prefix (lowest threshold) whose precision still meets the target
             idx = torch.nonzero(ok).flatten()
             thresholds[rank] = float(c[idx[-1]]) if len(idx) else float("inf")
-            passed &= conf[:, d] >= thresholds[rank]  # NaN (no such rank) compares False
+            passed &= conf[:, d] >= thresholds[rank] - TOLERANCE  # NaN (no such rank) compares False
         self.thresholds = thresholds
         return thresholds
+
+    def reliability(self, leaf_probs: torch.Tensor, truth_leaves: torch.Tensor | np.ndarray, method: str = "exact",
+                    bins: int = 10) -> dict[str, dict[str, list]]:
+        """Reliability diagram of each rank's confidence, before back-off: the photos whose
+        decoded path has that rank, in ``bins`` equal-width confidence bins.
+
+        Returns:
+            rank -> ``{"bin_edges": [bins + 1], "count": [bins], "confidence": [bins] (mean
+            confidence), "accuracy": [bins] (fraction right)}``; empty bins hold ``None``.
+        """
+        conf, correct = self.scored_paths(leaf_probs, truth_leaves, method)
+        edges = torch.linspace(0, 1, bins + 1)
+        out: dict[str, dict[str, list]] = {}
+        for d, rank in enumerate(self.taxonomy.ranks):
+            has = ~conf[:, d].isnan()
+            c, right = conf[has, d].double(), correct[has, d].double()
+            which = torch.bucketize(c, edges[1:-1].double(), right=True)  # bin of each photo, the last closed
+            count = torch.bincount(which, minlength=bins)
+            mean_c = torch.bincount(which, c, minlength=bins) / count.clamp(min=1)
+            acc = torch.bincount(which, right, minlength=bins) / count.clamp(min=1)
+            out[rank] = {"bin_edges": [round(float(e), 6) for e in edges],
+                         "count": count.tolist(),
+                         "confidence": [round(float(x), 6) if k else None for x, k in zip(mean_c, count)],
+                         "accuracy": [round(float(x), 6) if k else None for x, k in zip(acc, count)]}
+        return out
 
     # --------------------------------------------------------------- answers
     def decode_leaves(self, leaf_probs: torch.Tensor, method: str = "exact",

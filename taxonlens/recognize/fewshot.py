@@ -28,6 +28,17 @@ import torch
 METHODS = ("simpleshot", "linear")
 
 
+def classifier_class(method: str) -> type[_FewShotClassifier]:
+    """The classifier of a method name (one of :data:`METHODS`).
+
+    Raises:
+        ValueError: an unknown method.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown few-shot method {method!r}; use one of {', '.join(METHODS)}")
+    return SimpleShot if method == "simpleshot" else LinearProbe
+
+
 def _features(x: np.ndarray | torch.Tensor, what: str = "features") -> torch.Tensor:
     """float32 CPU ``[N, D]`` tensor from a numpy array or tensor."""
     t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
@@ -54,10 +65,29 @@ def _labels(y: np.ndarray | torch.Tensor, n_rows: int, n_classes: int | None) ->
 
 
 class _FewShotClassifier:
-    """Shared ``predict`` / input checks; subclasses implement ``fit`` and ``decision_function``."""
+    """Shared ``predict`` / input checks and state; subclasses implement ``fit`` and
+    ``decision_function`` and name their constructor arguments (``_PARAMS``) and fitted tensors
+    (``_FITTED``, the first ``[n_classes, D]``)."""
 
     n_classes_: int
     n_features_: int
+    _PARAMS: tuple[str, ...] = ()
+    _FITTED: tuple[str, ...] = ()
+
+    def get_state(self) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
+        """``(constructor arguments, fitted tensors)`` of a fitted classifier, for :meth:`from_state`."""
+        if not hasattr(self, "n_classes_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(x, y) first")
+        return {p: getattr(self, p) for p in self._PARAMS}, {a: getattr(self, a) for a in self._FITTED}
+
+    @classmethod
+    def from_state(cls, params: dict[str, object], tensors: dict[str, torch.Tensor]) -> _FewShotClassifier:
+        """The fitted classifier whose :meth:`get_state` this was."""
+        clf = cls(**params)
+        for name in cls._FITTED:
+            setattr(clf, name, tensors[name])
+        clf.n_classes_, clf.n_features_ = tensors[cls._FITTED[0]].shape
+        return clf
 
     def _check(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         if not hasattr(self, "n_classes_"):
@@ -93,6 +123,9 @@ class SimpleShot(_FewShotClassifier):
             support (zeros for classes without support).
         supported_: bool ``[n_classes]``, which classes had support.
     """
+
+    _PARAMS = ("metric", "temperature")
+    _FITTED = ("prototypes_", "mean_", "supported_")
 
     def __init__(self, metric: str = "euclidean", temperature: float = 0.1):
         if metric not in ("euclidean", "cosine"):
@@ -145,6 +178,9 @@ class LinearProbe(_FewShotClassifier):
         weight_: float32 ``[n_classes, D]`` (zero rows for unsupported classes).
         bias_: float32 ``[n_classes]`` (``-inf`` for unsupported classes).
     """
+
+    _PARAMS = ("c", "max_iter")
+    _FITTED = ("weight_", "bias_")
 
     def __init__(self, c: float = 1.0, max_iter: int = 200):
         if not c > 0:
@@ -241,9 +277,7 @@ def few_shot_accuracy(features: np.ndarray | torch.Tensor, labels: np.ndarray | 
     if features.shape[1] != test_features.shape[1]:
         raise ValueError(f"features have {features.shape[1]} columns, test features {test_features.shape[1]}")
     if isinstance(method, str):
-        if method not in METHODS:
-            raise ValueError(f"unknown few-shot method {method!r}; use one of {', '.join(METHODS)} or a factory")
-        method = SimpleShot if method == "simpleshot" else LinearProbe
+        method = classifier_class(method)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds:
         raise ValueError("need at least one seed")

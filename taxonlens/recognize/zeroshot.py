@@ -81,3 +81,45 @@ def rank_classifiers(encoder: Encoder, taxonomy: Taxonomy, text_type: str = "tax
     for :meth:`~taxonlens.recognize.decode.TreeDecoder.fuse`."""
     return {r: ZeroShotClassifier(encoder, taxonomy, r, text_type, templates, cache_dir=cache_dir)
             for r in taxonomy.ranks}
+
+
+COMBINE = ("fuse", "leaves")
+
+
+class PerRankClassifier:
+    """Leaf probabilities from zero-shot classifiers of every rank, each rank's taxa embedded
+    and scored on their own (:func:`rank_classifiers`), combined over the tree by ``combine``:
+
+    - ``fuse``: the product of the ranks' probabilities of a leaf's ancestors, normalised over
+      the leaves (``softmax`` of :meth:`~taxonlens.recognize.decode.TreeDecoder.path_scores`
+      of their logarithms): its most probable leaf is the tree-fusion path;
+    - ``leaves``: the mean over ranks of each rank's distribution spread evenly over the leaves
+      below each of its taxa (a mixture: every rank's marginal keeps a share of its own scores).
+
+    Args:
+        encoder, taxonomy, text_type, templates, cache_dir: as :class:`ZeroShotClassifier`.
+
+    Raises:
+        ValueError: an unknown ``combine``.
+    """
+
+    def __init__(self, encoder: Encoder, taxonomy: Taxonomy, text_type: str = "taxonomic", templates: str = "photo",
+                 combine: str = "fuse", cache_dir: str | Path | None = None):
+        from taxonlens.recognize.decode import TreeDecoder
+
+        if combine not in COMBINE:
+            raise ValueError(f"unknown combination {combine!r}; use one of {', '.join(COMBINE)}")
+        self.combine, self.taxonomy = combine, taxonomy
+        self.per_rank = rank_classifiers(encoder, taxonomy, text_type, templates, cache_dir)
+        self.decoder = TreeDecoder(taxonomy)
+        leaves_under = np.asarray(taxonomy.leaf_ancestor_matrix().sum(axis=0)).ravel()  # [n_nodes]
+        self._spread = {r: torch.from_numpy(1.0 / leaves_under[taxonomy.nodes_at_rank(r)]).float()
+                        for r in taxonomy.ranks}
+
+    def predict_proba(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, n_leaves]`` probabilities of unit image features ``[B, D]``."""
+        probs = {r: clf.predict_proba(features) for r, clf in self.per_rank.items()}  # r -> [B, K_r]
+        if self.combine == "fuse":
+            return torch.softmax(self.decoder.path_scores({r: p.clamp_min(1e-30).log() for r, p in probs.items()}),
+                                 dim=1)
+        return self.decoder.path_scores({r: p * self._spread[r] for r, p in probs.items()}) / len(probs)

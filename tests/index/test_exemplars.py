@@ -66,4 +66,4 @@ def test_index_build_then_predict_with_the_memory(world, tmp_path):
                                  str(tmp_path / "mem"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 40 and all(r["path"].count(" > ") == 6 for r in rows)
+    assert len(rows) == 40 and all(len(r["path"]) == 7 for r in rows)  # JSONL holds the path as a list

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,35 +20,28 @@ from taxonlens.data import load_image, read_manifest
 from taxonlens.data.treeoflife import read_treeoflife, write_treeoflife
 from taxonlens.errors import DataError
 from taxonlens.predict import build_recognizer, calibrate_thresholds, expand_inputs, plain_labels, predict_files
-from taxonlens.synthworld import SynthWorld, random_taxonomy
+from taxonlens.synthworld import random_taxonomy
 
 PYBIOCLIP_COLUMNS = ["file_name", "kingdom", "phylum", "class", "order", "family", "genus", "species_epithet",
                      "species", "common_name", "score"]
 
 
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    SynthWorld.create(random_taxonomy(12, seed=1), 12, 3, novel_fraction=0.0, size=64, seed=1).write(out)
-    (out / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    return out
-
-
-@pytest.fixture(scope="module")
-def recognizer(world_dir, tmp_path_factory):
-    return build_recognizer("tiny-clip", world_dir / "taxonomy.json", precision="fp32",
-                            cache_dir=tmp_path_factory.mktemp("labels"))
-
-
-def _photos(world_dir: Path) -> list[str]:
+def photos(world_dir: Path) -> list[str]:
     return expand_inputs([world_dir])
 
 
+def read_csv(path: Path):
+    import csv
+
+    with path.open(newline="") as f:
+        yield from csv.DictReader(f)
+
+
 def test_rows_carry_pybioclip_columns_and_a_consistent_path(recognizer, world_dir, tmp_path):
-    files = _photos(world_dir)
+    files = photos(world_dir)
     out, failures = predict_files(recognizer, files, tmp_path / "p.csv", batch_size=8, top_k=3)
     assert [f.path for f in failures] == [str(world_dir / "broken.png")]
-    rows = list(_read_csv(out))
+    rows = list(read_csv(out))
     assert len(rows) == len(files) and list(rows[0])[: len(PYBIOCLIP_COLUMNS)] == PYBIOCLIP_COLUMNS
     tax = recognizer.taxonomy
     leaf_paths = {" > ".join(p) for p in tax.leaf_paths()}
@@ -66,15 +60,8 @@ def test_rows_carry_pybioclip_columns_and_a_consistent_path(recognizer, world_di
         assert r["rank_reached"] == "species" and r["reached_path"] == r["path"]  # no thresholds: no back-off
 
 
-def _read_csv(path: Path):
-    import csv
-
-    with path.open(newline="") as f:
-        yield from csv.DictReader(f)
-
-
 def test_rank_answers_take_the_best_taxon_of_that_rank(recognizer, world_dir, tmp_path):
-    files = [f for f in _photos(world_dir) if not f.endswith("broken.png")][:6]
+    files = [f for f in photos(world_dir) if not f.endswith("broken.png")][:6]
     out, _ = predict_files(recognizer, files, tmp_path / "g.jsonl", rank="genus", top_k=2)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     probs = recognizer.leaf_probs([load_image(f) for f in files])
@@ -82,41 +69,99 @@ def test_rank_answers_take_the_best_taxon_of_that_rank(recognizer, world_dir, tm
     tax = recognizer.taxonomy
     for r, m in zip(rows, marg):
         best = int(nodes[int(m.argmax())])
-        assert r["path"] == " > ".join(tax.path_names(best)) and r["species"] == "" and r["species_epithet"] == ""
+        assert r["path"] == list(tax.path_names(best)) and r["species"] == "" and r["species_epithet"] == ""
         assert math.isclose(r["score"], float(m.max()), rel_tol=1e-5) and r["confidence_species"] is None
-        assert json.loads(r["alternatives"])[0]["path"].count(" > ") == 5  # another genus
+        assert len(r["alternatives"][0]["path"]) == 6  # another genus; JSON lines hold paths as lists
 
 
-def test_an_interrupted_run_resumes_and_skips_finished_photos(recognizer, world_dir, tmp_path):
-    files = [f for f in _photos(world_dir) if not f.endswith("broken.png")]
-    out = tmp_path / "p.parquet"
-    journal = tmp_path / "p.parquet.partial.jsonl"
-    first = [recognizer.row(f, p) for f, p in zip(files[:5], recognizer.predict([load_image(f) for f in files[:5]]))]
-    journal.write_text("".join(json.dumps(r) + "\n" for r in first) + '{"file_name": "cut mid-wr')
+class Killed(Exception):
+    """A run stopped from outside (the process killed) after some batches."""
 
-    seen: list[int] = []
+
+def _counting(recognizer, seen: list[int], kill_after: int | None = None):
+    """``recognizer``, counting the photos it predicts into ``seen``; raises :class:`Killed` once
+    ``kill_after`` batches are done."""
 
     class Counting:
         def __getattr__(self, name):
             return getattr(recognizer, name)
 
         def predict(self, images, top_k=5, rank=None):
+            if kill_after is not None and len(seen) >= kill_after:
+                raise Killed
             seen.append(len(images))
             return recognizer.predict(images, top_k, rank)
 
-    predict_files(Counting(), files, out, batch_size=4)
-    assert sum(seen) == len(files) - 5  # the five journaled photos were not predicted again
-    table = pq.read_table(out).to_pylist()
-    assert sorted(r["file_name"] for r in table) == sorted(files) and not journal.exists()
-    before = {r["file_name"]: r["path"] for r in first}
-    assert all(r["path"] == before[r["file_name"]] for r in table if r["file_name"] in before)
+    return Counting()
+
+
+def test_an_interrupted_run_resumes_and_skips_finishedphotos(recognizer, world_dir, tmp_path):
+    files = [f for f in photos(world_dir) if not f.endswith("broken.png")]
+    out = tmp_path / "p.parquet"
+    journal = tmp_path / "p.parquet.journal.jsonl"
+    seen: list[int] = []
+    with pytest.raises(Killed):
+        predict_files(_counting(recognizer, seen, kill_after=2), files, out, batch_size=4)
+    assert not out.exists() and len(journal.read_text().splitlines()) == 8
+    with journal.open("a") as f:
+        f.write('{"photo": ["cut mid-wr')
     seen.clear()
-    predict_files(Counting(), files, out)  # all done: nothing to predict
+    predict_files(_counting(recognizer, seen), files, out, batch_size=4)
+    assert sum(seen) == len(files) - 8  # the eight journaled photos were not predicted again
+    table = pq.read_table(out).to_pylist()
+    assert sorted(r["file_name"] for r in table) == sorted(files)
+    whole = tmp_path / "whole.parquet"
+    predict_files(recognizer, files, whole, batch_size=4)
+    assert pq.read_table(whole).to_pylist() == table  # the resumed run wrote what an uninterrupted one writes
+    seen.clear()
+    predict_files(_counting(recognizer, seen), files, out)  # all done: nothing to predict
     assert seen == []
 
 
+def test_resume_knows_a_photo_by_its_file_not_by_how_it_is_named(recognizer, world_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(world_dir.parent)
+    relative = [str(Path(world_dir.name) / Path(f).relative_to(world_dir)) for f in photos(world_dir)]
+    out = tmp_path / "a.csv"
+    seen: list[int] = []
+    with pytest.raises(Killed):
+        predict_files(_counting(recognizer, seen, kill_after=1), relative, out, batch_size=2)
+    seen.clear()
+    absolute = [str(Path(f).resolve()) for f in relative]
+    predict_files(_counting(recognizer, seen), absolute + relative[:3], out, batch_size=2)
+    rows = list(read_csv(out))
+    assert len(rows) == len(relative) and sum(seen) == len(relative) - 2
+    changed = Path(absolute[5])
+    changed.write_bytes(changed.read_bytes())  # same content, new modification time: predicted again
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    seen.clear()
+    predict_files(_counting(recognizer, seen), absolute, out, batch_size=2)
+    assert seen == [1] and len(list(read_csv(out))) == len(relative)
+
+
+def test_rows_made_with_other_settings_are_never_served(recognizer, world_dir, tmp_path):
+    files = [f for f in photos(world_dir) if "broken" not in f][:4]
+    out = tmp_path / "k.csv"
+    predict_files(recognizer, files, out)
+    with pytest.raises(DataError, match=r"k\.csv was written with another top_k; pass --overwrite or another --out"):
+        predict_files(recognizer, files, out, top_k=3)
+    recognizer.decoder.thresholds = {r: 0.99 for r in recognizer.taxonomy.ranks}
+    try:
+        with pytest.raises(DataError, match="written with another thresholds"):
+            predict_files(recognizer, files, out)
+        predict_files(recognizer, files, out, overwrite=True)
+        assert {r["rank_reached"] for r in read_csv(out)} != {"species"}  # the new thresholds made these rows
+    finally:
+        recognizer.decoder.thresholds = {}
+    other = build_recognizer("tiny-clip-rn", world_dir / "taxonomy.json", precision="fp32")
+    with pytest.raises(DataError, match="written with another model"):
+        predict_files(other, files, out)
+    out.with_name("k.csv.run.json").unlink()
+    with pytest.raises(DataError, match="records no settings"):
+        predict_files(recognizer, files, out)
+
+
 def test_unreadable_photos_are_retried_on_the_next_run(recognizer, tmp_path, world_dir):
-    good = next(f for f in _photos(world_dir) if f.endswith(".png") and "broken" not in f)
+    good = next(f for f in photos(world_dir) if f.endswith(".png") and "broken" not in f)
     bad = tmp_path / "later.png"
     bad.write_bytes(b"")
     out = tmp_path / "p.jsonl"
@@ -140,8 +185,8 @@ def test_treeoflife_labels_with_a_subset(tmp_path, world_dir):
     sub = build_recognizer("tiny-clip", names_file, subset=f"phylum={phylum}", precision="fp32")
     assert 0 < sub.taxonomy.n_leaves < 40
     assert {p[1] for p in sub.taxonomy.leaf_paths()} == {phylum}
-    out, _ = predict_files(sub, [f for f in _photos(world_dir) if "broken" not in f][:3], tmp_path / "s.csv")
-    rows = list(_read_csv(out))
+    out, _ = predict_files(sub, [f for f in photos(world_dir) if "broken" not in f][:3], tmp_path / "s.csv")
+    rows = list(read_csv(out))
     assert all(r["phylum"] == phylum and r["common_name"].startswith("common ") for r in rows)
     with pytest.raises(DataError, match="128 dimensions|belong to another model"):
         wrong = write_treeoflife(tmp_path / "wrong", paths, emb[:40, :64])
@@ -161,8 +206,8 @@ def test_plain_labels(tmp_path):
         plain_labels(tmp_path / "none.txt")
 
 
-def test_calibrated_thresholds_meet_the_precision_on_their_photos(recognizer, world_dir):
-    thresholds = calibrate_thresholds(recognizer, world_dir / "manifest.jsonl", precision=0.9, batch_size=16)
+def test_calibrated_thresholds_meet_the_precision_on_theirphotos(recognizer, world_dir):
+    thresholds = calibrate_thresholds(recognizer, world_dir / "manifest.jsonl", precision=0.9, batch_size=16).thresholds
     assert list(thresholds) == list(recognizer.taxonomy.ranks)
     records = [r for r in read_manifest(world_dir / "manifest.jsonl") if r.split == "val"]
     preds = recognizer.predict([load_image(r.image) for r in records])
@@ -176,7 +221,7 @@ def test_calibrated_thresholds_meet_the_precision_on_their_photos(recognizer, wo
 
 
 def test_leaf_probabilities_sum_to_one_and_the_answer_is_the_most_probable_leaf(recognizer, world_dir):
-    files = [f for f in _photos(world_dir) if "broken" not in f][:4]
+    files = [f for f in photos(world_dir) if "broken" not in f][:4]
     probs = recognizer.leaf_probs([load_image(f) for f in files])
     assert torch.allclose(probs.sum(dim=1), torch.ones(len(files)), atol=1e-5)
     for p, pred in zip(probs, recognizer.predict([load_image(f) for f in files])):
@@ -202,8 +247,8 @@ def test_cli_predict_and_calibrate(world_dir, tmp_path, monkeypatch):
                                  "--top-k", "2"])
     assert result.exit_code == 0, result.output
     assert "1 unreadable" in result.output and "broken.png" in result.output
-    rows = list(_read_csv(out))
-    assert len(rows) == len(_photos(world_dir))
+    rows = list(read_csv(out))
+    assert len(rows) == len(photos(world_dir))
     assert {r["rank_reached"] for r in rows} <= {"", "kingdom", "phylum", "class", "order", "family", "genus",
                                                  "species"}
 

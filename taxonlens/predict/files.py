@@ -1,0 +1,153 @@
+"""``taxonlens predict`` over files: photos in, a table of rows out, resumable.
+
+:func:`predict_files` runs a :class:`~taxonlens.predict.recognizer.Recognizer` over files in
+batches and appends each photo's row to a journal beside the output (``OUT.journal.jsonl``), so a
+killed run resumes and skips the photos already done; the output table (CSV, TSV, JSON lines or
+Parquet, see :mod:`taxonlens.predict.rows`) is written from the journal at the end, atomically.
+
+What a row depends on is recorded in ``OUT.run.json`` (:func:`~taxonlens.journal.claim_run`): the
+model's and the labels' fingerprints, the decoding method, ``top_k``, the rank, the thresholds
+and the format. A run with other settings refuses to touch the output unless told to overwrite
+it. A photo is known by its resolved path, size and modification time: the same file named two
+ways is one photo, and a file changed since its row was made is predicted again. Unreadable files
+become rows with an ``error``, are never fatal, and are tried again on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from taxonlens.data.images import IMAGE_SUFFIXES, load_image
+from taxonlens.errors import DataError, ImageError
+from taxonlens.journal import append_journal, claim_run, read_journal
+from taxonlens.predict.recognizer import Recognizer
+from taxonlens.predict.rows import FORMATS, flat_row, pybioclip_columns, pybioclip_rows
+from taxonlens.tables import TABLE_SUFFIXES, check_writable, table_format, write_table
+
+OUTPUT_FORMATS = TABLE_SUFFIXES
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[str]:
+    """Image files named directly, and every image file under named folders (sorted).
+
+    Raises:
+        DataError: a path that does not exist, or no images at all.
+    """
+    files: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        elif p.exists():
+            files.append(str(p))
+        else:
+            raise DataError(f"{p} does not exist")
+    if not files:
+        raise DataError("no image files found in the given paths")
+    return files
+
+
+def photo_key(path: str | Path) -> list:
+    """``[resolved path, size, modification time in ns]`` of a photo file (size and time ``None``
+    when it cannot be read): what tells one photo from another across runs."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return [str(p.resolve()), None, None]
+    return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def journal_of(out: str | Path) -> Path:
+    """The journal of the rows of ``out``: ``OUT.journal.jsonl``."""
+    out = Path(out)
+    return out.with_name(out.name + ".journal.jsonl")
+
+
+def run_settings(recognizer: Recognizer, top_k: int, rank: str | None, output_format: str) -> dict:
+    """Everything that determines a row of ``predict`` (recorded beside its output)."""
+    thresholds = {r: None if math.isinf(t) else t for r, t in recognizer.decoder.thresholds.items()}
+    return {**recognizer.settings, "top_k": top_k, "rank": rank, "thresholds": thresholds, "format": output_format}
+
+
+def _output_rows(rows: Sequence[dict], out: Path, output_format: str, ranks: Sequence[str]
+                 ) -> tuple[list[dict], list[str] | None]:
+    """The rows as written to ``out`` in ``output_format``, and their columns."""
+    if output_format == "pybioclip":
+        return [r for row in rows for r in pybioclip_rows(row, ranks)], pybioclip_columns(ranks)
+    if out.suffix.lower() in (".csv", ".tsv"):
+        return [flat_row(r) for r in rows], None
+    return list(rows), None
+
+
+def predict_files(
+    recognizer: Recognizer,
+    paths: Sequence[str],
+    out: str | Path,
+    batch_size: int = 32,
+    top_k: int = 5,
+    rank: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
+    output_format: str = "taxonlens",
+) -> tuple[Path, list[ImageError]]:
+    """Predict every file of ``paths`` into ``out`` (see the module docstring).
+
+    Args:
+        output_format: ``taxonlens`` (one row per photo) or ``pybioclip`` (pybioclip's rows).
+        overwrite: start afresh instead of resuming an output written with other settings.
+        progress: called with the number of photos done (those done before first, in one call).
+
+    Returns:
+        the output path, and the files that could not be read (also rows with an ``error``).
+
+    Raises:
+        DataError: an unknown format, an unwritable ``out``, or ``out`` written with other settings.
+    """
+    out = check_writable(out)
+    table_format(out, "output", OUTPUT_FORMATS)
+    if output_format not in FORMATS:
+        raise DataError(f"unknown output format {output_format!r}; use one of {', '.join(FORMATS)}")
+    journal = journal_of(out)
+    claim_run(out, run_settings(recognizer, top_k, rank, output_format), overwrite, companions=[journal])
+    entries = {e["photo"][0]: e for e in read_journal(journal) if "photo" in e and "row" in e}
+    todo, seen = [], set()
+    for path in paths:
+        key = photo_key(path)
+        if key[0] in seen:  # the same file named twice
+            continue
+        seen.add(key[0])
+        done = entries.get(key[0])
+        if done is None or done["photo"] != key or done["row"]["error"]:  # new, changed or unreadable before
+            todo.append((path, key))
+    if progress and len(seen) > len(todo):
+        progress(len(seen) - len(todo))
+    failures: list[ImageError] = []
+    with append_journal(journal) as log:  # a line cut by a crash is removed first
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            images, named, rows = [], [], {}
+            for path, key in batch:
+                try:
+                    images.append(load_image(path))
+                    named.append((path, key))
+                except ImageError as e:
+                    failures.append(e)
+                    rows[key[0]] = (key, recognizer.row(path, None, e.reason))
+            if images:
+                for (path, key), p in zip(named, recognizer.predict(images, top_k, rank)):
+                    rows[key[0]] = (key, recognizer.row(path, p))
+            for path, key in batch:
+                entry = {"photo": rows[key[0]][0], "row": rows[key[0]][1]}
+                entries[key[0]] = entry  # a redone photo keeps its place, with its new row
+                log.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            log.flush()
+            if progress:
+                progress(len(batch))
+    rows_out, columns = _output_rows([e["row"] for e in entries.values()], out, output_format,
+                                     recognizer.taxonomy.ranks)
+    write_table(rows_out, out, "output", columns)
+    return out, failures
+
