@@ -195,6 +195,8 @@ def _is_vqa(path: Path) -> bool:
 
 
 def _read_benchmark(path: Path) -> _Benchmark:
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a benchmark file; name a hierarchical-VQA JSONL or a manifest")
     if not path.is_file():
         raise DataError(f"benchmark file {path} does not exist")
     if _is_vqa(path):

@@ -355,3 +355,11 @@ def test_parity_with_reference_on_inat21_plantae(shared_data: Path, tmp_path: Pa
 
 def test_parity_with_reference_on_variable_depth_imagenet(tmp_path: Path) -> None:
     _check_parity(DATA / FIGURES["benchmarks"]["imagenet_animal_tiny"]["file"], "imagenet_animal_tiny", tmp_path)
+
+
+def test_a_folder_is_named_as_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "p.jsonl").write_text('{"image": "a.png", "path": ["A"]}\n')
+    with pytest.raises(DataError, match="is a folder, not a benchmark file"):
+        evaluate_files(tmp_path, tmp_path / "p.jsonl")
+    with pytest.raises(DataError, match="is a folder, not a predictions file"):
+        read_predictions(tmp_path)

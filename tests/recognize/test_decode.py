@@ -615,3 +615,37 @@ def test_flat_paths_and_rank_scores_from_logits() -> None:
         np.testing.assert_allclose(s.exp().sum(1).numpy(), 1.0, atol=1e-6)
         x = (logits[rank] if rank in logits else torch.tensor([[1.0, 2.0, 3.0]])).double()
         np.testing.assert_allclose(s.numpy(), (x - torch.logsumexp(x, 1, keepdim=True)).numpy(), atol=1e-6)
+
+
+def test_confidences_stay_in_unit_range_and_rounding_never_drops_a_rank() -> None:
+    tax = Taxonomy.from_paths([("Plantae", "Rosa", "Rosa a"), ("Plantae", "Rosa", "Rosa b"),
+                               ("Plantae", "Salix", "Salix c")], ranks=("kingdom", "genus", "species"))
+    dec = TreeDecoder(tax)
+    # float32 sums that overshoot 1 (as summed softmax outputs do in their last bits)
+    probs = torch.tensor([[0.7, 0.3000001, 1e-7], [0.2, 0.2, 0.6000001]])
+    conf = dec.path_confidence(probs, dec.exact(probs))
+    assert float(conf.max()) <= 1.0 and float(conf.min()) >= 0.0
+    truth = np.array([0, 2] * 5)
+    thresholds = dec.calibrate(probs.repeat(5, 1), truth, precision=0.99, min_support=1)
+    assert thresholds["kingdom"] == 0.0  # one kingdom: always reported
+    dec.thresholds = {"kingdom": 0.0, "genus": 0.9999999, "species": math.inf}
+    below = torch.tensor([[1.0, 0.99999994, 0.5]])  # one float32 step under the threshold
+    assert dec.reached(below).tolist() == [2]
+
+
+def test_per_rank_targets_and_reliability_on_a_real_tree(real: dict[str, Taxonomy]) -> None:
+    tax = real["inat21_animalia.json"]
+    probs, truth = _synthetic_validation(tax, 1500, seed=11)
+    dec = _decoder(tax)
+    loose = dec.calibrate(probs, truth, precision=0.6)
+    strict = dec.calibrate(probs, truth, precision=0.6, precision_at={"species": 0.95})
+    assert {r: t for r, t in strict.items() if r != "species"} == {r: t for r, t in loose.items() if r != "species"}
+    assert strict["species"] >= loose["species"]
+    with pytest.raises(ValueError, match="no rank tribe"):
+        dec.calibrate(probs, truth, precision_at={"tribe": 0.9})
+    rel = dec.reliability(probs, truth, bins=5)
+    assert list(rel) == list(tax.ranks) and all(sum(r["count"]) == 1500 for r in rel.values())
+    conf, right = dec.scored_paths(probs, truth)
+    top = conf[:, -1] >= 0.8  # the last bin, closed at 1
+    assert rel["species"]["count"][-1] == int(top.sum())
+    assert math.isclose(rel["species"]["accuracy"][-1], float(right[top, -1].double().mean()), abs_tol=1e-6)
