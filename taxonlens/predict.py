@@ -153,8 +153,7 @@ def build_recognizer(
     Raises:
         TaxonlensError: an unknown model or taxonomy, missing weights or label files, a bad subset.
     """
-    from taxonlens.resources import taxonomy_file
-    from taxonlens.taxonomy import load_taxonomy
+    from taxonlens.data import taxonomy_or_benchmark
 
     if sum(x is not None for x in (taxonomy, labels, memory)) > 1:
         raise DataError("give one of a taxonomy, a labels file or a memory")
@@ -177,7 +176,7 @@ def build_recognizer(
     elif _is_treeoflife_names(Path(taxonomy)):
         label_set = read_treeoflife(taxonomy)
     else:
-        tax = load_taxonomy(taxonomy_file(taxonomy), allow_homonyms=True)
+        tax = taxonomy_or_benchmark(taxonomy, allow_homonyms=True)
     if label_set is not None:
         if label_set.embeddings.shape[1] != encoder.embed_dim:
             raise DataError(f"the label embeddings have {label_set.embeddings.shape[1]} dimensions, the model "
