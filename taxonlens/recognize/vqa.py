@@ -8,8 +8,8 @@ has the highest (weighted) sum of log-probabilities.
 
 The offered options also leak the answer: when only one combination of options is a
 path of the taxonomy, a consistent decoder answers right without looking at the image.
-:func:`~taxonlens.data.vqa_options.consistent_path_count`, :func:`blind_decode` (uniform option probabilities) and
-:func:`leakage` measure this.
+:func:`~taxonlens.data.vqa_options.consistent_path_count`, :func:`blind_decode` (uniform
+option probabilities) and :func:`leakage` measure this.
 
 Conventions:
 
