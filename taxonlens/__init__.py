@@ -1,8 +1,60 @@
 """taxonlens: recognise organisms in photos across the whole tree of life, always
-answering with a real, consistent path of the taxonomy."""
+answering with a real, consistent path of the taxonomy.
+
+The names a notebook needs are attributes of the package, each imported from its module
+on first use (so ``import taxonlens`` is fast and does not import torch)::
+
+    import taxonlens
+    tax = taxonlens.load_taxonomy("imagenet-animal")
+    recognizer = taxonlens.build_recognizer("bioclip", taxonomy=tax)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from taxonlens.errors import TaxonlensError
-from taxonlens.taxonomy import Taxonomy, load_taxonomy
 
 __version__ = "0.1.0"
-__all__ = ["TaxonlensError", "Taxonomy", "__version__", "load_taxonomy"]
+
+#: public name -> the module that defines it
+_LAZY = {
+    "Taxonomy": "taxonlens.taxonomy",
+    "load_taxonomy": "taxonlens.taxonomy",
+    "load_encoder": "taxonlens.models.encoders",
+    "load_lmm": "taxonlens.models.mllm",
+    "TreeDecoder": "taxonlens.recognize.decode",
+    "Recognizer": "taxonlens.predict",
+    "build_recognizer": "taxonlens.predict",
+    "predict_files": "taxonlens.predict",
+    "SynthWorld": "taxonlens.synthworld",
+    "evaluate_files": "taxonlens.evaluate",
+}
+
+__all__ = [  # the names of _LAZY, and two defined here
+    "Recognizer",
+    "SynthWorld",
+    "TaxonlensError",
+    "Taxonomy",
+    "TreeDecoder",
+    "__version__",
+    "build_recognizer",
+    "evaluate_files",
+    "load_encoder",
+    "load_lmm",
+    "load_taxonomy",
+    "predict_files",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'taxonlens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # the next look-up is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

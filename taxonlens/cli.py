@@ -47,10 +47,9 @@ def progress_bar() -> Progress:
 
 
 def _load(taxonomy: str, allow_homonyms: bool = False):
-    from taxonlens.resources import taxonomy_file
-    from taxonlens.taxonomy import load_taxonomy
+    from taxonlens.data import taxonomy_or_benchmark
 
-    return load_taxonomy(taxonomy_file(taxonomy), allow_homonyms=allow_homonyms)
+    return taxonomy_or_benchmark(taxonomy, allow_homonyms=allow_homonyms)
 
 
 def _print_figures(title: str, figures: dict[str, float | int]) -> None:
@@ -404,7 +403,8 @@ def attributes_mine(
 ) -> None:
     """The attribute names that tell the species of a super-category apart, from one source: --model,
     --from-file or --synthworld."""
-    from taxonlens.knowledge import attributes_from_file, example_images, mine_with_lmm, synthworld_attributes
+    from taxonlens.knowledge import attributes_from_file, example_images, mine_with_lmm
+    from taxonlens.synthworld import synthworld_attributes
 
     if sum((model is not None, from_file is not None, synthworld)) != 1:
         raise TaxonlensError("give one source of attribute names: --model, --from-file or --synthworld")

@@ -30,7 +30,6 @@ from taxonlens.models.encoders import OpenCLIPEncoder
 from taxonlens.predict import Recognizer, predict_files
 from taxonlens.recognize.decode import TreeDecoder, flat_paths, rank_scores_from_logits
 from taxonlens.recognize.zeroshot import ZeroShotClassifier, rank_classifiers
-from taxonlens.resources import taxonomy_file
 from taxonlens.synthworld import SynthWorld
 from taxonlens.taxonomy import load_taxonomy
 from taxonlens.train.contrastive import ContrastiveConfig, Example, synthworld_examples, train_contrastive
@@ -112,7 +111,7 @@ def run_demo(settings: DemoSettings | None = None,
     training runs are kept. Returns the figures also written to ``report.json``."""
     settings = settings or DemoSettings()
     out = Path(settings.out)
-    tax = load_taxonomy(taxonomy_file(DEMO_TAXONOMY))
+    tax = load_taxonomy(DEMO_TAXONOMY)
     world = SynthWorld.create(tax, settings.species, settings.images_per_species, novel_fraction=0.15,
                               size=settings.size, seed=settings.seed)
     step = progress("writing synthworld", len(world.index())) if progress else None

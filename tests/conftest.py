@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """``tests/fixtures``: real public data the tests read, shipped with the repository
+    (``benchmarks/inat21_plantae_similar_choice.jsonl``; source and MIT licence in its README.md)."""
+    return Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real data folder ``<repo root>/../shared/data``; skips the test when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (expected beside the repository)")
-    return SHARED_DATA
+def builtin_taxonomies() -> Path:
+    """The folder of the built-in taxonomies (``inat21_plantae.json``, ``inat21_animalia.json``,
+    ``imagenet_animal.json``), shipped in :mod:`taxonlens.resources`."""
+    return Path(str(resources.files("taxonlens.resources")))

@@ -12,9 +12,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 T = TypeVar("T")
-#: the answers the evidence benchmarks score from a model's option probabilities (``bench vqa``'s
-#: image-blind control is left out: it does not depend on the model)
-SCORED_DECODERS = ("independent", "consistent")
 
 
 def timed(fn: Callable[[], T], repeats: int = 1) -> tuple[T, float]:
@@ -49,26 +46,6 @@ def tiny_sft_config(settings: dict, out: Path):
     return SFTConfig(model=settings["model"], out=out, epochs=settings["epochs"], batch_size=settings["batch_size"],
                      lr=settings["lr"], lora_alpha=settings["lora_alpha"], lora_targets="language+head",
                      answer="name", system=False, eval_every=0, threads=settings["threads"], seed=settings["seed"])
-
-
-def vqa_scores(lmm, vw, ranks: Sequence[str]) -> dict[str, Any]:
-    """:func:`~taxonlens.bench.vqa.score_split` of every non-empty question set of ``vw.asked`` (a
-    :class:`~taxonlens.bench.vqa.VQAWorld`: ``seen``, ``novel``), the options of every level scored by
-    :func:`~taxonlens.bench.vqa.level_logprobs` (names after the question, no system prompt)."""
-    from taxonlens.bench.vqa import level_logprobs, score_split
-
-    return {name: score_split(recs, level_logprobs(lmm, recs, vw.load, ranks), vw.taxonomy)
-            for name, recs in vw.asked.items() if recs}
-
-
-def vqa_figures(scores: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
-    """``(split, decoder, figure) -> percent`` of :func:`vqa_scores`' result on all records, for every
-    decoder of :data:`SCORED_DECODERS` and figure of :data:`~taxonlens.bench.vqa.FIGURES` (a split
-    without records left out)."""
-    from taxonlens.bench.vqa import FIGURES
-
-    return {(split, decoder, figure): float(s["all"][decoder][figure]) for split, s in scores.items()
-            if s["all"]["n"] for decoder in SCORED_DECODERS for figure in FIGURES}
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, Any]:

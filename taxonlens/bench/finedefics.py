@@ -76,8 +76,8 @@ from typing import Any
 
 import numpy as np
 
-from taxonlens.bench import bench_run, seed_summary, vqa_figures, vqa_scores
-from taxonlens.bench.vqa import VQAWorld, vqa_world
+from taxonlens.bench import bench_run, seed_summary
+from taxonlens.bench.vqa import VQAWorld, vqa_figures, vqa_scores, vqa_world
 from taxonlens.data import Record, VQARecord
 from taxonlens.data.records import record_leaves
 from taxonlens.knowledge.extract import clean_answer

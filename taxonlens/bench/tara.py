@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from taxonlens.bench import SCORED_DECODERS, bench_run, seed_summary, tiny_sft_config, vqa_figures, vqa_scores
-from taxonlens.bench.vqa import vqa_world
+from taxonlens.bench import bench_run, seed_summary, tiny_sft_config
+from taxonlens.bench.vqa import SCORED_DECODERS, vqa_figures, vqa_scores, vqa_world
 from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
 from taxonlens.train.grpo import RFTConfig, train_grpo
 from taxonlens.train.sft import SFTConfig, train_sft

@@ -28,7 +28,7 @@ test and novel questions over the whole world's taxonomy.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,9 @@ VQA_MODES = ("path", "random")
 DECODERS = ("independent", "consistent", "blind_control")
 #: the figures of each answer, as :func:`consistency_report` names them
 FIGURES = ("hca", "acc_leaf", "por", "s_por", "tor", "valid_path_pct")
+#: the answers the evidence benchmarks score from a model's option probabilities (``bench vqa``'s
+#: image-blind control is left out: it does not depend on the model)
+SCORED_DECODERS = ("independent", "consistent")
 
 
 def level_logprobs(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARecord], Image.Image],
@@ -109,6 +112,22 @@ def score_split(records: Sequence[VQARecord], logprobs: Sequence[Sequence[np.nda
     out["leakage"] = {"share_unique_pct": 100.0 * leak.share_unique, "blind_hca": leak.blind_hca,
                       "expected_blind_hca": leak.expected_blind_hca}
     return out
+
+
+def vqa_scores(lmm, vw, ranks: Sequence[str]) -> dict[str, Any]:
+    """:func:`score_split` of every non-empty question set of ``vw.asked`` (a
+    :class:`VQAWorld`: ``seen``, ``novel``), the options of every level scored by
+    :func:`level_logprobs` (names after the question, no system prompt)."""
+    return {name: score_split(recs, level_logprobs(lmm, recs, vw.load, ranks), vw.taxonomy)
+            for name, recs in vw.asked.items() if recs}
+
+
+def vqa_figures(scores: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
+    """``(split, decoder, figure) -> percent`` of :func:`vqa_scores`' result on all records, for every
+    decoder of :data:`SCORED_DECODERS` and figure of :data:`FIGURES` (a split
+    without records left out)."""
+    return {(split, decoder, figure): float(s["all"][decoder][figure]) for split, s in scores.items()
+            if s["all"]["n"] for decoder in SCORED_DECODERS for figure in FIGURES}
 
 
 def bench_vqa_evidence(
@@ -249,5 +268,5 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
             "total_seconds": time.perf_counter() - start, "splits": splits}
 
 
-__all__ = ["DECODERS", "FIGURES", "VQA_MODES", "VQAWorld", "bench_vqa_evidence", "decode_rows", "level_logprobs",
-           "question_accuracy", "score_split", "vqa_world"]
+__all__ = ["DECODERS", "FIGURES", "SCORED_DECODERS", "VQA_MODES", "VQAWorld", "bench_vqa_evidence", "decode_rows", "level_logprobs",
+           "question_accuracy", "score_split", "vqa_figures", "vqa_scores", "vqa_world"]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from taxonlens.data.records import Record
 from taxonlens.errors import DataError
+from taxonlens.taxonomy import Taxonomy, load_taxonomy
 from taxonlens.textio import read_jsonl
 
 _LEVEL_KEY = re.compile(r"level(\d+)$")
@@ -37,6 +39,11 @@ class VQARecord:
     levels: tuple[str, ...]
     choices: tuple[tuple[str, ...], ...]
     line: int
+
+    @property
+    def where(self) -> str:
+        """How error messages name the record: ``record 'IMAGE' (line N)``."""
+        return f"record {self.image!r} (line {self.line})"
 
     def to_record(self) -> Record:
         return Record(image=self.image, path=self.levels, split=self.split)
@@ -76,6 +83,34 @@ def _parse_line(obj: object, where: str, line: int) -> VQARecord:
 def read_vqa_benchmark(path: str | Path) -> list[VQARecord]:
     """Read a hierarchical-VQA JSONL file; raises :class:`DataError` naming the line of any problem."""
     return [_parse_line(obj, f"{path}:{i}", i) for i, obj in read_jsonl(path, "benchmark")]
+
+
+def benchmark_taxonomy(
+    path: str | Path, ranks: Sequence[str] | None = None, allow_homonyms: bool = False
+) -> Taxonomy:
+    """The tree of a hierarchical-VQA benchmark's true paths (``levelK`` of every line, as
+    written: lower case in the real benchmark), each taxon's source its line.
+
+    Args:
+        path: the benchmark JSONL.
+        ranks: rank names (default: the standard ranks for their depth).
+        allow_homonyms: accept a name whose parent changes within one top-level taxon.
+
+    Raises:
+        DataError: a malformed line; TaxonomyError: the paths do not form a tree.
+    """
+    records = read_vqa_benchmark(path)
+    paths = [list(r.levels) for r in records]
+    sources = [f"{path}:{r.line}" for r in records]
+    return Taxonomy.from_paths(paths, ranks=ranks, sources=sources, allow_homonyms=allow_homonyms)
+
+
+def taxonomy_or_benchmark(source: str | Path, allow_homonyms: bool = False) -> Taxonomy:
+    """The taxonomy a ``--taxonomy`` option names: a built-in name or a taxonomy file
+    (:func:`~taxonlens.taxonomy.load_taxonomy`), or a ``.jsonl`` benchmark (:func:`benchmark_taxonomy`)."""
+    if Path(source).suffix.lower() == ".jsonl":
+        return benchmark_taxonomy(source, allow_homonyms=allow_homonyms)
+    return load_taxonomy(source, allow_homonyms=allow_homonyms)
 
 
 def write_vqa_benchmark(records: list[VQARecord], path: str | Path) -> Path:

@@ -32,8 +32,8 @@ import numpy as np
 
 from taxonlens.data.records import Record
 from taxonlens.data.vqa import VQARecord
+from taxonlens.data.vqa_options import consistent_path_count
 from taxonlens.errors import DataError, TaxonNotFoundError
-from taxonlens.recognize.vqa import consistent_path_count
 from taxonlens.taxonomy import Taxonomy
 
 MODES = ("random", "similar", "path")

@@ -34,7 +34,11 @@ Paths = Sequence[Sequence[str]]
 
 def select_levels(path: Sequence[str], levels: Iterable[int]) -> list[str]:
     """The names of ``path`` at the given 0-based level indices (ascending), skipping
-    indices the path does not reach, as the reference extracts its scored levels."""
+    indices the path does not reach, as the reference extracts its scored levels.
+
+    >>> select_levels(["Plantae", "Rosa", "Rosa canina"], [1, 2, 5])
+    ['Rosa', 'Rosa canina']
+    """
     return [path[k] for k in levels if k < len(path)]
 
 
@@ -55,28 +59,54 @@ def _mean_pct(values: Iterable[float], n: int) -> float:
 
 def hca(truths: Paths, preds: Paths) -> float:
     """Hierarchical consistent accuracy: percent of records whose predicted list
-    equals the true list exactly (same length, every level correct)."""
+    equals the true list exactly (same length, every level correct).
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> preds = [["plantae", "Rosa", "Rosa rugosa"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> hca(truths, preds)
+    50.0
+    """
     pairs = _lowered(truths, preds)
     return _mean_pct((p == t for t, p in pairs), len(pairs))
 
 
 def leaf_accuracy(truths: Paths, preds: Paths) -> float:
     """Percent of records whose last predicted name equals the last true name
-    (whatever the depths; an empty prediction is wrong)."""
+    (whatever the depths; an empty prediction is wrong).
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> preds = [["plantae", "Rosa", "Rosa rugosa"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> leaf_accuracy(truths, preds)
+    50.0
+    """
     pairs = _lowered(truths, preds)
     return _mean_pct((bool(p) and p[-1] == t[-1] for t, p in pairs), len(pairs))
 
 
 def por(truths: Paths, preds: Paths) -> float:
     """Point-overlap ratio: per record, the number of positions ``j`` with
-    ``pred[j] == truth[j]`` divided by ``len(truth)``; averaged, in percent."""
+    ``pred[j] == truth[j]`` divided by ``len(truth)``; averaged, in percent.
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> preds = [["plantae", "Rosa", "Rosa rugosa"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> round(por(truths, preds), 2)  # (2/3 + 3/3) / 2
+    83.33
+    """
     pairs = _lowered(truths, preds)
     return _mean_pct((sum(a == b for a, b in zip(p, t)) / len(t) for t, p in pairs), len(pairs))
 
 
 def s_por(truths: Paths, preds: Paths) -> float:
     """Strict point-overlap ratio: per record, the length of the longest correct
-    prefix (from the top scored level) divided by ``len(truth)``; averaged, in percent."""
+    prefix (from the top scored level) divided by ``len(truth)``; averaged, in percent.
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> preds = [["plantae", "Rosa", "Rosa rugosa"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> round(s_por(truths, preds), 2)  # (2/3 + 3/3) / 2
+    83.33
+    >>> round(s_por([["a", "b", "c"]], [["a", "x", "c"]]), 2)  # the prefix stops at the first miss
+    33.33
+    """
     pairs = _lowered(truths, preds)
 
     def prefix(t: list[str], p: list[str]) -> int:
@@ -95,6 +125,11 @@ def tor(truths: Paths, preds: Paths) -> float:
 
     As in the reference, a record with a single scored level has no pair: it
     contributes 0 (even when correct) but still counts in N.
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> preds = [["plantae", "Rosa", "Rosa rugosa"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> tor(truths, preds)  # (1/2 + 2/2) / 2
+    75.0
     """
     pairs = _lowered(truths, preds)
 
@@ -113,6 +148,11 @@ def per_level_accuracy(truths: Paths, preds: Paths) -> dict[int, float]:
 
     Returns:
         0-based position in the scored lists -> percent, for every position some truth has.
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> preds = [["plantae", "Rosa", "Rosa rugosa"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> per_level_accuracy(truths, preds)
+    {0: 100.0, 1: 100.0, 2: 50.0}
     """
     pairs = _lowered(truths, preds)
     depth = max(len(t) for t, _ in pairs)
@@ -137,7 +177,13 @@ def _node(taxonomy: Taxonomy, path: Sequence[str]) -> int | None:
 
 def valid_path_pct(preds: Paths, taxonomy: Taxonomy) -> float:
     """Percent of predicted FULL paths (from level 1) that are paths of ``taxonomy``,
-    ending at any rank; an empty path is not valid."""
+    ending at any rank; an empty path is not valid.
+
+    >>> tax = Taxonomy.from_paths([["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Rosa", "Rosa rugosa"],
+    ...                            ["Plantae", "Bellis", "Bellis perennis"]])
+    >>> valid_path_pct([["Plantae", "Rosa"], ["Plantae", "Bellis", "Rosa canina"]], tax)
+    50.0
+    """
     if not preds:
         raise ValueError("no predictions to check")
     return _mean_pct((_node(taxonomy, p) is not None for p in preds), len(preds))
@@ -167,6 +213,13 @@ def mistake_severity(truths: Paths, preds: Paths, taxonomy: Taxonomy) -> Severit
 
     Raises:
         TaxonNotFoundError: a true path is not in ``taxonomy``.
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> preds = [["plantae", "Rosa", "Rosa rugosa"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> tax = Taxonomy.from_paths([["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Rosa", "Rosa rugosa"],
+    ...                            ["Plantae", "Bellis", "Bellis perennis"]])
+    >>> mistake_severity(truths, preds, tax)  # Rosa rugosa for Rosa canina: 2 edges apart, LCA the genus
+    Severity(n=1, mean_distance=2.0, mean_lca_depth=2.0)
     """
     pairs = []
     for t, p in zip(truths, preds, strict=True):
@@ -202,7 +255,12 @@ class Backoff:
 def backoff(truths: Paths, preds: Paths) -> Backoff:
     """Back-off metrics over FULL paths: for each prediction that stops at a higher
     rank than the truth (``0 < len(pred) < len(truth)``), whether its last name is
-    correct at that depth, and how the stopping levels are distributed."""
+    correct at that depth, and how the stopping levels are distributed.
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> backoff(truths, [["Plantae", "Rosa"], ["Plantae", "Rosa"]])  # both stop at genus, one rightly
+    Backoff(n=2, accuracy=50.0, level_pct={1: 100.0})
+    """
     stops = [
         (len(p) - 1, p[-1].lower() == t[len(p) - 1].lower())
         for t, p in zip(truths, preds, strict=True)
@@ -224,7 +282,12 @@ def backoff(truths: Paths, preds: Paths) -> Backoff:
 def reported_rank_accuracy(truths: Paths, preds: Paths) -> float:
     """Percent of records whose deepest predicted name is right at its own depth (a path
     that stops at genus is right when the genus is): the precision of what a back-off
-    decoder chose to report. FULL paths; an empty prediction (abstention) counts as wrong."""
+    decoder chose to report. FULL paths; an empty prediction (abstention) counts as wrong.
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> reported_rank_accuracy(truths, [["Plantae", "Rosa"], []])  # a right genus; an abstention
+    50.0
+    """
     pairs = _lowered(truths, preds)
     return _mean_pct((0 < len(p) <= len(t) and p[-1] == t[len(p) - 1] for t, p in pairs), len(pairs))
 
@@ -271,6 +334,12 @@ def hierarchical_report(
 
     Raises:
         ValueError: no record has a scored level.
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> preds = [["plantae", "Rosa", "Rosa rugosa"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> report = hierarchical_report(truths, preds, levels=[1, 2])  # score genus and species
+    >>> report.n, report.hca, report.per_level
+    (2, 50.0, {1: 100.0, 2: 50.0})
     """
     if levels is None:
         levels = range(max((len(p) for p in [*truths, *preds]), default=0))

@@ -46,7 +46,6 @@ from taxonlens.knowledge.mining import (
     mine_with_lmm,
     mining_question,
     parse_attribute_list,
-    synthworld_attributes,
 )
 from taxonlens.knowledge.rows import match_rows, read_attribute_rows
 from taxonlens.knowledge.template import DESCRIPTION, describe
@@ -76,6 +75,5 @@ __all__ = [
     "parse_attribute_list",
     "read_attribute_rows",
     "record_rows",
-    "synthworld_attributes",
     "values_match",
 ]

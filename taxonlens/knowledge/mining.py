@@ -1,5 +1,6 @@
 """Mining: the discriminative attribute names of a super-category ("bill shape", "wing colour", ...
-for birds), from a multimodal LLM's answers, a user's file, or synthworld's own factors.
+for birds), from a multimodal LLM's answers, a user's file, or synthworld's own factors
+(:func:`taxonlens.synthworld.synthworld_attributes`).
 
 :func:`parse_attribute_list` reads the lists LLMs write (numbered, bulleted, comma-separated,
 quoted, JSON, with explanations, preambles and repeats); :func:`mine_with_lmm` asks the question
@@ -237,10 +238,3 @@ def attributes_from_file(path: str | Path, super_category: str) -> MinedAttribut
         raise DataError(f"{path}: attribute names listed twice: {', '.join(twice[:10])}")
     return MinedAttributes(super_category, tuple(names), "file")
 
-
-def synthworld_attributes(super_category: str = "organism") -> MinedAttributes:
-    """synthworld's own factor names (:data:`~taxonlens.synthworld.TRAIT_NAMES`), whose true
-    values every synthworld manifest record carries."""
-    from taxonlens.synthworld import TRAIT_NAMES
-
-    return MinedAttributes(super_category, tuple(TRAIT_NAMES), "synthworld")

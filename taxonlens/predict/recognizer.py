@@ -168,8 +168,7 @@ def build_recognizer(
     Raises:
         TaxonlensError: an unknown model, taxonomy or option, missing weights or label files, a bad subset.
     """
-    from taxonlens.resources import taxonomy_file
-    from taxonlens.taxonomy import load_taxonomy
+    from taxonlens.data import taxonomy_or_benchmark
 
     if sum(x is not None for x in (taxonomy, labels, memory, classifier)) > 1:
         raise DataError("give one of a taxonomy, a labels file, a memory or a classifier")
@@ -203,7 +202,7 @@ def build_recognizer(
     elif _is_treeoflife_names(Path(taxonomy)):
         label_set = read_treeoflife(taxonomy)
     else:
-        tax = load_taxonomy(taxonomy_file(taxonomy), allow_homonyms=True)
+        tax = taxonomy_or_benchmark(taxonomy, allow_homonyms=True)
     if label_set is not None:
         if scores != "leaves":
             raise DataError("TreeOfLife labels hold species embeddings only; --scores per-rank needs a taxonomy")

@@ -63,6 +63,24 @@ class TreeDecoder:
         float64: sum leaf probabilities in float64. By default they are summed into
             their parents in float32 (measured error up to 4e-5 on a 13,700-species
             genus of a 450,000-leaf tree) and folded upwards in float64.
+
+    A two-rank tree whose most probable leaf is a daisy, while the two roses together are
+    more probable than the daisy genus:
+
+    >>> import torch
+    >>> tax = Taxonomy.from_paths([("Rosa", "Rosa canina"), ("Rosa", "Rosa rugosa"), ("Bellis", "Bellis perennis")],
+    ...                           ranks=["genus", "species"])
+    >>> decoder = TreeDecoder(tax, thresholds={"species": 0.5})
+    >>> leaf_probs = torch.tensor([[0.3, 0.3, 0.4]])  # [B=1, n_leaves], in the taxonomy's leaf order
+    >>> best = decoder.decode(leaf_probs)[0]  # exact: the most probable whole path
+    >>> best.path, best.rank_reached  # species confidence 0.4 < 0.5: trust the genus only
+    (('Bellis', 'Bellis perennis'), 'genus')
+    >>> {rank: round(p, 2) for rank, p in best.confidence.items()}
+    {'genus': 0.4, 'species': 0.4}
+    >>> decoder.decode(leaf_probs, method="greedy")[0].path  # the best genus first, then its best species
+    ('Rosa', 'Rosa canina')
+    >>> decoder.decode(leaf_probs, rank="genus")[0].path  # stop at genus: marginals 0.6 vs 0.4
+    ('Rosa',)
     """
 
     def __init__(self, taxonomy: Taxonomy, thresholds: Mapping[str, float] | None = None, float64: bool = False):

@@ -8,8 +8,8 @@ has the highest (weighted) sum of log-probabilities.
 
 The offered options also leak the answer: when only one combination of options is a
 path of the taxonomy, a consistent decoder answers right without looking at the image.
-:func:`consistent_path_count`, :func:`blind_decode` (uniform option probabilities) and
-:func:`leakage` measure this.
+:func:`~taxonlens.data.vqa_options.consistent_path_count`, :func:`blind_decode` (uniform
+option probabilities) and :func:`leakage` measure this.
 
 Conventions:
 
@@ -40,10 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from taxonlens.data.vqa import VQARecord
+from taxonlens.data.vqa_options import Candidates, count_paths, option_nodes
 from taxonlens.errors import DataError
 from taxonlens.taxonomy import ROOT, Taxonomy
-
-Candidates = list[list[tuple[int, ...]]]
 
 
 @dataclass(frozen=True)
@@ -111,53 +110,6 @@ class LeakageSummary:
         return 100 * self.expected_blind_correct / self.n_records if self.n_records else 0.0
 
 
-def _where(record: VQARecord) -> str:
-    return f"record {record.image!r} (line {record.line})"
-
-
-def option_nodes(record: VQARecord, taxonomy: Taxonomy) -> Candidates:
-    """The taxa that every offered option can stand for.
-
-    Returns:
-        ``out[k][j]``: node ids (ascending) of the taxa at depth ``k + 1`` named
-        ``record.choices[k][j]`` (case-insensitive): one id normally, several for a
-        homonym, ``()`` when the name is not a taxon of that level.
-
-    Raises:
-        DataError: the record is deeper than the taxonomy.
-    """
-    if len(record.choices) > taxonomy.max_depth:
-        raise DataError(
-            f"{_where(record)} has {len(record.choices)} levels but the taxonomy only {taxonomy.max_depth}"
-        )
-    index = taxonomy._name_index  # (depth, casefolded name) -> node ids, built once per taxonomy
-    return [
-        [tuple(sorted(index.get((k, name.strip().casefold()), ()))) for name in offered]
-        for k, offered in enumerate(record.choices, start=1)
-    ]
-
-
-def _count_paths(cands: Candidates, parent: np.ndarray) -> int:
-    """Number of chains of taxa through ``cands``, one taxon per level, each the parent of the next."""
-    counts = {ROOT: 1}
-    for level in cands:
-        nodes = {n for options in level for n in options}
-        counts = {n: counts[int(parent[n])] for n in nodes if int(parent[n]) in counts}
-        if not counts:
-            return 0
-    return sum(counts.values())
-
-
-def consistent_path_count(record: VQARecord, taxonomy: Taxonomy) -> int:
-    """How many full-depth paths of the taxonomy can be spelled with the offered options
-    (one option per level; an option offered twice counts once).
-
-    1 means a consistent decoder answers the record without looking at the image
-    (when the truth is a path of the taxonomy, that one path is the truth).
-    """
-    return _count_paths(option_nodes(record, taxonomy), taxonomy.parent)
-
-
 Key = tuple[int, float]  # (-number of impossible options, weighted sum of the other log-probabilities)
 
 
@@ -178,11 +130,11 @@ def _keys(
     """
     depth = len(record.choices)
     if len(level_logprobs) != depth:
-        raise DataError(f"{_where(record)}: {len(level_logprobs)} arrays of log-probabilities for {depth} levels")
+        raise DataError(f"{record.where}: {len(level_logprobs)} arrays of log-probabilities for {depth} levels")
     if weights is None:
         weights = [1.0] * depth
     elif len(weights) != depth:
-        raise DataError(f"{_where(record)}: {len(weights)} level weights for {depth} levels")
+        raise DataError(f"{record.where}: {len(weights)} level weights for {depth} levels")
     raw, keys = [], []
     for k, (lp, offered, w) in enumerate(zip(level_logprobs, record.choices, weights), start=1):
         if lp is None and len(offered) == 1:
@@ -190,13 +142,13 @@ def _keys(
         arr = np.asarray(lp, dtype=np.float64) if lp is not None else np.empty(0)
         if arr.shape != (len(offered),):
             raise DataError(
-                f"{_where(record)}: level {k} offers {len(offered)} options but got log-probabilities of "
+                f"{record.where}: level {k} offers {len(offered)} options but got log-probabilities of "
                 f"shape {arr.shape}"
             )
         if np.isnan(arr).any() or (arr == np.inf).any():
-            raise DataError(f"{_where(record)}: level {k} log-probabilities must not be NaN or +inf: {arr.tolist()}")
+            raise DataError(f"{record.where}: level {k} log-probabilities must not be NaN or +inf: {arr.tolist()}")
         if not (math.isfinite(w) and w >= 0):
-            raise DataError(f"{_where(record)}: the weight of level {k} must be finite and >= 0, got {w}")
+            raise DataError(f"{record.where}: the weight of level {k} must be finite and >= 0, got {w}")
         values = arr.tolist()
         raw.append(values)
         keys.append([(0, 0.0) if w == 0 else (-1, 0.0) if x == -math.inf else (0, w * x) for x in values])
@@ -328,7 +280,7 @@ def leakage(records: Sequence[VQARecord], taxonomy: Taxonomy) -> LeakageSummary:
     expected: list[float] = []  # summed with fsum: exact for the benchmark's 1/2, 1/3, 1/4
     for record in records:
         cands = option_nodes(record, taxonomy)
-        n_paths = _count_paths(cands, taxonomy.parent)
+        n_paths = count_paths(cands, taxonomy.parent)
         counts[n_paths] += 1
         uniform = _uniform(record)
         blind = _decode(record, cands, uniform, [[(0, x) for x in lp] for lp in uniform], taxonomy.parent)

@@ -162,8 +162,9 @@ def consistency_report(records: Sequence[VQARecord], rows: Sequence[dict], taxon
     Raises:
         DataError: rows that do not answer the records (by image).
     """
+    from taxonlens.data.vqa_options import consistent_path_count
     from taxonlens.evaluate.metrics import hierarchical_report
-    from taxonlens.recognize.vqa import blind_decode, consistent_path_count
+    from taxonlens.recognize.vqa import blind_decode
 
     by_image = {r["image"]: r["path"] for r in rows}
     missing = [r.image for r in records if r.image not in by_image]

@@ -2,7 +2,7 @@
 
 from taxonlens.knowledge.template import describe  # the one description template of the code base
 from taxonlens.synthworld.render import render
-from taxonlens.synthworld.traits import TRAIT_NAMES, TRAITS, assign_genomes, attributes
+from taxonlens.synthworld.traits import TRAIT_NAMES, TRAITS, assign_genomes, attributes, synthworld_attributes
 from taxonlens.synthworld.world import SynthDataset, SynthImage, SynthWorld, random_taxonomy, select_species
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "random_taxonomy",
     "render",
     "select_species",
+    "synthworld_attributes",
 ]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from taxonlens.knowledge.mining import MinedAttributes
 from taxonlens.taxonomy import Taxonomy
 
 
@@ -53,6 +54,12 @@ TRAITS: tuple[Trait, ...] = (
 TRAIT_NAMES: tuple[str, ...] = tuple(t.name for t in TRAITS)
 MIN_PARTS, MAX_PARTS = 3, 8
 REFINE_SCALE = 0.12
+
+
+def synthworld_attributes(super_category: str = "organism") -> MinedAttributes:
+    """synthworld's own factor names (:data:`TRAIT_NAMES`) as mined attribute names, whose true
+    values every synthworld manifest record carries."""
+    return MinedAttributes(super_category, tuple(TRAIT_NAMES), "synthworld")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Read and write taxonomies: taxonomy JSON, CSV/TSV with one column per rank,
-and the hierarchical-VQA benchmark JSONL.
+"""Read and write taxonomies: taxonomy JSON and CSV/TSV with one column per rank, or a
+built-in taxonomy by name. (The tree of a hierarchical-VQA benchmark's true paths comes from
+:func:`taxonlens.data.vqa.benchmark_taxonomy`: reading benchmarks is the data layer's job.)
 
 Every loader validates its input and names the file, line and values of the
 first problem it finds.
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from taxonlens.errors import TaxonomyError
+from taxonlens.resources import BUILTIN_TAXONOMIES, taxonomy_file
 from taxonlens.taxonomy.tree import Taxonomy
 from taxonlens.textio import read_text
 
@@ -34,28 +36,33 @@ def is_rank_column(name: str) -> bool:
 def load_taxonomy(
     path: str | Path, ranks: Sequence[str] | None = None, allow_homonyms: bool = False
 ) -> Taxonomy:
-    """Load a taxonomy from ``.json`` (``{leaf: [level1, ..., leaf]}``), ``.csv`` /
-    ``.tsv`` (one column per rank) or ``.jsonl`` (hierarchical-VQA benchmark).
+    """Load a taxonomy from ``.json`` (``{leaf: [level1, ..., leaf]}``) or ``.csv`` /
+    ``.tsv`` (one column per rank), or a built-in taxonomy by name (``imagenet-animal``, see
+    :data:`taxonlens.resources.BUILTIN_TAXONOMIES`).
 
     Args:
-        path: the file.
-        ranks: rank names (JSON / JSONL) or the rank columns to read (CSV / TSV).
+        path: the file, or a built-in name.
+        ranks: rank names (JSON) or the rank columns to read (CSV / TSV).
         allow_homonyms: accept a name whose parent changes within one top-level taxon.
 
     Raises:
         TaxonomyError: the file is missing or malformed; the message says where.
+
+    >>> load_taxonomy("imagenet-animal").n_leaves
+    397
     """
-    path = Path(path)
+    path = taxonomy_file(path)
     if not path.is_file():
-        raise TaxonomyError(f"taxonomy file {path} does not exist")
+        raise TaxonomyError(f"taxonomy file {path} does not exist (built-in names: {', '.join(BUILTIN_TAXONOMIES)})")
     suffix = path.suffix.lower()
     if suffix == ".json":
         return _load_json(path, ranks, allow_homonyms)
     if suffix in (".csv", ".tsv"):
         return _load_table(path, ranks, allow_homonyms)
     if suffix == ".jsonl":
-        return _load_vqa_jsonl(path, ranks, allow_homonyms)
-    raise TaxonomyError(f"{path}: unknown taxonomy format {suffix!r}; use .json, .csv, .tsv or .jsonl")
+        raise TaxonomyError(f"{path}: a .jsonl file is a hierarchical-VQA benchmark, not a taxonomy; "
+                            "taxonlens.data.vqa.benchmark_taxonomy builds the tree of its true paths")
+    raise TaxonomyError(f"{path}: unknown taxonomy format {suffix!r}; use .json, .csv or .tsv")
 
 
 def _line_of_key(text: str, key: str, occurrence: int) -> int:
@@ -145,15 +152,6 @@ def _load_table(path: Path, ranks: Sequence[str] | None, allow_homonyms: bool) -
         sources.append(where)
     rank_names = [header[c].strip() for c in cols]
     return Taxonomy.from_paths(paths, ranks=rank_names, sources=sources, allow_homonyms=allow_homonyms)
-
-
-def _load_vqa_jsonl(path: Path, ranks: Sequence[str] | None, allow_homonyms: bool) -> Taxonomy:
-    from taxonlens.data.vqa import read_vqa_benchmark
-
-    records = read_vqa_benchmark(path)
-    paths = [list(r.levels) for r in records]
-    sources = [f"{path}:{r.line}" for r in records]
-    return Taxonomy.from_paths(paths, ranks=ranks, sources=sources, allow_homonyms=allow_homonyms)
 
 
 def save_taxonomy(taxonomy: Taxonomy, path: str | Path) -> Path:

@@ -17,8 +17,8 @@ HOUSTONIA_PATH = ("Plantae", "Tracheophyta", "Magnoliopsida", "Gentianales", "Ru
 
 
 @pytest.fixture(scope="module")
-def plantae(shared_data: Path) -> Taxonomy:
-    return load_taxonomy(shared_data / "taxonomies" / "inat21_plantae.json")
+def plantae(builtin_taxonomies: Path) -> Taxonomy:
+    return load_taxonomy(builtin_taxonomies / "inat21_plantae.json")
 
 
 def _touch(root: Path, *relative: str) -> None:
@@ -35,9 +35,9 @@ def test_parse_inat_folder() -> None:
         assert parse_inat_folder(name) is None, name
 
 
-def test_every_benchmark_folder_parses_to_its_plant_path(shared_data: Path, plantae: Taxonomy) -> None:
-    records = read_vqa_benchmark(shared_data / "benchmarks" / "inat21_plantae_similar_choice.jsonl")
-    plants = json.loads((shared_data / "taxonomies" / "inat21_plantae.json").read_text())
+def test_every_benchmark_folder_parses_to_its_plant_path(builtin_taxonomies: Path, real_data: Path, plantae: Taxonomy) -> None:
+    records = read_vqa_benchmark(real_data / "benchmarks" / "inat21_plantae_similar_choice.jsonl")
+    plants = json.loads((builtin_taxonomies / "inat21_plantae.json").read_text())
     for r in records:
         path = parse_inat_folder(Path(r.image).parent.name)
         assert path is not None and len(path) == 7, r.image

@@ -7,20 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from taxonlens.data import Record, VQARecord, read_vqa_benchmark, write_vqa_benchmark
+from taxonlens.data import (
+    Record,
+    VQARecord,
+    benchmark_taxonomy,
+    read_vqa_benchmark,
+    taxonomy_or_benchmark,
+    write_vqa_benchmark,
+)
 from taxonlens.errors import DataError
+from taxonlens.taxonomy import STANDARD_RANKS, load_taxonomy
 
 BENCHMARK = "benchmarks/inat21_plantae_similar_choice.jsonl"
 
 
 @pytest.fixture(scope="module")
-def benchmark(shared_data: Path) -> list[VQARecord]:
-    return read_vqa_benchmark(shared_data / BENCHMARK)
+def benchmark(real_data: Path) -> list[VQARecord]:
+    return read_vqa_benchmark(real_data / BENCHMARK)
 
 
-def test_real_benchmark_count(shared_data: Path, benchmark: list[VQARecord]) -> None:
-    lines = (shared_data / BENCHMARK).read_text(encoding="utf-8").splitlines()
-    plants = json.loads((shared_data / "taxonomies" / "inat21_plantae.json").read_text())
+def test_real_benchmark_count(builtin_taxonomies: Path, real_data: Path, benchmark: list[VQARecord]) -> None:
+    lines = (real_data / BENCHMARK).read_text(encoding="utf-8").splitlines()
+    plants = json.loads((builtin_taxonomies / "inat21_plantae.json").read_text())
     # The data README says 4,270 (what `wc -l` prints: the last line has no newline);
     # the file holds one question per plant species, 4,271.
     assert len(benchmark) == len([s for s in lines if s.strip()]) == len(plants) == 4271
@@ -28,8 +36,8 @@ def test_real_benchmark_count(shared_data: Path, benchmark: list[VQARecord]) -> 
     assert [r.line for r in benchmark] == list(range(1, 4272))
 
 
-def test_real_benchmark_levels_and_choices(shared_data: Path, benchmark: list[VQARecord]) -> None:
-    first = json.loads((shared_data / BENCHMARK).read_text(encoding="utf-8").splitlines()[0])
+def test_real_benchmark_levels_and_choices(real_data: Path, benchmark: list[VQARecord]) -> None:
+    first = json.loads((real_data / BENCHMARK).read_text(encoding="utf-8").splitlines()[0])
     r = benchmark[0]
     assert (r.image, r.label, r.split) == (first["image"], "Houstonia purpurea", "test")
     assert r.levels == ("plantae", "tracheophyta", "magnoliopsida", "gentianales", "rubiaceae", "houstonia",
@@ -41,6 +49,21 @@ def test_real_benchmark_levels_and_choices(shared_data: Path, benchmark: list[VQ
         assert r.choices[0] == ("plantae",)  # level 1 offers no real choice
         assert all(len(c) == 4 and len(set(c)) == 4 for c in r.choices[1:])
         assert all(t in c for t, c in zip(r.levels, r.choices, strict=True))
+
+
+def test_benchmark_taxonomy_is_the_plant_taxonomy_in_lower_case(builtin_taxonomies: Path, real_data: Path) -> None:
+    from_vqa = benchmark_taxonomy(real_data / BENCHMARK)
+    plants = json.loads((builtin_taxonomies / "inat21_plantae.json").read_text())
+    assert from_vqa.ranks == STANDARD_RANKS
+    assert sorted(from_vqa.leaf_paths()) == sorted(tuple(n.lower() for n in p) for p in plants.values())
+
+
+def test_taxonomy_or_benchmark_reads_a_benchmark_a_file_or_a_builtin_name(
+    builtin_taxonomies: Path, real_data: Path
+) -> None:
+    assert taxonomy_or_benchmark(real_data / BENCHMARK) == benchmark_taxonomy(real_data / BENCHMARK)
+    assert taxonomy_or_benchmark(str(builtin_taxonomies / "imagenet_animal.json")) == load_taxonomy("imagenet-animal")
+    assert taxonomy_or_benchmark("imagenet-animal") == load_taxonomy("imagenet-animal")
 
 
 def test_round_trip(tmp_path: Path, benchmark: list[VQARecord]) -> None:

@@ -13,14 +13,15 @@ import pytest
 
 from taxonlens.data import Record, VQARecord, read_vqa_benchmark, vqa_build, write_vqa_benchmark
 from taxonlens.data.vqa_build import build_vqa
+from taxonlens.data.vqa_options import consistent_path_count, option_nodes
 from taxonlens.errors import DataError
-from taxonlens.recognize.vqa import blind_decode, consistent_path_count, option_nodes
+from taxonlens.recognize.vqa import blind_decode
 from taxonlens.taxonomy import Taxonomy, load_taxonomy
 
 
 @pytest.fixture(scope="module")
-def plantae(shared_data: Path) -> Taxonomy:
-    return load_taxonomy(shared_data / "taxonomies" / "inat21_plantae.json")
+def plantae(builtin_taxonomies: Path) -> Taxonomy:
+    return load_taxonomy(builtin_taxonomies / "inat21_plantae.json")
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +31,9 @@ def plants(plantae: Taxonomy) -> Taxonomy:
 
 
 @pytest.fixture(scope="module")
-def imagenet(shared_data: Path) -> Taxonomy:
+def imagenet(builtin_taxonomies: Path) -> Taxonomy:
     """397 ImageNet animals, paths 4 to 12 levels deep."""
-    return load_taxonomy(shared_data / "taxonomies" / "imagenet_animal.json")
+    return load_taxonomy(builtin_taxonomies / "imagenet_animal.json")
 
 
 def _records(tax: Taxonomy) -> list[Record]:
@@ -73,8 +74,8 @@ def test_random_mode_offers_n_options_of_the_right_rank(tax_name: str, request: 
     assert {q.choices[-1].index(q.levels[-1]) for q in built} == {0, 1, 2, 3}
 
 
-def test_rebuilds_the_real_benchmark_truths(shared_data: Path, plantae: Taxonomy) -> None:
-    bench = read_vqa_benchmark(shared_data / "benchmarks" / "inat21_plantae_similar_choice.jsonl")[:200]
+def test_rebuilds_the_real_benchmark_truths(real_data: Path, plantae: Taxonomy) -> None:
+    bench = read_vqa_benchmark(real_data / "benchmarks" / "inat21_plantae_similar_choice.jsonl")[:200]
     built = build_vqa([r.to_record() for r in bench], plantae, mode="random")
     assert [(q.image, q.label, q.split, q.levels) for q in built] == [(r.image, r.label, r.split, r.levels)
                                                                       for r in bench]

@@ -349,8 +349,8 @@ def _check_parity(bench: Path, name: str, tmp_path: Path) -> None:
                 raise AssertionError(f"{name} / {label} via {fmt}: {e}") from None
 
 
-def test_parity_with_reference_on_inat21_plantae(shared_data: Path, tmp_path: Path) -> None:
-    _check_parity(shared_data / FIGURES["benchmarks"]["inat21_plantae"]["file"], "inat21_plantae", tmp_path)
+def test_parity_with_reference_on_inat21_plantae(real_data: Path, tmp_path: Path) -> None:
+    _check_parity(real_data / FIGURES["benchmarks"]["inat21_plantae"]["file"], "inat21_plantae", tmp_path)
 
 
 def test_parity_with_reference_on_variable_depth_imagenet(tmp_path: Path) -> None:

@@ -11,9 +11,7 @@ from taxonlens.knowledge import (
     mine_with_lmm,
     mining_question,
     parse_attribute_list,
-    synthworld_attributes,
 )
-from taxonlens.synthworld import TRAIT_NAMES
 
 QWEN_STYLE = """Sure! Here are some visual attributes that help distinguish bird species:
 
@@ -127,11 +125,6 @@ def test_bad_attribute_files_are_named_errors(tmp_path, name, content, message):
         attributes_from_file(path, "birds")
     with pytest.raises(DataError, match="does not exist"):
         attributes_from_file(tmp_path / "missing.txt", "birds")
-
-
-def test_synthworld_attributes_are_its_factor_names():
-    mined = synthworld_attributes()
-    assert mined.attributes == TRAIT_NAMES and mined.source == "synthworld"
 
 
 def test_mined_attributes_round_trip_and_bad_files(tmp_path):

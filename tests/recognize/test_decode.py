@@ -42,14 +42,14 @@ def _decoder(tax: Taxonomy, **kw) -> TreeDecoder:
 
 
 @pytest.fixture(scope="module")
-def real(shared_data: Path) -> dict[str, Taxonomy]:
-    return {name: load_taxonomy(shared_data / "taxonomies" / name) for name in REAL_FILES}
+def real(builtin_taxonomies: Path) -> dict[str, Taxonomy]:
+    return {name: load_taxonomy(builtin_taxonomies / name) for name in REAL_FILES}
 
 
 @pytest.fixture(scope="module")
-def with_genus_labels(shared_data: Path) -> Taxonomy:
+def with_genus_labels(builtin_taxonomies: Path) -> Taxonomy:
     """The plant taxonomy plus a genus-only label for every 7th genus, listed first."""
-    paths = [tuple(p) for p in json.loads((shared_data / "taxonomies" / "inat21_plantae.json").read_text()).values()]
+    paths = [tuple(p) for p in json.loads((builtin_taxonomies / "inat21_plantae.json").read_text()).values()]
     genera = sorted({p[:6] for p in paths})[::7]
     return Taxonomy.from_paths(genera + paths)
 

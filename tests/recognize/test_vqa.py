@@ -14,16 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taxonlens.data.vqa import VQARecord, read_vqa_benchmark
+from taxonlens.data.vqa import VQARecord, benchmark_taxonomy, read_vqa_benchmark
+from taxonlens.data.vqa_options import consistent_path_count, option_nodes
 from taxonlens.errors import DataError
 from taxonlens.evaluate.metrics import hca, select_levels
-from taxonlens.recognize.vqa import (
-    blind_decode,
-    consistent_decode,
-    consistent_path_count,
-    leakage,
-    option_nodes,
-)
+from taxonlens.recognize.vqa import blind_decode, consistent_decode, leakage
 from taxonlens.taxonomy import Taxonomy, load_taxonomy
 
 BENCHMARK = "benchmarks/inat21_plantae_similar_choice.jsonl"
@@ -296,21 +291,21 @@ def test_decoder_equals_brute_force_on_random_cases() -> None:
 
 # ------------------------------------------------------------ real benchmark
 @pytest.fixture(scope="module")
-def benchmark(shared_data: Path) -> list[VQARecord]:
-    return read_vqa_benchmark(shared_data / BENCHMARK)
+def benchmark(real_data: Path) -> list[VQARecord]:
+    return read_vqa_benchmark(real_data / BENCHMARK)
 
 
 @pytest.fixture(scope="module")
-def plantae(shared_data: Path) -> Taxonomy:
-    return load_taxonomy(shared_data / "taxonomies" / "inat21_plantae.json")
+def plantae(builtin_taxonomies: Path) -> Taxonomy:
+    return load_taxonomy(builtin_taxonomies / "inat21_plantae.json")
 
 
 def test_real_taxonomy_holds_every_offered_option(
-    shared_data: Path, benchmark: list[VQARecord], plantae: Taxonomy
+    real_data: Path, benchmark: list[VQARecord], plantae: Taxonomy
 ) -> None:
     # the tree of the benchmark's own true paths is the same tree (lower-cased), so it also
     # holds every distractor: each is the true taxon of another question
-    from_truths = load_taxonomy(shared_data / BENCHMARK)
+    from_truths = benchmark_taxonomy(real_data / BENCHMARK)
     assert sorted(tuple(x.lower() for x in p) for p in plantae.leaf_paths()) == sorted(from_truths.leaf_paths())
     for record in benchmark:
         nodes = option_nodes(record, plantae)

@@ -29,8 +29,8 @@ class NoText:
 
 
 @pytest.fixture(scope="module")
-def plants(shared_data: Path) -> Taxonomy:
-    full = load_taxonomy(shared_data / "taxonomies" / "inat21_plantae.json")
+def plants(builtin_taxonomies: Path) -> Taxonomy:
+    full = load_taxonomy(builtin_taxonomies / "inat21_plantae.json")
     return full.subset(np.arange(0, full.n_leaves, 100))
 
 

@@ -12,6 +12,7 @@ from taxonlens.synthworld.traits import (
     TRAITS,
     assign_genomes,
     attributes,
+    synthworld_attributes,
     trait_blocks,
 )
 from taxonlens.taxonomy import Taxonomy, load_taxonomy
@@ -51,16 +52,16 @@ def test_leaves_share_traits_above_their_split_and_differ_at_it():
             assert genomes[i][depth] != genomes[j][depth]
 
 
-def test_genomes_are_deterministic_and_independent_of_the_subset(shared_data):
-    tax = load_taxonomy(shared_data / "taxonomies" / "inat21_plantae.json")
+def test_genomes_are_deterministic_and_independent_of_the_subset(builtin_taxonomies):
+    tax = load_taxonomy(builtin_taxonomies / "inat21_plantae.json")
     full = assign_genomes(tax, seed=0)
     sub = tax.subset([5, 17, 400])
     assert assign_genomes(sub, seed=0) == [full[5], full[17], full[400]]
     assert assign_genomes(sub, seed=1) != [full[5], full[17], full[400]]
 
 
-def test_variable_depth_tree_refines_and_fills_shallow_leaves(shared_data):
-    tax = load_taxonomy(shared_data / "taxonomies" / "imagenet_animal.json")
+def test_variable_depth_tree_refines_and_fills_shallow_leaves(builtin_taxonomies):
+    tax = load_taxonomy(builtin_taxonomies / "imagenet_animal.json")
     assert trait_blocks(12)[2] == (2, 2)  # level 3 of 12 owns no trait: it refines trait 1
     genomes = assign_genomes(tax, seed=0)
     assert all(len(g) == len(TRAITS) and all(v is not None for v in g) for g in genomes)
@@ -97,3 +98,8 @@ def test_category_draws_cover_all_values(seed):
         cats = np.bincount([g[k].category for g in genomes], minlength=len(trait.categories))
         if k >= 1:  # traits below the single kingdom vary across the 300 phyla
             assert (cats > 0).all(), trait.name
+
+
+def test_synthworld_attributes_are_its_factor_names():
+    mined = synthworld_attributes()
+    assert mined.attributes == TRAIT_NAMES and mined.source == "synthworld"

@@ -12,8 +12,8 @@ from taxonlens.taxonomy import load_taxonomy
 
 
 @pytest.fixture(scope="module")
-def plants(shared_data):
-    return load_taxonomy(shared_data / "taxonomies" / "inat21_plantae.json")
+def plants(builtin_taxonomies):
+    return load_taxonomy(builtin_taxonomies / "inat21_plantae.json")
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +118,9 @@ def test_random_taxonomy_shape():
     assert random_taxonomy(1000, seed=2) == tax and random_taxonomy(1000, seed=3) != tax
 
 
-def test_pixel_nearest_neighbour_is_far_from_perfect_but_beats_chance(shared_data):
+def test_pixel_nearest_neighbour_is_far_from_perfect_but_beats_chance(builtin_taxonomies):
     """The world is hard: raw-pixel 1-NN learns something, nowhere near everything."""
-    tax = load_taxonomy(shared_data / "taxonomies" / "inat21_plantae.json")
+    tax = load_taxonomy(builtin_taxonomies / "inat21_plantae.json")
     world = SynthWorld.create(tax, n_species=30, images_per_species=12, novel_fraction=0.0, size=32, seed=1)
     train, test = world.dataset("train"), world.dataset("test")
     memory = VectorMemory.build(pixel_features(img for img, _ in train), train.labels())

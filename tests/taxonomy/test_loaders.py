@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
 
 from taxonlens.errors import TaxonomyError
-from taxonlens.taxonomy import STANDARD_RANKS, Taxonomy, load_taxonomy, save_taxonomy
+from taxonlens.taxonomy import Taxonomy, load_taxonomy, save_taxonomy
 
-BENCHMARK = "benchmarks/inat21_plantae_similar_choice.jsonl"
+BENCHMARK = "benchmarks/inat21_plantae_similar_choice.jsonl"  # in tests/fixtures (the real_data fixture)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -28,11 +27,13 @@ def _raises(path: Path, message: str, **kwargs: object) -> None:
 
 
 # ---------------------------------------------------------------- reading
-def test_vqa_jsonl_gives_the_plant_taxonomy_in_lower_case(shared_data: Path) -> None:
-    from_vqa = load_taxonomy(shared_data / BENCHMARK)
-    plants = json.loads((shared_data / "taxonomies/inat21_plantae.json").read_text())
-    assert from_vqa.ranks == STANDARD_RANKS
-    assert sorted(from_vqa.leaf_paths()) == sorted(tuple(n.lower() for n in p) for p in plants.values())
+def test_a_builtin_name_loads_the_shipped_taxonomy(builtin_taxonomies: Path) -> None:
+    assert load_taxonomy("imagenet-animal") == load_taxonomy(builtin_taxonomies / "imagenet_animal.json")
+    assert load_taxonomy("inat21-plantae").n_leaves == 4271
+
+
+def test_a_benchmark_is_not_a_taxonomy_file(real_data: Path) -> None:
+    _raises(real_data / BENCHMARK, "taxonlens.data.vqa.benchmark_taxonomy builds the tree of its true paths")
 
 
 def test_csv_with_standard_rank_columns_ignores_other_columns(tmp_path: Path) -> None:
@@ -99,8 +100,8 @@ def test_csv_variable_depth_from_trailing_empty_cells(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- round trips
 @pytest.mark.parametrize("suffix", [".json", ".csv", ".tsv"])
 @pytest.mark.parametrize("name", ["imagenet_animal.json", "inat21_plantae.json"])
-def test_round_trip_real_taxonomies(shared_data: Path, tmp_path: Path, name: str, suffix: str) -> None:
-    tax = load_taxonomy(shared_data / "taxonomies" / name)
+def test_round_trip_real_taxonomies(builtin_taxonomies: Path, tmp_path: Path, name: str, suffix: str) -> None:
+    tax = load_taxonomy(builtin_taxonomies / name)
     out = save_taxonomy(tax, tmp_path / f"t{suffix}")
     again = load_taxonomy(out)
     assert again == tax

@@ -27,25 +27,25 @@ def small() -> Taxonomy:
     return Taxonomy.from_paths(SMALL_PATHS, ranks=RANKS3)
 
 
-def _paths(shared_data: Path, name: str) -> list[tuple[str, ...]]:
-    return [tuple(p) for p in json.loads((shared_data / "taxonomies" / name).read_text()).values()]
+def _paths(builtin_taxonomies: Path, name: str) -> list[tuple[str, ...]]:
+    return [tuple(p) for p in json.loads((builtin_taxonomies / name).read_text()).values()]
 
 
 @pytest.fixture(scope="module")
-def plantae(shared_data: Path) -> Taxonomy:
-    return load_taxonomy(shared_data / "taxonomies" / "inat21_plantae.json")
+def plantae(builtin_taxonomies: Path) -> Taxonomy:
+    return load_taxonomy(builtin_taxonomies / "inat21_plantae.json")
 
 
 @pytest.fixture(scope="module")
-def imagenet(shared_data: Path) -> Taxonomy:
-    return load_taxonomy(shared_data / "taxonomies" / "imagenet_animal.json")
+def imagenet(builtin_taxonomies: Path) -> Taxonomy:
+    return load_taxonomy(builtin_taxonomies / "imagenet_animal.json")
 
 
 # ---------------------------------------------------------------- real files
 @pytest.mark.parametrize("name", REAL_FILES)
-def test_counts_per_rank_match_the_file(shared_data: Path, name: str) -> None:
-    paths = _paths(shared_data, name)
-    tax = load_taxonomy(shared_data / "taxonomies" / name)
+def test_counts_per_rank_match_the_file(builtin_taxonomies: Path, name: str) -> None:
+    paths = _paths(builtin_taxonomies, name)
+    tax = load_taxonomy(builtin_taxonomies / name)
     depth = max(len(p) for p in paths)
     expected = [len({p[:d] for p in paths if len(p) >= d}) for d in range(1, depth + 1)]
 
@@ -95,8 +95,8 @@ def test_leaves_under(small: Taxonomy) -> None:
     assert small.leaves_under(ROOT).tolist() == [0, 1, 2, 3]
 
 
-def test_leaves_under_every_imagenet_node(imagenet: Taxonomy, shared_data: Path) -> None:
-    paths = _paths(shared_data, "imagenet_animal.json")
+def test_leaves_under_every_imagenet_node(imagenet: Taxonomy, builtin_taxonomies: Path) -> None:
+    paths = _paths(builtin_taxonomies, "imagenet_animal.json")
     for node in range(1, len(imagenet)):
         prefix = imagenet.path_names(node)
         expected = [i for i, p in enumerate(paths) if p[: len(prefix)] == prefix]
@@ -135,8 +135,8 @@ def test_imagenet_variable_depth_lca(imagenet: Taxonomy) -> None:
     assert imagenet.distance(king_crab, crayfish) == 3
 
 
-def test_lca_matches_common_prefix_of_real_paths(imagenet: Taxonomy, shared_data: Path) -> None:
-    paths = _paths(shared_data, "imagenet_animal.json")
+def test_lca_matches_common_prefix_of_real_paths(imagenet: Taxonomy, builtin_taxonomies: Path) -> None:
+    paths = _paths(builtin_taxonomies, "imagenet_animal.json")
     rng = random.Random(0)
     pairs = [(rng.randrange(len(paths)), rng.randrange(len(paths))) for _ in range(500)]
     a = imagenet.leaves[[i for i, _ in pairs]]
@@ -183,8 +183,8 @@ def test_homonyms_across_kingdoms_are_distinct_nodes() -> None:
         tax.find("Dryas", parent="Fungi")
 
 
-def test_real_cross_kingdom_homonym(shared_data: Path) -> None:
-    paths = _paths(shared_data, "inat21_plantae.json") + _paths(shared_data, "inat21_animalia.json")
+def test_real_cross_kingdom_homonym(builtin_taxonomies: Path) -> None:
+    paths = _paths(builtin_taxonomies, "inat21_plantae.json") + _paths(builtin_taxonomies, "inat21_animalia.json")
     tax = Taxonomy.from_paths(paths)
     genus_paths = {p[:6] for p in paths if p[5] == "Arenaria"}
     assert len(genus_paths) == 2  # a plant genus (sandworts) and a bird genus (turnstones)
@@ -214,8 +214,8 @@ def test_leaf_ancestor_matrix_shape_and_rows(imagenet: Taxonomy) -> None:
     assert set(m[king_crab].indices) == set(imagenet.path(imagenet.find("king crab")))
 
 
-def test_marginals_equal_a_python_loop_on_real_plants(plantae: Taxonomy, shared_data: Path) -> None:
-    paths = _paths(shared_data, "inat21_plantae.json")
+def test_marginals_equal_a_python_loop_on_real_plants(plantae: Taxonomy, builtin_taxonomies: Path) -> None:
+    paths = _paths(builtin_taxonomies, "inat21_plantae.json")
     probs = np.random.default_rng(0).dirichlet(np.ones(len(paths)), size=3)
     marginals = np.asarray(probs @ plantae.leaf_ancestor_matrix())
     assert marginals.shape == (3, len(plantae))
