@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "taxonlens"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("textio", "journal", "resources"),
+    ("tables",),  # CSV / TSV / JSON lines / Parquet rows, read and written one way
     ("taxonomy", "models"),  # the tree; encoders and LMMs (presets, hub files)
     ("data",),  # records, manifests, image folders, VQA benchmarks, TreeOfLife label sets
     ("knowledge", "evaluate"),  # attribute mining/extraction/descriptions; metrics and prediction scoring
