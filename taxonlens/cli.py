@@ -725,7 +725,7 @@ def train_grpo_cmd(
 
         def show(log) -> None:
             bar.update(task, completed=log.step, total=log.total_steps,
-                       description=f"reward {log.logs['reward']:.2f} kl {log.logs.get('kl', 0):.4f}")
+                       description=f"reward {log.figures['reward']:.2f} kl {log.figures.get('kl', 0):.4f}")
 
         result = train_grpo(config, records, images, rank_names, resume=resume, progress=show)
     rewards = [row["reward"] for row in result.metrics]

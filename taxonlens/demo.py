@@ -128,7 +128,7 @@ def run_demo(settings: DemoSettings | None = None,
         step = progress(f"training ({arm} text)", n_steps) if progress else None
         trained = train_contrastive(config, splits["train"], taxonomy=world.taxonomy, resume=True,
                                     progress=(lambda log, step=step: step(1)) if step else None)
-        metrics, paths, recognizers[arm] = evaluate_arm(trained.encoder, world, splits, arm,
+        metrics, paths, recognizers[arm] = evaluate_arm(trained.model, world, splits, arm,
                                                         settings.precision_target, out / "cache")
         results["arms"][arm] = metrics
         samples[arm] = paths

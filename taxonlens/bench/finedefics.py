@@ -323,7 +323,7 @@ def _run(s: dict[str, Any], work: Path, out: Path | None, say: Callable[[str], N
                 say(f"seed {seed}: {arm}, Stage I, {s['stage1_epochs']} epochs")
                 st1 = train_stage1(Stage1Config(**common, **weights, model=s["model"], epochs=s["stage1_epochs"], seed=seed,
                                                 out=str(folder / "stage1")), train, seen, vw.load, embeddings=emb_seen)
-                aligned = _alignment(st1.lmm, sets, vw.load, 16)
+                aligned = _alignment(st1.model, sets, vw.load, 16)
                 if len(runs) == 0 and "seen" in aligned:
                     reports[arm] = aligned["seen"]
                 row["alignment"]["after_stage1"] = {k: r.summary() for k, r in aligned.items()}
@@ -344,7 +344,7 @@ def _run(s: dict[str, Any], work: Path, out: Path | None, say: Callable[[str], N
             row["steps"] = st2.steps + row.get("stage1", {}).get("steps", 0)
             say(f"seed {seed}: {arm}, answering")
             tick = time.perf_counter()
-            lmm = st2.lmm
+            lmm = st2.model
             row["closed_set"] = {split: closed_set_accuracy(lmm, qs, rk, vw.load) for split, (qs, rk) in asked.items()}
             row["open_set"] = {split: open_set_accuracy(lmm, qs, rk, vw.load, names)
                                for split, (qs, rk) in asked.items()}

@@ -163,7 +163,7 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
     losses = [m["train_loss"] for m in trained.metrics if "train_loss" in m]
     encoder_training = {"photos": len(by_split["train"]), "epochs": s["encoder_epochs"], "steps": trained.steps,
                         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
-    recognizer = Recognizer(trained.encoder, ZeroShotClassifier(trained.encoder, taxonomy), TreeDecoder(taxonomy))
+    recognizer = Recognizer(trained.model, ZeroShotClassifier(trained.model, taxonomy), TreeDecoder(taxonomy))
 
     max_k = s["ks"][-1]
     say(f"ranker data: top-{max_k} candidates of {len(by_split['train'])} training photos")
@@ -197,7 +197,7 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
     for k in s["ks"]:
         say(f"reranking the top {k} of {len(test)} test photos")
         tick = time.perf_counter()
-        reranker = LMMReranker(result.lmm, taxonomy, k=k, method="score", answer="name", system=None)
+        reranker = LMMReranker(result.model, taxonomy, k=k, method="score", answer="name", system=None)
         reranked[k] = score_probs(recognizer.decoder, rerank_probs(reranker, images, probs), truth, truths)
         seconds[f"rerank_k{k}"] = time.perf_counter() - tick
     return {"settings": s,

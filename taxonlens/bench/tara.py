@@ -38,7 +38,7 @@ from taxonlens.bench import bench_run, seed_summary, tiny_sft_config
 from taxonlens.bench.vqa import SCORED_DECODERS, vqa_figures, vqa_scores, vqa_world
 from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
 from taxonlens.train.grpo import RFTConfig, train_grpo
-from taxonlens.train.sft import SFTConfig, train_sft
+from taxonlens.train.sft import train_sft
 
 #: the trained models compared, in table order
 ARMS = ("warm_start", "sft", "grpo", "grpo+tara")
@@ -117,14 +117,13 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
         warm = train_sft(tiny_sft_config({**s, "epochs": s["sft_epochs"], "batch_size": 4, "lr": 2e-3,
                                           "lora_alpha": 32.0, "seed": seed}, work / f"seed{seed}" / "warm"),
                          vw.train, vw.load, ranks)
-        run["warm_start"] = {"scores": vqa_scores(warm.lmm, vw, ranks), "last_loss": warm.metrics[-1]["train_loss"]}
+        run["warm_start"] = {"scores": vqa_scores(warm.model, vw, ranks), "last_loss": warm.metrics[-1]["train_loss"]}
         say(f"seed {seed}: more SFT, {s['rl_epochs']} epochs")
-        more = SFTConfig(**{**tiny_sft_config({**s, "epochs": s["rl_epochs"], "batch_size": s["questions_per_step"],
-                                               "lr": 2e-3, "lora_alpha": 32.0, "seed": seed},
-                                              work / f"seed{seed}" / "sft").to_dict(),
-                            "model": str(warm.model_dir), "questions_per_record": 1})
+        more = replace(tiny_sft_config({**s, "epochs": s["rl_epochs"], "batch_size": s["questions_per_step"],
+                                        "lr": 2e-3, "lora_alpha": 32.0, "seed": seed}, work / f"seed{seed}" / "sft"),
+                       model=str(warm.model_dir), questions_per_record=1)
         sft = train_sft(more, budget, vw.load, ranks)
-        run["sft"] = {"scores": vqa_scores(sft.lmm, vw, ranks), "steps": sft.steps,
+        run["sft"] = {"scores": vqa_scores(sft.model, vw, ranks), "steps": sft.steps,
                       "seconds": sum(m["train_seconds"] for m in sft.metrics)}
         for arm in ("grpo", "grpo+tara"):
             say(f"seed {seed}: {arm}, {s['rl_epochs']} epochs")
@@ -135,7 +134,7 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
             result = train_grpo(config, budget, vw.load, ranks)
             rows = result.metrics
             per_epoch = max(1, len(rows) // s["rl_epochs"])
-            run[arm] = {"scores": vqa_scores(result.lmm, vw, ranks), "steps": result.steps, "seconds": result.seconds,
+            run[arm] = {"scores": vqa_scores(result.model, vw, ranks), "steps": result.steps, "seconds": result.seconds,
                         "reward_first_epoch": float(np.mean([r["reward"] for r in rows[:per_epoch]])),
                         "reward_last_epoch": float(np.mean([r["reward"] for r in rows[-per_epoch:]]))}
             if config.tara:

@@ -257,7 +257,7 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
         if not recs:
             continue
         say(f"answering {len(recs)} {name} records")
-        lps = level_logprobs(result.lmm, recs, load, ranks)
+        lps = level_logprobs(result.model, recs, load, ranks)
         splits[name] = score_split(recs, lps, taxonomy)
     answer_seconds = time.perf_counter() - tick
     novel = sorted(taxonomy.names[taxonomy.leaves[i]] for i in world.novel)

@@ -1,5 +1,6 @@
 """Training: contrastive (BioCLIP) fine-tuning, LMM fine-tuning (SFT, Finedefics' two stages, GRPO with
-optional TARA alignment: :mod:`taxonlens.train.tara`, imported on use) and the loop utilities every trainer shares."""
+optional TARA alignment: :mod:`taxonlens.train.tara`, imported on use), the settings every trainer shares
+(:mod:`taxonlens.train.config`), the resumable epoch loop (:mod:`taxonlens.train.loop`) and the checkpoints."""
 
 from taxonlens.train.checkpoint import (
     CHECKPOINT_FILE,
@@ -12,27 +13,27 @@ from taxonlens.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from taxonlens.train.config import LMMConfig, LoopConfig, QuestionConfig, TrainConfig
 from taxonlens.train.contrastive import (
     CaptionedImages,
     ContrastiveConfig,
     Example,
     MultiPositiveClipLoss,
-    StepLog,
-    TrainResult,
     as_examples,
     evaluate_zeroshot,
     synthworld_examples,
     train_contrastive,
 )
 from taxonlens.train.finedefics import Stage1Config, Stage2Config, measure_alignment, train_stage1, train_stage2
-from taxonlens.train.grpo import RFTConfig, RFTResult, shots_per_species, train_grpo
+from taxonlens.train.grpo import RFTConfig, shots_per_species, train_grpo
+from taxonlens.train.loop import EpochTask, LoopRun, StepLog, TrainResult, train_epochs
 from taxonlens.train.sft import (
     SFTConfig,
-    SFTResult,
-    SFTStepLog,
+    TuneConfig,
     evaluate_sft,
     load_sft_checkpoint,
     train_sft,
+    tune_lmm,
 )
 
 __all__ = [
@@ -41,18 +42,22 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "ContrastiveConfig",
+    "EpochTask",
     "Example",
+    "LMMConfig",
+    "LoopConfig",
+    "LoopRun",
     "LoopState",
     "MultiPositiveClipLoss",
+    "QuestionConfig",
     "RFTConfig",
-    "RFTResult",
     "SFTConfig",
-    "SFTResult",
-    "SFTStepLog",
     "Stage1Config",
     "Stage2Config",
     "StepLog",
+    "TrainConfig",
     "TrainResult",
+    "TuneConfig",
     "as_examples",
     "capture_rng_state",
     "check_config",
@@ -66,8 +71,10 @@ __all__ = [
     "shots_per_species",
     "synthworld_examples",
     "train_contrastive",
+    "train_epochs",
     "train_grpo",
     "train_sft",
     "train_stage1",
     "train_stage2",
+    "tune_lmm",
 ]

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import random
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,72 +44,48 @@ from taxonlens.models.text import FIXED_TEXT_TYPES, TEXT_TYPES, taxon_text
 from taxonlens.recognize.decode import TreeDecoder
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
 from taxonlens.taxonomy import Taxonomy
-from taxonlens.train.checkpoint import (
-    LoopState,
-    isolated_run,
-    open_run,
-    save_checkpoint,
+from taxonlens.train.config import LoopConfig, with_defaults
+from taxonlens.train.loop import (
+    MODEL_DIR,
+    EpochTask,
+    LoopRun,
+    StepLog,
+    TrainResult,
+    adamw,
+    seed_everything,
+    train_epochs,
 )
-
-log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.jsonl"
-MODEL_DIR = "model"
 
 
 # ------------------------------------------------------------------ config
 @dataclass
-class ContrastiveConfig:
-    """Settings of a contrastive run.
+@with_defaults(out="taxonlens-train", epochs=10, batch_size=64, lr=5e-4, weight_decay=0.2, warmup=0.1)
+class ContrastiveConfig(LoopConfig):
+    """Settings of a contrastive run: :class:`~taxonlens.train.config.LoopConfig` (each field's help
+    is in its metadata) and the encoder, the captions and the data pipeline. The last incomplete
+    batch of an epoch is dropped unless the data is smaller than one batch."""
 
-    Attributes:
-        encoder: what :func:`~taxonlens.models.encoders.load_encoder` builds (a preset, ``bioclip``,
-            an open_clip architecture, a directory); training starts from its weights.
-        text_type: caption type, one of :data:`~taxonlens.models.text.TEXT_TYPES`.
-        epochs: passes over the training data.
-        batch_size: images per optimizer step (the last incomplete batch of an epoch is dropped
-            unless the data is smaller than one batch).
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay (not applied to gains, biases, embeddings of rank < 2
-            and the temperature, as in open_clip).
-        warmup: fraction of all steps over which the learning rate rises linearly, before
-            the cosine decay to 0.
-        seed: fixes the initialisation of random-weight encoders, the shuffles, the caption
-            types drawn for ``mixed`` and the augmentations.
-        out: output folder.
-        augment: use the encoder's training transform (random resized crop) rather than
-            its evaluation preprocessing.
-        precision: ``fp32``, or ``bf16`` autocast (fast on CPUs with AMX / AVX512-BF16 and on GPUs).
-        eval_every: evaluate on the validation data every this many epochs and after the
-            last one; 0 never.
-        eval_text_type: text type of the zero-shot label embeddings (default: ``text_type``,
-            or ``taxonomic`` for ``mixed``).
-        checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
-        num_workers: DataLoader worker processes (results do not depend on it).
-        threads: torch CPU threads for the run (``None``: leave as is).
-    """
+    encoder: str = field(default="tiny-clip", metadata={
+        "help": "the encoder trained, starting from its weights: what load_encoder builds (a preset, bioclip, an "
+                "open_clip architecture, a folder)"})
+    text_type: str = field(default="taxonomic", metadata={
+        "help": f"caption type of the training images, one of {', '.join(TEXT_TYPES)} (mixed: drawn per image "
+                "and epoch)"})
+    augment: bool = field(default=True, metadata={
+        "help": "use the encoder's training transform (random resized crop) rather than its evaluation "
+                "preprocessing"})
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32, or bf16 autocast (fast on CPUs with AMX / AVX512-BF16 and on GPUs)"})
+    eval_text_type: str | None = field(default=None, metadata={
+        "help": "text type of the zero-shot label embeddings of the evaluation (None: text_type, or taxonomic "
+                "for mixed)"})
+    num_workers: int = field(default=0, metadata={
+        "help": "DataLoader worker processes (results do not depend on it)"})
 
-    encoder: str = "tiny-clip"
-    text_type: str = "taxonomic"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 5e-4
-    weight_decay: float = 0.2
-    warmup: float = 0.1
-    seed: int = 0
-    out: str | Path = "taxonlens-train"
-    augment: bool = True
-    precision: str = "fp32"
-    eval_every: int = 1
-    eval_text_type: str | None = None
-    checkpoint_every: int = 0
-    num_workers: int = 0
-    threads: int | None = None
-
-    #: fields that do not change the weights a run produces (free to change on resume)
-    RESUMABLE_CHANGES = ("out", "eval_every", "eval_text_type", "checkpoint_every", "num_workers", "threads")
+    RESUMABLE_CHANGES = (*LoopConfig.RESUMABLE_CHANGES, "eval_text_type", "num_workers")
 
     def __post_init__(self) -> None:
-        self.out = str(self.out)
+        super().__post_init__()
         if self.text_type not in TEXT_TYPES:
             raise TaxonlensError(f"unknown text type {self.text_type!r}; choose one of {', '.join(TEXT_TYPES)}")
         if self.eval_text_type is not None and self.eval_text_type not in FIXED_TEXT_TYPES:
@@ -130,9 +104,6 @@ class ContrastiveConfig:
         if self.eval_text_type:
             return self.eval_text_type
         return "taxonomic" if self.text_type == "mixed" else self.text_type
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 # -------------------------------------------------------------------- data
@@ -251,16 +222,6 @@ class _Collate:
         return torch.stack(pixels), self.tokenizer(list(captions)), torch.tensor(groups, dtype=torch.long)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches of item indices of one epoch: a permutation seeded by ``(seed, epoch)``,
-    cut into full batches (one batch of all items when ``n < batch_size``)."""
-    g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(f"shuffle:{seed}:{epoch}".encode()).digest()[:7]))
-    order = torch.randperm(n, generator=g).tolist()
-    if n < batch_size:
-        return [order]
-    return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
 def data_fingerprint(examples: Sequence[Example]) -> str:
     """A hash of the training items (file paths, or pixels of in-memory images; paths; common names)."""
     h = hashlib.sha256()
@@ -358,56 +319,6 @@ def evaluate_zeroshot(encoder: OpenCLIPEncoder, examples: TrainData, taxonomy: T
 
 
 # ---------------------------------------------------------------- training
-@dataclass(frozen=True)
-class StepLog:
-    """What :func:`train_contrastive` reports after every optimizer step.
-
-    Attributes:
-        epoch: the epoch being trained, 1-based.
-        step: optimizer steps taken (1-based), of ``total_steps``.
-        loss: this step's loss.
-        lr: the learning rate it used.
-        logit_scale: the temperature's inverse after it (CLIP's ``exp(logit_scale)``).
-    """
-
-    epoch: int
-    step: int
-    total_steps: int
-    loss: float
-    lr: float
-    logit_scale: float
-
-
-@dataclass
-class TrainResult:
-    """The outcome of :func:`train_contrastive`.
-
-    Attributes:
-        encoder: the trained encoder (in memory; also saved under ``model_dir``).
-        model_dir: ``out/model``, loadable with ``load_encoder``.
-        checkpoint: ``out/checkpoint.pt``.
-        metrics: one dict per epoch, as in ``out/metrics.jsonl``.
-        steps: optimizer steps taken in all (including before a resume).
-    """
-
-    encoder: OpenCLIPEncoder
-    model_dir: Path
-    checkpoint: Path
-    metrics: list[dict[str, Any]]
-    steps: int
-
-
-def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Learning-rate factor of step ``s``: ``(s + 1) / warmup_steps`` during the warmup, then
-    a cosine from 1 to 0 over the remaining steps (open_clip's ``cosine_lr``)."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
-
-    return factor
-
-
 def _optimizer(model: torch.nn.Module, config: ContrastiveConfig) -> torch.optim.AdamW:
     """AdamW as open_clip builds it: no weight decay on gains, biases and the temperature."""
     decay, no_decay = [], []
@@ -417,10 +328,7 @@ def _optimizer(model: torch.nn.Module, config: ContrastiveConfig) -> torch.optim
         exempt = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
         (no_decay if exempt else decay).append(p)
     groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": config.weight_decay}]
-    try:  # the fused kernel is about 4x faster on CPU (measured on tiny-clip)
-        return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
-    except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not support
-        return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    return adamw(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
 def train_contrastive(
@@ -430,8 +338,9 @@ def train_contrastive(
     taxonomy: Taxonomy | None = None,
     resume: bool = False,
     progress: Callable[[StepLog], None] | None = None,
-) -> TrainResult:
-    """Train ``config.encoder`` with the CLIP loss on captioned images.
+) -> TrainResult[OpenCLIPEncoder]:
+    """Train ``config.encoder`` with the CLIP loss on captioned images, in the epoch loop
+    (:func:`~taxonlens.train.loop.train_epochs`).
 
     Args:
         train_data: records or ``(image, path[, common_name])`` items (see :func:`as_examples`).
@@ -440,7 +349,11 @@ def train_contrastive(
             the training and validation data).
         resume: continue from ``out/checkpoint.pt`` if it exists (the same settings and
             data are required); without it, an existing checkpoint is an error.
-        progress: called with a :class:`StepLog` after every optimizer step.
+        progress: called with a :class:`~taxonlens.train.loop.StepLog` after every optimizer step
+            (figures: ``logit_scale``).
+
+    Returns:
+        the result; its model is the trained encoder.
 
     Raises:
         CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run.
@@ -452,93 +365,44 @@ def train_contrastive(
         raise DataError(f"contrastive training needs at least 2 labelled images, got {len(train)}")
     if taxonomy is None:
         taxonomy = Taxonomy.from_paths(sorted({ex.path for ex in train + val}), allow_homonyms=True)
-    out = Path(config.out)
-    with isolated_run(out, resume, config.threads) as ckpt_path:
-        return _run(config, train, val, taxonomy, out, ckpt_path, out / METRICS_FILE, resume, progress)
 
+    def build() -> LoopRun[OpenCLIPEncoder]:
+        encoder = load_encoder(config.encoder, precision="fp32", seed=config.seed)
+        model = encoder.model
+        dataset = CaptionedImages(train, encoder.train_transform if config.augment else encoder.preprocess,
+                                  config.text_type, config.seed)
+        collate = _Collate(encoder.tokenizer)
+        optimizer = _optimizer(model, config)
+        loss_fn = MultiPositiveClipLoss()
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+        seed_everything(config.seed)
 
-def _run(config: ContrastiveConfig, train: list[Example], val: list[Example], taxonomy: Taxonomy, out: Path,
-         ckpt_path: Path, metrics_path: Path, resume: bool, progress: Callable[[StepLog], None] | None
-         ) -> TrainResult:
-    encoder = load_encoder(config.encoder, precision="fp32", seed=config.seed)
-    model = encoder.model
-    dataset = CaptionedImages(train, encoder.train_transform if config.augment else encoder.preprocess,
-                              config.text_type, config.seed)
-    collate = _Collate(encoder.tokenizer)
-    steps_per_epoch = len(epoch_batches(len(dataset), config.batch_size, config.seed, 0))
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = _optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(total_steps, round(config.warmup * total_steps)))
-    loss_fn = MultiPositiveClipLoss()
-    run_config = config.to_dict()
-    data_id = data_fingerprint(train)
+        def load(epoch: int, batches: list[list[int]]) -> torch.utils.data.DataLoader:
+            dataset.set_epoch(epoch)
+            return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
+                                               num_workers=config.num_workers, generator=torch.Generator())
 
-    state, loss_sum, seconds = LoopState(), 0.0, 0.0
-    random.seed(config.seed)
-    np.random.seed(config.seed % 2**32)
-    torch.manual_seed(config.seed)
-    ckpt, metrics = open_run(out, run_config, resume, model, optimizer, scheduler, ContrastiveConfig.RESUMABLE_CHANGES,
-                             {"data": (data_id, "resume with the same training items in the same order")})
-    if ckpt is not None:
-        state, loss_sum, seconds = ckpt.state, float(ckpt.extra["loss_sum"]), float(ckpt.extra["seconds"])
-        log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
-
-    def checkpoint() -> None:
-        save_checkpoint(ckpt_path, model, optimizer, scheduler, state, run_config,
-                        {"data": data_id, "loss_sum": loss_sum, "seconds": seconds})
-
-    lr = optimizer.param_groups[0]["lr"]
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
-    model.train()
-    while state.epoch < config.epochs:
-        dataset.set_epoch(state.epoch)
-        batches = epoch_batches(len(dataset), config.batch_size, config.seed, state.epoch)
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[state.batch :], collate_fn=collate,
-                                             num_workers=config.num_workers, generator=torch.Generator())
-        tick = time.perf_counter()
-        for pixels, tokens, groups in loader:
-            lr = optimizer.param_groups[0]["lr"]
+        def loss(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+            pixels, tokens, groups = batch
             with autocast:
                 image_features = model.encode_image(pixels, normalize=True)
                 text_features = model.encode_text(tokens, normalize=True)
-            loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp(), groups)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            return loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp(), groups), {}
+
+        def clamp() -> None:
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
-            state.step, state.batch = state.step + 1, state.batch + 1
-            loss_value = float(loss.detach())
-            loss_sum += loss_value
-            if progress is not None:
-                progress(StepLog(state.epoch + 1, state.step, total_steps, loss_value, lr, encoder.logit_scale))
-            if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.batch < len(batches):
-                seconds += time.perf_counter() - tick
-                tick = time.perf_counter()
-                checkpoint()
-        seconds += time.perf_counter() - tick
-        row: dict[str, Any] = {
-            "epoch": state.epoch + 1, "step": state.step, "train_loss": loss_sum / len(batches),
-            "lr": lr, "logit_scale": encoder.logit_scale,
-            "images_per_s": sum(map(len, batches)) / max(seconds, 1e-9), "train_seconds": seconds,
-        }
-        last = state.epoch + 1 == config.epochs
-        if val and config.eval_every and ((state.epoch + 1) % config.eval_every == 0 or last):
-            tick = time.perf_counter()
-            row["val"] = evaluate_zeroshot(encoder, val, taxonomy, config.zeroshot_text_type)
-            row["eval_seconds"] = time.perf_counter() - tick
-            log.info("epoch %d: loss %.4f, zero-shot leaf accuracy %.1f%%", state.epoch + 1, row["train_loss"],
-                     row["val"]["leaf_acc"])
-        metrics.append(row)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        state.epoch, state.batch, loss_sum, seconds = state.epoch + 1, 0, 0.0, 0.0
-        checkpoint()
-    model_dir = encoder.save(out / MODEL_DIR)
-    model.eval()
-    return TrainResult(encoder, model_dir, ckpt_path, metrics, state.step)
+
+        def evaluate() -> dict[str, Any]:
+            return evaluate_zeroshot(encoder, val, taxonomy, config.zeroshot_text_type)
+
+        task = EpochTask(lambda epoch: range(len(dataset)), loss, evaluate if val else None, after_step=clamp,
+                         figures=lambda: {"logit_scale": encoder.logit_scale}, items="images", load=load,
+                         drop_last=True)
+        identities = {"data": (data_fingerprint(train), "resume with the same training items in the same order")}
+        return LoopRun(model, optimizer, task, identities, lambda: (encoder, encoder.save(Path(config.out) / MODEL_DIR)))
+
+    return train_epochs(config, build, resume, progress)
 
 
 __all__ = [
@@ -546,12 +410,8 @@ __all__ = [
     "ContrastiveConfig",
     "Example",
     "MultiPositiveClipLoss",
-    "StepLog",
-    "TrainResult",
     "as_examples",
-    "cosine_with_warmup",
     "data_fingerprint",
-    "epoch_batches",
     "evaluate_zeroshot",
     "synthworld_examples",
     "train_contrastive",

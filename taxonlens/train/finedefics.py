@@ -59,7 +59,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -73,6 +73,7 @@ from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.models.mllm import LMM
 from taxonlens.recognize.answers import question_text
 from taxonlens.taxonomy import Taxonomy
+from taxonlens.train.config import with_defaults
 from taxonlens.train.finedefics_losses import (
     PARTS,
     AlignmentBatch,
@@ -82,14 +83,11 @@ from taxonlens.train.finedefics_losses import (
     image_reps,
     text_reps,
 )
+from taxonlens.train.loop import EpochTask, StepLog, TrainResult
 from taxonlens.train.sft import (
     ImageSource,
     SFTExample,
-    SFTResult,
-    SFTStepLog,
     TuneConfig,
-    TuneTask,
-    check_organism,
     data_fingerprint,
     evaluate_sft,
     examples_task,
@@ -105,44 +103,40 @@ OPEN_QUESTION = "What is the {rank} of the {organism} in this image?"
 # ------------------------------------------------------------------ configs
 @dataclass
 class FinedeficsConfig(TuneConfig):
-    """Settings both stages share: :class:`~taxonlens.train.sft.TuneConfig` and
+    """Settings both stages share: :class:`~taxonlens.train.sft.TuneConfig` (each field's help is in
+    its metadata) and full fine-tuning, the similarity encoder and how many similar categories."""
 
-    Attributes:
-        full_finetune: train every weight instead of LoRA adapters (the ``lora_*`` settings are then unused).
-        encoder: the encoder whose text embeddings of the categories define "similar"
-            (:func:`leaf_embeddings`; unused when embeddings are passed in).
-        similar: the most similar wrong categories: Stage I's hard negatives per photo, Stage
-            II's distractors per closed-set question.
-        organism: the word the questions use ("... of the organism in this image").
-    """
-
-    full_finetune: bool = False
-    encoder: str = "bioclip"
-    similar: int = 3
-    organism: str = "organism"
+    full_finetune: bool = field(default=False, metadata={
+        "help": "train every weight instead of LoRA adapters (the lora_* settings are then unused)"})
+    encoder: str = field(default="bioclip", metadata={
+        "help": "the encoder whose text embeddings of the categories define 'similar' (unused when embeddings are "
+                "passed in)"})
+    similar: int = field(default=3, metadata={
+        "help": "the most similar wrong categories: Stage I's hard negatives per photo, Stage II's distractors per "
+                "closed-set question"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_organism(self.organism)
         if self.similar < 0 or not isinstance(self.encoder, str) or not self.encoder.strip():
             raise TaxonlensError("similar must be >= 0 and encoder name an encoder")
 
 
 @dataclass
+@with_defaults(out="taxonlens-finedefics-1")
 class Stage1Config(FinedeficsConfig):
-    """Stage I (alignment): :class:`FinedeficsConfig` and
+    """Stage I (alignment): :class:`FinedeficsConfig` and the weights of the loss parts (0 switches
+    one off) and the contrasts' initial temperature."""
 
-    Attributes:
-        w_ntp, w_oac, w_acc, w_occ: weights of the loss parts (0 switches one off).
-        temperature: initial temperature of every contrastive term, in ``[0.001, 0.5]``.
-    """
-
-    out: str = "taxonlens-finedefics-1"
-    w_ntp: float = 1.0
-    w_oac: float = 0.5
-    w_acc: float = 0.5
-    w_occ: float = 0.5
-    temperature: float = 0.07
+    w_ntp: float = field(default=1.0, metadata={
+        "help": "Stage I: weight of next-token prediction of the photo's attribute description"})
+    w_oac: float = field(default=0.5, metadata={
+        "help": "Stage I: weight of the object <-> attribute description contrast (0: off)"})
+    w_acc: float = field(default=0.5, metadata={
+        "help": "Stage I: weight of the attribute description <-> category name contrast (0: off)"})
+    w_occ: float = field(default=0.5, metadata={
+        "help": "Stage I: weight of the object <-> category name contrast (0: off)"})
+    temperature: float = field(default=0.07, metadata={
+        "help": "Stage I: initial temperature of every contrast (learned), in [0.001, 0.5]"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -157,16 +151,13 @@ class Stage1Config(FinedeficsConfig):
 
 
 @dataclass
+@with_defaults(out="taxonlens-finedefics-2")
 class Stage2Config(FinedeficsConfig):
-    """Stage II (instruction tuning): :class:`FinedeficsConfig` and
+    """Stage II (instruction tuning): :class:`FinedeficsConfig` and the share of open-set questions."""
 
-    Attributes:
-        open_fraction: share of the photos asked the open-set question in each epoch (the rest
-            the closed-set one).
-    """
-
-    out: str = "taxonlens-finedefics-2"
-    open_fraction: float = 0.5
+    open_fraction: float = field(default=0.5, metadata={
+        "help": "Stage II: share of the photos asked the open-set question in each epoch (the rest the "
+                "closed-set one)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -406,7 +397,7 @@ def _embeddings(config: FinedeficsConfig, taxonomy: Taxonomy, embeddings: np.nda
 
 def train_stage1(config: Stage1Config, records: Sequence[Record], taxonomy: Taxonomy, images: ImageSource = None,
                  val_records: Sequence[Record] | None = None, embeddings: np.ndarray | None = None,
-                 resume: bool = False, progress: Callable[[SFTStepLog], None] | None = None) -> SFTResult:
+                 resume: bool = False, progress: Callable[[StepLog], None] | None = None) -> TrainResult[LMM]:
     """Stage I: attribute-augmented contrastive alignment of ``config.model`` (see the module docstring).
 
     Args:
@@ -435,7 +426,7 @@ def train_stage1(config: Stage1Config, records: Sequence[Record], taxonomy: Taxo
     val_names = sorted(set(data.leaves) | set(val_leaves))
     load = image_loader(images)
 
-    def prepare(lmm: LMM) -> TuneTask:
+    def prepare(lmm: LMM) -> EpochTask:
         temperatures = Temperatures(config.temperature)
         prompt = lmm.chat(DESCRIBE_QUESTION.format(organism=config.organism))
         ntp = [SFTExample(i, 0, prompt, d + lmm.end_of_turn) for i, d in enumerate(data.descriptions)]
@@ -451,8 +442,8 @@ def train_stage1(config: Stage1Config, records: Sequence[Record], taxonomy: Taxo
                                      [taxonomy.names[taxonomy.leaves[leaf]] for leaf in val_names], load,
                                      config.eval_batch_size).summary()
 
-        return TuneTask(lambda epoch: list(range(len(data.records))), loss, evaluate if val else None, temperatures,
-                        temperatures.clamp_, lambda: {"temperature": temperatures.values()}, "images")
+        return EpochTask(lambda epoch: range(len(data.records)), loss, evaluate if val else None, temperatures,
+                         temperatures.clamp_, lambda: {"temperature": temperatures.values()}, "images")
 
     return tune_lmm(config, prepare, data.fingerprint(), resume, progress, config.full_finetune)
 
@@ -473,7 +464,7 @@ def _closed_set_accuracy(lmm: LMM, questions: Sequence[VQARecord], ranks: Sequen
 
 def train_stage2(config: Stage2Config, records: Sequence[Record], taxonomy: Taxonomy, images: ImageSource = None,
                  val_records: Sequence[Record] | None = None, embeddings: np.ndarray | None = None,
-                 resume: bool = False, progress: Callable[[SFTStepLog], None] | None = None) -> SFTResult:
+                 resume: bool = False, progress: Callable[[StepLog], None] | None = None) -> TrainResult[LMM]:
     """Stage II: recognition-centric instruction tuning of ``config.model`` (a Stage I
     ``out/model``, or any LMM) with open-set and closed-set questions (see the module docstring).
 
@@ -495,7 +486,7 @@ def train_stage2(config: Stage2Config, records: Sequence[Record], taxonomy: Taxo
     val_questions, val_ranks = species_questions(val, taxonomy, emb, config.similar, config.seed) if val else ([], [])
     load = image_loader(images)
 
-    def prepare(lmm: LMM) -> TuneTask:
+    def prepare(lmm: LMM) -> EpochTask:
         examples = recognition_examples(lmm, questions, ranks, config.organism)
 
         def evaluate() -> dict[str, Any]:

@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,11 @@ import torch
 
 from taxonlens.data import VQARecord
 from taxonlens.errors import DataError, TaxonlensError
-from taxonlens.models.mllm import LMM, check_lora_targets, load_lmm
-from taxonlens.recognize.answers import ANSWERS, SYSTEM_PROMPT, parse_answer, question_text
+from taxonlens.models.mllm import LMM, load_lmm
+from taxonlens.recognize.answers import parse_answer, question_text
 from taxonlens.train.checkpoint import CheckpointError, check_config, isolated_run, read_metrics, write_jsonl
+from taxonlens.train.config import LMMConfig, QuestionConfig, with_defaults
+from taxonlens.train.loop import METRICS_FILE, MODEL_DIR, StepLog, TrainResult
 from taxonlens.train.sft import (
     ImageSource,
     SFTExample,
@@ -63,90 +66,59 @@ from taxonlens.train.sft import (
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-MODEL_DIR = "model"
 
 
 @dataclass
-class RFTConfig:
-    """Settings of a GRPO run (and of its TARA alignment, when ``tara`` is on).
+@with_defaults(out="taxonlens-grpo", epochs=1, lr=1e-4, warmup=0.0, answer="name", system=False)
+class RFTConfig(LMMConfig, QuestionConfig):
+    """Settings of a GRPO run (and of its TARA alignment, when ``tara`` is on):
+    :class:`~taxonlens.train.config.LMMConfig` (``lora_r = 0``: full fine-tuning; no ``+head``
+    target sets), :class:`~taxonlens.train.config.QuestionConfig` (the format the warm start was
+    trained on; each field's help is in its metadata) and GRPO's and TARA's own settings. The
+    learning rate decays linearly to 0 after the warmup; ``checkpoint_every`` 0 checkpoints at
+    every epoch end."""
 
-    Attributes:
-        model: what :func:`~taxonlens.models.mllm.load_lmm` loads; usually an SFT ``out/model``.
-        lora_r, lora_alpha, lora_dropout, lora_targets: LoRA adapters (``lora_r = 0``: full
-            fine-tuning); targets ``language``, ``all-linear`` or a regular expression.
-        epochs: passes over the training questions (in a new order each epoch; trl leaves out the
-            last ``len % questions_per_step`` questions of each epoch's order).
-        questions_per_step: questions per optimizer step (each answered ``generations`` times).
-        generations: G, completions sampled per question (the group of the advantages).
-        lr: peak learning rate (linear decay to 0, after ``warmup`` of the steps).
-        beta: weight of the KL penalty to the starting model (0: no reference model).
-        epsilon: clipping of the policy ratio to ``[1 - epsilon, 1 + epsilon]``.
-        temperature: sampling temperature of the completions.
-        max_new_tokens: longest completion; answers are direct, without reasoning.
-        levels_per_record: levels asked per record (drawn at random, seeded; 0: every level
-            that offers a choice).
-        answer, system, organism: how the question is asked, as in
-            :class:`~taxonlens.train.sft.SFTConfig` (the format the warm start was trained on).
-        checkpoint_every: checkpoint every this many steps (0: at every epoch end).
-        gradient_checkpointing: recompute activations in the backward pass (less memory for
-            large models; slower, and of no use for tiny ones).
-        tara: alternate a TARA alignment update with every GRPO update.
-        bfm: the biology foundation model TARA aligns to: a taxonlens encoder name or folder.
-        visual_layer: LMM layer whose image-token states are aligned (0: the middle layer).
-        label_layer: LMM layer whose answer state is aligned (0: the last layer).
-        visual_weight, label_weight: weights of the two alignment losses (their weighted mean).
-        projector_lr_scale: the projectors' learning rate over ``lr``.
-        projector_hidden: hidden width of the projectors (0: twice the LMM's width).
-        seed: fixes LoRA and projector initialisation, the drawn levels, shuffles and sampling.
-        threads: torch CPU threads for the run (``None``: leave as is).
-    """
+    questions_per_step: int = field(default=4, metadata={
+        "help": "GRPO: questions per optimizer step, each answered `generations` times (trl leaves out the last "
+                "len % questions_per_step questions of each epoch's order)"})
+    generations: int = field(default=4, metadata={
+        "help": "GRPO: completions sampled per question, the group the advantages are relative to (>= 2)"})
+    beta: float = field(default=0.04, metadata={
+        "help": "GRPO: weight of the KL penalty to the starting model (0: no reference model)"})
+    epsilon: float = field(default=0.2, metadata={
+        "help": "GRPO: clipping of the policy ratio to [1 - epsilon, 1 + epsilon]"})
+    temperature: float = field(default=1.0, metadata={"help": "GRPO: sampling temperature of the completions"})
+    max_new_tokens: int = field(default=16, metadata={
+        "help": "GRPO: longest completion in tokens; answers are direct, without reasoning"})
+    levels_per_record: int = field(default=1, metadata={
+        "help": "GRPO: levels asked per record, drawn at random with the seed (0: every level that offers a choice)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in the backward pass (less memory for large models; slower, and of no use "
+                "for tiny ones)"})
+    tara: bool = field(default=False, metadata={
+        "help": "alternate a TARA alignment update with every GRPO update"})
+    bfm: str = field(default="tiny-clip", metadata={
+        "help": "TARA: the biology foundation model aligned to, a taxonlens encoder name or folder"})
+    visual_layer: int = field(default=0, metadata={
+        "help": "TARA: LMM layer whose image-token states are aligned (0: the middle layer)"})
+    label_layer: int = field(default=0, metadata={
+        "help": "TARA: LMM layer whose answer state is aligned (0: the last layer)"})
+    visual_weight: float = field(default=0.5, metadata={
+        "help": "TARA: weight of the visual alignment loss in their weighted mean"})
+    label_weight: float = field(default=0.5, metadata={
+        "help": "TARA: weight of the label alignment loss in their weighted mean"})
+    projector_lr_scale: float = field(default=10.0, metadata={
+        "help": "TARA: the projectors' learning rate over lr"})
+    projector_hidden: int = field(default=0, metadata={
+        "help": "TARA: hidden width of the projectors (0: twice the LMM's width)"})
 
-    model: str = "tiny-qwen2.5-vl"
-    out: str | Path = "taxonlens-grpo"
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: str = "language"
-    epochs: int = 1
-    questions_per_step: int = 4
-    generations: int = 4
-    lr: float = 1e-4
-    warmup: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    beta: float = 0.04
-    epsilon: float = 0.2
-    temperature: float = 1.0
-    max_new_tokens: int = 16
-    levels_per_record: int = 1
-    answer: str = "name"
-    system: bool = False
-    organism: str = "organism"
-    checkpoint_every: int = 0
-    gradient_checkpointing: bool = False
-    tara: bool = False
-    bfm: str = "tiny-clip"
-    visual_layer: int = 0
-    label_layer: int = 0
-    visual_weight: float = 0.5
-    label_weight: float = 0.5
-    projector_lr_scale: float = 10.0
-    projector_hidden: int = 0
-    seed: int = 0
-    threads: int | None = None
-
-    #: fields that do not change the weights a run produces (free to change on resume)
-    RESUMABLE_CHANGES = ("out", "threads", "gradient_checkpointing")
+    RESUMABLE_CHANGES = (*LMMConfig.RESUMABLE_CHANGES, "gradient_checkpointing")
 
     def __post_init__(self) -> None:
-        self.out = str(self.out)
-        if self.answer not in ANSWERS:
-            raise TaxonlensError(f"unknown answer {self.answer!r}; use one of {', '.join(ANSWERS)}")
+        super().__post_init__()
         if self.lora_targets.endswith("+head"):
             raise TaxonlensError(f"LoRA targets {self.lora_targets!r}: GRPO cannot adapt the output layer (trl "
                                  "computes log-probabilities from its weight); use language or all-linear")
-        check_lora_targets(self.lora_targets)
         positive = {"epochs": self.epochs, "questions_per_step": self.questions_per_step, "lr": self.lr,
                     "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
                     "projector_lr_scale": self.projector_lr_scale}
@@ -162,13 +134,6 @@ class RFTConfig:
             bad.append("TARA needs a positive visual or label weight")
         if bad:
             raise TaxonlensError("bad GRPO settings: " + "; ".join(bad))
-
-    @property
-    def system_prompt(self) -> str | None:
-        return SYSTEM_PROMPT if self.system else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 # -------------------------------------------------------------------- data
@@ -223,43 +188,14 @@ def answer_reward(examples: Sequence[SFTExample], records: Sequence[VQARecord]) 
 
 
 # ---------------------------------------------------------------- training
-@dataclass(frozen=True)
-class RFTStepLog:
-    """What :func:`train_grpo` reports after every optimizer step: the step (1-based) of
-    ``total_steps`` and trl's logged figures (``reward``, ``kl``, ``loss``, ``tara/...``)."""
-
-    step: int
-    total_steps: int
-    logs: dict[str, float]
-
-
-@dataclass
-class RFTResult:
-    """The outcome of :func:`train_grpo`.
-
-    Attributes:
-        lmm: the trained model (adapters merged), also saved under ``model_dir``.
-        model_dir: ``out/model``, loadable with ``load_lmm``.
-        metrics: the logged rows, as in ``out/metrics.jsonl``.
-        steps: optimizer steps taken in all (including before a resume).
-        seconds: wall time of this call's training.
-    """
-
-    lmm: LMM
-    model_dir: Path
-    metrics: list[dict[str, Any]]
-    steps: int
-    seconds: float
-
-
 def train_grpo(
     config: RFTConfig,
     records: Sequence[VQARecord],
     images: ImageSource = None,
     ranks: Sequence[str] | None = None,
     resume: bool = False,
-    progress: Callable[[RFTStepLog], None] | None = None,
-) -> RFTResult:
+    progress: Callable[[StepLog], None] | None = None,
+) -> TrainResult[LMM]:
     """Reinforcement fine-tuning of ``config.model`` with GRPO (and TARA when ``config.tara``).
 
     Args:
@@ -270,7 +206,11 @@ def train_grpo(
         ranks: rank names of the questions (default ``level1``, ...).
         resume: continue from the newest checkpoint in ``out`` (same settings, data and base
             model required); without it, an existing checkpoint is an error.
-        progress: called with an :class:`RFTStepLog` after every logged step.
+        progress: called with a :class:`~taxonlens.train.loop.StepLog` after every logged step (its
+            figures: trl's logged values, ``reward``, ``kl``, ``loss``, ``tara/...``).
+
+    Returns:
+        the result; its checkpoint is the newest ``out/checkpoint-<step>`` folder.
 
     Raises:
         CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run.
@@ -309,7 +249,7 @@ def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int, suppress: list
 
 
 def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord], Any], ranks: list[str],
-         out: Path, resume: bool, progress: Callable[[RFTStepLog], None] | None) -> RFTResult:
+         out: Path, resume: bool, progress: Callable[[StepLog], None] | None) -> TrainResult[LMM]:
     from transformers import PrinterCallback, TrainerCallback, set_seed
 
     set_seed(config.seed)
@@ -318,7 +258,7 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
     if config.lora_r == 0 and config.beta > 0 and not Path(config.model).is_dir() and "/" not in config.model:
         raise TaxonlensError(f"full fine-tuning with a KL penalty reloads {config.model} as the reference; save it to "
                              "a folder first (LMM.save) or use LoRA")
-    run_config = {**config.to_dict(), "data": data_fingerprint(records, ranks), "base model": lmm.fingerprint()}
+    run_config = {**asdict(config), "data": data_fingerprint(records, ranks), "base model": lmm.fingerprint()}
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / CONFIG_FILE
     metrics_path = out / METRICS_FILE
@@ -341,6 +281,11 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
     total_steps = steps_per_epoch * config.epochs
 
     class Journal(TrainerCallback):
+        step_start = time.perf_counter()
+
+        def on_step_begin(self, _args, _state, _control, **_kw):
+            self.step_start = time.perf_counter()
+
         def on_log(self, _args, state, _control, logs=None, **_kw):
             if not logs or "reward" not in logs:
                 return
@@ -349,7 +294,9 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
             if progress is not None:
-                progress(RFTStepLog(state.global_step, total_steps, row))
+                progress(StepLog(max(1, math.ceil(state.epoch or 0)), state.global_step, total_steps,
+                                 row.get("loss", math.nan), row.get("learning_rate", math.nan),
+                                 time.perf_counter() - self.step_start, row))
 
     kwargs = {"model": lmm.model, "reward_funcs": answer_reward(examples, records), "args": args,
               "train_dataset": dataset, "processing_class": lmm.processor, "callbacks": [Journal()]}
@@ -375,8 +322,9 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
     else:
         lmm.model.config.use_cache = use_cache
     model_dir = lmm.save(out / MODEL_DIR)
-    return RFTResult(lmm, model_dir, metrics, trainer.state.global_step, seconds)
+    saved = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return TrainResult(lmm, model_dir, saved[-1] if saved else None, metrics, trainer.state.global_step, seconds)
 
 
-__all__ = ["RFTConfig", "RFTResult", "RFTStepLog", "answer_reward", "rft_dataset", "rft_examples",
+__all__ = ["RFTConfig", "answer_reward", "rft_dataset", "rft_examples",
            "shots_per_species", "train_grpo"]

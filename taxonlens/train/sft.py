@@ -23,7 +23,7 @@ alone the loss of tiny-qwen2.5-vl stalls near 4.7 nats, measured). Such a model 
 option is listed (see ``tests/train/test_sft.py`` for measurements).
 
 Everything random in a run is fixed by ``seed``: the model's random weights (presets), the
-LoRA initialisation, the shuffle of every epoch (:func:`~taxonlens.train.contrastive.epoch_batches`,
+LoRA initialisation, the shuffle of every epoch (:func:`~taxonlens.train.loop.epoch_batches`,
 the last incomplete batch kept), the levels drawn per record when ``questions_per_record``
 is set (seeded by ``(seed, epoch, record)``) and LoRA dropout. The checkpoint
 ``out/checkpoint.pt`` (adapter weights, optimizer, scheduler, loop state, random states;
@@ -38,7 +38,8 @@ train loss, learning rate, speed, and with validation records the accuracy per l
 ``load_lmm(out / "model")`` loads it like any other and needs no peft at inference.
 :func:`load_sft_checkpoint` rebuilds the unmerged LoRA model of a checkpoint.
 
-The loop is shared: :func:`tune_lmm` trains any :class:`TuneTask` (the items of each epoch
+The loop is shared (:mod:`taxonlens.train.loop`): :func:`tune_lmm` trains any
+:class:`~taxonlens.train.loop.EpochTask` (the items of each epoch
 and the loss of a batch of them) under a :class:`TuneConfig` with this frame (LoRA or full
 fine-tuning, schedule, checkpoints, exact resume, metrics, merged model). SFT's task is
 :func:`examples_task` over the prepared :class:`SFTExample` list; Finedefics' recognition
@@ -50,11 +51,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import random
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -65,23 +64,25 @@ from PIL import Image
 
 from taxonlens.data import VQARecord, load_image
 from taxonlens.errors import DataError, ImageError, TaxonlensError
-from taxonlens.models.mllm import LMM, check_lora_targets, load_lmm
+from taxonlens.models.mllm import LMM, load_lmm
 from taxonlens.recognize.answers import ANSWERS, LETTERS, SYSTEM_PROMPT, answer_options, question_text
 from taxonlens.recognize.vqa_answer import answer_records
 from taxonlens.train.checkpoint import (
     CHECKPOINT_FILE,
     CheckpointError,
-    LoopState,
-    isolated_run,
     load_checkpoint,
-    open_run,
-    save_checkpoint,
 )
-from taxonlens.train.contrastive import cosine_with_warmup, epoch_batches
-
-log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.jsonl"
-MODEL_DIR = "model"
+from taxonlens.train.config import LMMConfig, LoopConfig, QuestionConfig, with_defaults
+from taxonlens.train.loop import (
+    MODEL_DIR,
+    EpochTask,
+    LoopRun,
+    StepLog,
+    TrainResult,
+    adamw,
+    seed_everything,
+    train_epochs,
+)
 
 #: where a record's image comes from: a function of the record, a folder its paths are relative
 #: to, or ``None`` (the paths as written)
@@ -90,59 +91,19 @@ ImageSource = Callable[[VQARecord], Image.Image] | str | Path | None
 
 # ------------------------------------------------------------------ config
 @dataclass
-class TuneConfig:
-    """Settings every fine-tuning run of a multimodal LLM shares (SFT, Finedefics' stages).
+@with_defaults(out="taxonlens-sft")
+class TuneConfig(LoopConfig, LMMConfig):
+    """Settings every fine-tuning of a multimodal LLM in the epoch loop shares (SFT, Finedefics'
+    stages): :class:`~taxonlens.train.config.LoopConfig`, :class:`~taxonlens.train.config.LMMConfig`
+    (each field's help is in its metadata) and the evaluation's batch size. The last batch of an
+    epoch may be smaller."""
 
-    Attributes:
-        model: what :func:`~taxonlens.models.mllm.load_lmm` loads (a tiny preset, a folder,
-            a Hugging Face name); float32 weights.
-        lora_r, lora_alpha, lora_dropout: LoRA rank, scale numerator (the update is scaled by
-            ``alpha / r``) and dropout on the adapters' input.
-        lora_targets: ``language``, ``language+head``, ``all-linear``, ``all-linear+head``, or a
-            regular expression matching the full names of the linear modules to adapt (see the
-            module docstring).
-        epochs: passes over the training items.
-        batch_size: items per optimizer step (the last batch of an epoch may be smaller).
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay of the trained weights.
-        warmup: fraction of all steps of linear warmup before the cosine decay to 0.
-        max_grad_norm: clip the trained weights' gradient norm to this (0: no clipping).
-        seed: fixes preset weights, LoRA initialisation, shuffles, drawn items and dropout.
-        out: output folder.
-        checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
-        eval_every: with validation data, evaluate every this many epochs and after the
-            last one (0: never).
-        eval_batch_size: items per scoring call in the evaluation.
-        threads: torch CPU threads for the run (``None``: leave as is); 1 gives steady step
-            times with tiny models.
-    """
+    eval_batch_size: int = field(default=16, metadata={"help": "items per scoring call in the evaluation"})
 
-    model: str = "tiny-qwen2.5-vl"
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: str = "language"
-    epochs: int = 3
-    batch_size: int = 8
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup: float = 0.05
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    out: str | Path = "taxonlens-sft"
-    checkpoint_every: int = 0
-    eval_every: int = 1
-    eval_batch_size: int = 16
-    threads: int | None = None
-
-    #: fields that do not change the weights a run produces (free to change on resume)
-    RESUMABLE_CHANGES = ("out", "checkpoint_every", "eval_every", "eval_batch_size", "threads")
+    RESUMABLE_CHANGES = (*LoopConfig.RESUMABLE_CHANGES, "eval_batch_size")
 
     def __post_init__(self) -> None:
-        self.out = str(self.out)
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise TaxonlensError("model must name a multimodal LLM (a preset, a folder or a Hugging Face name)")
-        check_lora_targets(self.lora_targets)
+        super().__post_init__()
         if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             raise TaxonlensError(f"LoRA needs rank >= 1, alpha > 0 and 0 <= dropout < 1; got rank {self.lora_r}, "
                                  f"alpha {self.lora_alpha}, dropout {self.lora_dropout}")
@@ -157,47 +118,21 @@ class TuneConfig:
         if self.eval_batch_size < 1 or (self.threads is not None and self.threads < 1):
             raise TaxonlensError("eval_batch_size must be >= 1 and threads None or >= 1")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 @dataclass
-class SFTConfig(TuneConfig):
-    """Settings of a supervised fine-tuning run: :class:`TuneConfig` and
+class SFTConfig(TuneConfig, QuestionConfig):
+    """Settings of a supervised fine-tuning run: :class:`TuneConfig`,
+    :class:`~taxonlens.train.config.QuestionConfig` and how many questions of a record an epoch trains."""
 
-    Attributes:
-        answer: ``letter`` (the true option's letter, as the reference question asks) or
-            ``name`` (the true option's text).
-        organism: the word the question uses ("Given the organism in the image, ...").
-        system: put :data:`~taxonlens.recognize.answers.SYSTEM_PROMPT` before every question.
-        questions_per_record: 0 trains on every level that offers a choice; ``k > 0`` on ``k``
-            of them per record and epoch, drawn anew each epoch (fewer steps per epoch on deep
-            trees, every level seen over the epochs).
-    """
-
-    answer: str = "letter"
-    organism: str = "organism"
-    system: bool = True
-    questions_per_record: int = 0
+    questions_per_record: int = field(default=0, metadata={
+        "help": "0 trains on every level that offers a choice; k > 0 on k of them per record and epoch, drawn "
+                "anew each epoch (fewer steps per epoch on deep trees, every level seen over the epochs)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.answer not in ANSWERS:
-            raise TaxonlensError(f"unknown answer {self.answer!r}; use letter (the option's letter, as the "
-                                 "benchmark asks) or name (the option's text)")
         if self.questions_per_record < 0:
             raise TaxonlensError("questions_per_record must be >= 0")
-        check_organism(self.organism)
 
-    @property
-    def system_prompt(self) -> str | None:
-        return SYSTEM_PROMPT if self.system else None
-
-
-def check_organism(organism: object) -> None:
-    """Refuse an empty ``organism`` word (the questions' "Given the <organism> in the image")."""
-    if not isinstance(organism, str) or not organism.strip():
-        raise TaxonlensError("organism must be a non-empty word (the question's 'Given the <organism> ...')")
 
 # -------------------------------------------------------------------- data
 class SFTExample(NamedTuple):
@@ -336,16 +271,6 @@ def epoch_examples(examples: Sequence[SFTExample], per_record: int, seed: int, e
     return chosen
 
 
-def sft_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches of one epoch over ``n`` items: :func:`~taxonlens.train.contrastive.epoch_batches`
-    (full batches of a permutation seeded by ``(seed, epoch)``) and then the items it leaves
-    out, as one last smaller batch: every question is trained in every epoch."""
-    batches = epoch_batches(n, batch_size, seed, epoch)
-    used = {i for b in batches for i in b}
-    tail = [i for i in range(n) if i not in used]
-    return batches + [tail] if tail else batches
-
-
 # -------------------------------------------------------------------- loss
 def _target_ids(lmm: LMM, target: str, cache: dict[str, list[int]]) -> list[int]:
     if target not in cache:
@@ -417,74 +342,8 @@ def evaluate_sft(lmm: LMM, records: Sequence[VQARecord], images: ImageSource, ra
 
 
 # ---------------------------------------------------------------- training
-@dataclass(frozen=True)
-class SFTStepLog:
-    """What :func:`tune_lmm` (and so :func:`train_sft`) reports after every optimizer step.
-
-    Attributes:
-        epoch: the epoch being trained, 1-based.
-        step: optimizer steps taken (1-based), of ``total_steps``.
-        loss: this step's loss (for SFT: mean cross-entropy per target token).
-        lr: the learning rate it used.
-        seconds: wall time of the step.
-    """
-
-    epoch: int
-    step: int
-    total_steps: int
-    loss: float
-    lr: float
-    seconds: float
-
-
-@dataclass
-class SFTResult:
-    """The outcome of :func:`tune_lmm` (:func:`train_sft`, Finedefics' stages).
-
-    Attributes:
-        lmm: the trained model, adapters merged (in memory; also saved under ``model_dir``).
-        model_dir: ``out/model``, loadable with ``load_lmm``.
-        checkpoint: ``out/checkpoint.pt`` (the trained weights; see :func:`load_sft_checkpoint`).
-        metrics: one dict per epoch, as in ``out/metrics.jsonl``.
-        steps: optimizer steps taken in all (including before a resume).
-    """
-
-    lmm: LMM
-    model_dir: Path
-    checkpoint: Path
-    metrics: list[dict[str, Any]]
-    steps: int
-
-
-@dataclass
-class TuneTask:
-    """What a trainer hands :func:`tune_lmm` once the model is built (LoRA added): which items
-    each epoch trains and the loss of a batch of them.
-
-    Attributes:
-        plan: ``epoch -> indices`` of the items trained in that epoch (cut into shuffled batches
-            by :func:`sft_batches`); the same count in every epoch.
-        loss: ``item indices -> (loss, parts)``: the scalar loss of one batch, and named float
-            parts of it, averaged per epoch into the metrics as ``<part>_loss``.
-        evaluate: the validation figures of the model as it is (run in eval mode), if any.
-        module: trainable parameters besides the model's (temperatures, ...): optimised without
-            weight decay and saved in the checkpoint.
-        after_step: called after every optimizer step (clamping, ...).
-        epoch_figures: extra values for every epoch's metrics row.
-        items: what the items are called in the metrics (``questions``, ``images``).
-    """
-
-    plan: Callable[[int], list[int]]
-    loss: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]]
-    evaluate: Callable[[], dict[str, Any]] | None = None
-    module: torch.nn.Module | None = None
-    after_step: Callable[[], None] | None = None
-    epoch_figures: Callable[[], dict[str, Any]] | None = None
-    items: str = "questions"
-
-
 def examples_task(lmm: LMM, examples: Sequence[SFTExample], image_of: Callable[[int], Image.Image],
-                  plan: Callable[[int], list[int]], evaluate: Callable[[], dict[str, Any]] | None = None) -> TuneTask:
+                  plan: Callable[[int], list[int]], evaluate: Callable[[], dict[str, Any]] | None = None) -> EpochTask:
     """The task of learning prepared answers: item ``j`` is ``examples[j]`` with the image
     ``image_of(examples[j].record)`` (read once per batch), its loss :func:`sft_loss`."""
     cache: dict[str, list[int]] = {}
@@ -496,7 +355,7 @@ def examples_task(lmm: LMM, examples: Sequence[SFTExample], image_of: Callable[[
         device = next(lmm.model.parameters()).device
         return sft_loss(lmm.model, batch.to(device), labels.to(device)), {}
 
-    return TuneTask(plan, loss, evaluate)
+    return EpochTask(plan, loss, evaluate)
 
 
 class _Trainable(torch.nn.Module):
@@ -510,13 +369,6 @@ class _Trainable(torch.nn.Module):
                 self.register_parameter(name.replace(".", "/"), p)
 
 
-def _optimizer(groups: list[dict[str, Any]], config: TuneConfig) -> torch.optim.AdamW:
-    try:  # the fused kernel where the device and dtype have one (faster on CPU, see the contrastive trainer)
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-
-
 def train_sft(
     config: SFTConfig,
     records: Sequence[VQARecord],
@@ -524,8 +376,8 @@ def train_sft(
     ranks: Sequence[str] | None = None,
     val_records: Sequence[VQARecord] | None = None,
     resume: bool = False,
-    progress: Callable[[SFTStepLog], None] | None = None,
-) -> SFTResult:
+    progress: Callable[[StepLog], None] | None = None,
+) -> TrainResult[LMM]:
     """Fine-tune ``config.model`` with LoRA to answer the questions of ``records``.
 
     Args:
@@ -539,7 +391,7 @@ def train_sft(
             ``config.eval_every`` epochs and after the last; their images come from ``images`` too.
         resume: continue from ``out/checkpoint.pt`` if it exists (same settings, data and base
             model required); without it, an existing checkpoint is an error.
-        progress: called with an :class:`SFTStepLog` after every optimizer step.
+        progress: called with a :class:`~taxonlens.train.loop.StepLog` after every optimizer step.
 
     Raises:
         CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run.
@@ -552,7 +404,7 @@ def train_sft(
         check_records(val, ranks, "validation")
     load = image_loader(images)
 
-    def prepare(lmm: LMM) -> TuneTask:
+    def prepare(lmm: LMM) -> EpochTask:
         examples = build_examples(lmm, records, ranks, config.answer, config.organism, config.system_prompt)
         evaluate = None
         if val:
@@ -566,18 +418,17 @@ def train_sft(
     return tune_lmm(config, prepare, data_fingerprint(records, ranks), resume, progress)
 
 
-def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], TuneTask], data_id: str, resume: bool = False,
-             progress: Callable[[SFTStepLog], None] | None = None, full: bool = False) -> SFTResult:
-    """The training loop every fine-tuning of a multimodal LLM shares.
+def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], EpochTask], data_id: str, resume: bool = False,
+             progress: Callable[[StepLog], None] | None = None, full: bool = False) -> TrainResult[LMM]:
+    """The epoch loop (:func:`~taxonlens.train.loop.train_epochs`) of a multimodal LLM.
 
     Loads ``config.model``, seeds every generator with ``config.seed``, adds LoRA adapters
-    (or, with ``full``, trains every weight), asks ``prepare(lmm)`` for the :class:`TuneTask`,
-    and trains it with AdamW, a linear warmup and a cosine decay, ``config.epochs`` times over
-    the plan of each epoch in batches of ``config.batch_size``. ``out/checkpoint.pt`` (the
-    trained weights, the task's module, optimizer, scheduler, loop state, random states) is
-    written at every epoch end and every ``config.checkpoint_every`` steps; a killed run resumed
-    with ``resume`` ends with the same weights. ``out/metrics.jsonl`` gets one row per epoch, and
-    ``out/model`` the result as a plain model (adapters merged).
+    (or, with ``full``, trains every weight), asks ``prepare(lmm)`` for the
+    :class:`~taxonlens.train.loop.EpochTask`, and trains it with AdamW (the task's module without
+    weight decay), a linear warmup, a cosine decay and gradient clipping at
+    ``config.max_grad_norm``, every item of an epoch's plan in batches of ``config.batch_size``.
+    The checkpoint holds the trained weights and the task's module, not the frozen base weights;
+    ``out/model`` gets the result as a plain model (adapters merged).
 
     Args:
         data_id: a fingerprint of the training data; resuming with other data is refused.
@@ -586,106 +437,33 @@ def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], TuneTask], data_id: st
         CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run
             (other settings, data or base weights).
     """
-    out = Path(config.out)
-    with isolated_run(out, resume, config.threads) as ckpt_path:
-        return _run(config, prepare, data_id, out, ckpt_path, resume, progress, full)
+    def build() -> LoopRun[LMM]:
+        lmm = load_lmm(config.model, seed=config.seed)
+        base_id = lmm.fingerprint()
+        seed_everything(config.seed)
+        if full:
+            lmm.model.requires_grad_(True)
+        else:
+            lmm.add_lora(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
+        model = lmm.model
+        task = prepare(lmm)
+        trainable = _Trainable(model)
+        groups: list[dict[str, Any]] = [{"params": list(trainable.parameters())}]
+        if task.module is not None:
+            trainable.add_module("task", task.module)
+            groups.append({"params": list(task.module.parameters()), "weight_decay": 0.0})
+        optimizer = adamw(groups, lr=config.lr, weight_decay=config.weight_decay)
 
+        def save() -> tuple[LMM, Path]:
+            if not full:
+                lmm.model = model.merge_and_unload()
+            return lmm, lmm.save(Path(config.out) / MODEL_DIR)
 
-def _run(config: TuneConfig, prepare: Callable[[LMM], TuneTask], data_id: str, out: Path, ckpt_path: Path,
-         resume: bool, progress: Callable[[SFTStepLog], None] | None, full: bool) -> SFTResult:
-    lmm = load_lmm(config.model, seed=config.seed)
-    base_id = lmm.fingerprint()
-    random.seed(config.seed)
-    np.random.seed(config.seed % 2**32)
-    torch.manual_seed(config.seed)
-    if full:
-        lmm.model.requires_grad_(True)
-    else:
-        lmm.add_lora(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
-    model = lmm.model
-    task = prepare(lmm)
-    trainable = _Trainable(model)
-    groups: list[dict[str, Any]] = [{"params": list(trainable.parameters())}]
-    if task.module is not None:
-        trainable.add_module("task", task.module)
-        groups.append({"params": list(task.module.parameters()), "weight_decay": 0.0})
-    params = [p for g in groups for p in g["params"]]
-    n_epoch = len(task.plan(0))
-    total_steps = len(sft_batches(n_epoch, config.batch_size, config.seed, 0)) * config.epochs
-    optimizer = _optimizer(groups, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(total_steps, round(config.warmup * total_steps)))
-    run_config = config.to_dict()
+        identities = {"data": (data_id, "resume with the same training data in the same order"),
+                      "base model": (base_id, f"{config.model} has other weights now; resume on the same weights")}
+        return LoopRun(model, optimizer, task, identities, save, trainable, config.max_grad_norm)
 
-    state, sums, seconds = LoopState(), {"loss": 0.0}, 0.0
-    ckpt, metrics = open_run(out, run_config, resume, trainable, optimizer, scheduler, type(config).RESUMABLE_CHANGES, {
-        "data": (data_id, "resume with the same training data in the same order"),
-        "base model": (base_id, f"{config.model} has other weights now; resume on the same weights")})
-    if ckpt is not None:
-        sums = dict(ckpt.extra.get("sums") or {"loss": float(ckpt.extra["loss_sum"])})  # or an older SFT checkpoint's
-        state, seconds = ckpt.state, float(ckpt.extra["seconds"])
-        log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
-    metrics_path = out / METRICS_FILE
-
-    def checkpoint() -> None:
-        save_checkpoint(ckpt_path, trainable, optimizer, scheduler, state, run_config,
-                        {"data": data_id, "base model": base_id, "sums": sums, "seconds": seconds})
-
-    lr = optimizer.param_groups[0]["lr"]
-    model.train()
-    while state.epoch < config.epochs:
-        chosen = task.plan(state.epoch)
-        batches = sft_batches(len(chosen), config.batch_size, config.seed, state.epoch)
-        n_batches = len(batches)
-        tick = time.perf_counter()
-        for batch_idx in batches[state.batch:]:
-            step_start = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            loss, parts = task.loss([chosen[j] for j in batch_idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            if task.after_step is not None:
-                task.after_step()
-            state.step, state.batch = state.step + 1, state.batch + 1
-            loss_value = float(loss.detach())
-            for name, value in {"loss": loss_value, **parts}.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            if progress is not None:
-                progress(SFTStepLog(state.epoch + 1, state.step, total_steps, loss_value, lr,
-                                    time.perf_counter() - step_start))
-            if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.batch < n_batches:
-                seconds += time.perf_counter() - tick
-                tick = time.perf_counter()
-                checkpoint()
-        seconds += time.perf_counter() - tick
-        row: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": sums["loss"] / n_batches}
-        row |= {f"{name}_loss": value / n_batches for name, value in sums.items() if name != "loss"}
-        row |= {"lr": lr, task.items: len(chosen), "seconds_per_step": seconds / n_batches,
-                f"{task.items}_per_s": len(chosen) / max(seconds, 1e-9), "train_seconds": seconds}
-        if task.epoch_figures is not None:
-            row |= task.epoch_figures()
-        last = state.epoch + 1 == config.epochs
-        if task.evaluate is not None and config.eval_every and ((state.epoch + 1) % config.eval_every == 0 or last):
-            tick = time.perf_counter()
-            model.eval()
-            row["val"] = task.evaluate()
-            model.train()
-            row["eval_seconds"] = time.perf_counter() - tick
-            log.info("epoch %d: loss %.4f, validation %s", state.epoch + 1, row["train_loss"], json.dumps(row["val"]))
-        metrics.append(row)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        state.epoch, state.batch, sums, seconds = state.epoch + 1, 0, {"loss": 0.0}, 0.0
-        checkpoint()
-    model.eval()
-    if not full:
-        lmm.model = model.merge_and_unload()
-    model_dir = lmm.save(out / MODEL_DIR)
-    return SFTResult(lmm, model_dir, ckpt_path, metrics, state.step)
+    return train_epochs(config, build, resume, progress)
 
 
 def load_sft_checkpoint(path: str | Path) -> LMM:
@@ -718,12 +496,8 @@ __all__ = [
     "ANSWERS",
     "SFTConfig",
     "SFTExample",
-    "SFTResult",
-    "SFTStepLog",
     "TuneConfig",
-    "TuneTask",
     "build_examples",
-    "check_organism",
     "check_records",
     "data_fingerprint",
     "default_ranks",
@@ -732,7 +506,6 @@ __all__ = [
     "examples_task",
     "image_loader",
     "load_sft_checkpoint",
-    "sft_batches",
     "sft_inputs",
     "sft_loss",
     "train_sft",

@@ -24,7 +24,7 @@ from taxonlens.train import (
     synthworld_examples,
     train_contrastive,
 )
-from taxonlens.train.contrastive import cosine_with_warmup, epoch_batches
+from taxonlens.train.loop import cosine_with_warmup, epoch_batches
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse")
 
@@ -51,7 +51,7 @@ def _config(tmp_path, **kw):
 
 
 def _weights(result):
-    return {k: v.clone() for k, v in result.encoder.model.state_dict().items()}
+    return {k: v.clone() for k, v in result.model.model.state_dict().items()}
 
 
 def _assert_same(a, b):
@@ -225,9 +225,9 @@ def test_saved_model_loads_and_evaluation_reports_every_rank(tmp_path, world, ex
                                taxonomy=world.taxonomy)
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "config.json").is_file()
     loaded = load_encoder(str(result.model_dir))
-    assert loaded.fingerprint() == result.encoder.fingerprint()
+    assert loaded.fingerprint() == result.model.fingerprint()
     texts = ["a photo of x.", "a photo of y."]
-    torch.testing.assert_close(loaded.encode_texts(texts), result.encoder.encode_texts(texts))
+    torch.testing.assert_close(loaded.encode_texts(texts), result.model.encode_texts(texts))
     val = result.metrics[-1]["val"]
     assert val["text_type"] == "scientific" and list(val["rank_acc"]) == list(world.taxonomy.ranks)
     assert val == evaluate_zeroshot(loaded, examples, world.taxonomy, "scientific")
@@ -258,7 +258,7 @@ def test_training_learns(tmp_path):
     cfg = ContrastiveConfig(out=str(tmp_path), epochs=LEARN_EPOCHS, batch_size=16, lr=2e-3, weight_decay=0.0,
                             eval_every=0, threads=1)
     result = train_contrastive(cfg, train)
-    after = evaluate_zeroshot(result.encoder, train, world.taxonomy)
+    after = evaluate_zeroshot(result.model, train, world.taxonomy)
     losses = [m["train_loss"] for m in result.metrics]
     assert np.mean(losses[-3:]) < losses[0] - 0.5
     assert before["leaf_acc"] < 30

@@ -273,7 +273,7 @@ def test_stage1_aligns_images_with_their_categories(aligned):
     assert set(row["temperature"]) == {"oac", "acc", "occ"} and row["images"] == 24
     assert all(TAU_MIN <= t <= TAU_MAX for t in row["temperature"].values())
     loaded = load_lmm(str(result.model_dir))  # merged: a plain model
-    assert "peft" not in type(loaded.model).__module__ and loaded.fingerprint() == result.lmm.fingerprint()
+    assert "peft" not in type(loaded.model).__module__ and loaded.fingerprint() == result.model.fingerprint()
     saved = torch.load(result.checkpoint, weights_only=True)["model"]
     assert all("lora_" in n or n.startswith("task.log_tau.") for n in saved) and "task.log_tau.occ" in saved
 
@@ -311,7 +311,7 @@ def test_stage1_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, six):
                      embeddings=emb[::-1].copy(), resume=True)
     resumed = train_stage1(_config(Stage1Config, tmp_path / "mid", checkpoint_every=2), records, tax, photos,
                            embeddings=emb, resume=True)
-    assert resumed.lmm.fingerprint() == straight.lmm.fingerprint()
+    assert resumed.model.fingerprint() == straight.model.fingerprint()
     want = torch.load(straight.checkpoint, weights_only=True)["model"]
     got = torch.load(resumed.checkpoint, weights_only=True)["model"]
     for name, tensor in want.items():
@@ -346,10 +346,10 @@ def test_full_finetuning_trains_every_weight(tmp_path, six):
                           records, world.taxonomy, photos, embeddings=emb)
     saved = torch.load(result.checkpoint, weights_only=True)["model"]
     assert not any("lora_" in n for n in saved) and any("visual" in n for n in saved)  # the vision tower too
-    trained = dict(result.lmm.model.named_parameters())
+    trained = dict(result.model.model.named_parameters())
     changed = [n for n, p in base.model.named_parameters() if not torch.equal(p, trained[n])]
     assert any("visual" in n for n in changed) and any("layers.0.mlp" in n for n in changed)
-    assert load_lmm(str(result.model_dir)).fingerprint() == result.lmm.fingerprint()
+    assert load_lmm(str(result.model_dir)).fingerprint() == result.model.fingerprint()
 
 
 # ----------------------------------------------------------------------- stage II
@@ -398,7 +398,7 @@ def test_stage2_from_stage1_learns_the_species(recognising, small):
     losses = [m["train_loss"] for m in recognising.metrics]
     assert losses[0] > 5 and losses[-1] < 0.5 and recognising.metrics[0]["questions"] == 24
     loaded = load_lmm(str(recognising.model_dir))
-    assert "peft" not in type(loaded.model).__module__ and loaded.fingerprint() == recognising.lmm.fingerprint()
+    assert "peft" not in type(loaded.model).__module__ and loaded.fingerprint() == recognising.model.fingerprint()
     answers = loaded.generate([photos(r) for r in records], [OPEN_QUESTION.format(rank="species",
                                                                                   organism="organism")] * 24)
     assert sum(a == r.path[-1].lower() for a, r in zip(answers, records)) >= 8  # open set: a third, chance is 6
@@ -413,7 +413,7 @@ def test_stage2_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, six):
         train_stage2(_config(Stage2Config, tmp_path / "run"), records, tax, photos, embeddings=emb, progress=progress)
     resumed = train_stage2(_config(Stage2Config, tmp_path / "run"), records, tax, photos, embeddings=emb,
                            resume=True)
-    assert resumed.steps == straight.steps == 6 and resumed.lmm.fingerprint() == straight.lmm.fingerprint()
+    assert resumed.steps == straight.steps == 6 and resumed.model.fingerprint() == straight.model.fingerprint()
     with pytest.raises(CheckpointError, match="open_fraction: 0.5 -> 0.25"):
         train_stage2(_config(Stage2Config, tmp_path / "run", open_fraction=0.25), records, tax, photos,
                      embeddings=emb, resume=True)

@@ -83,7 +83,7 @@ def test_plain_grpo_run_logs_rewards_keeps_out_tara_and_refuses_to_overwrite(dee
     # a random model names no option: every group has zero advantage, and GRPO leaves it as it was
     assert all(r["reward"] == 0 and r["grad_norm"] == 0 for r in rows)
     base = load_lmm("tiny-qwen2.5-vl").model.state_dict()
-    assert all(torch.equal(p, base[n]) for n, p in result.lmm.model.state_dict().items())
+    assert all(torch.equal(p, base[n]) for n, p in result.model.model.state_dict().items())
 
 
 def test_full_fine_tuning_needs_a_saved_reference_and_then_trains_every_weight(deep, tmp_path):
@@ -94,5 +94,5 @@ def test_full_fine_tuning_needs_a_saved_reference_and_then_trains_every_weight(d
     config = RFTConfig(model=str(base), out=tmp_path / "full", lora_r=0, epochs=1, questions_per_step=6, threads=1,
                        max_new_tokens=4)
     result = train_grpo(config, records, photos, w.taxonomy.ranks)
-    assert result.steps == 2 and not any("lora" in n for n, _ in result.lmm.model.named_parameters())
-    assert load_lmm(str(result.model_dir)).fingerprint() == result.lmm.fingerprint()
+    assert result.steps == 2 and not any("lora" in n for n, _ in result.model.model.named_parameters())
+    assert load_lmm(str(result.model_dir)).fingerprint() == result.model.fingerprint()

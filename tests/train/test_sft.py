@@ -14,11 +14,11 @@ from taxonlens.models.mllm import load_lmm, lora_target_modules
 from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, question_text
 from taxonlens.synthworld import SynthWorld, random_taxonomy
 from taxonlens.train import CheckpointError, SFTConfig, evaluate_sft, load_sft_checkpoint, train_sft
+from taxonlens.train.loop import epoch_batches
 from taxonlens.train.sft import (
     build_examples,
     check_records,
     epoch_examples,
-    sft_batches,
     sft_inputs,
     sft_loss,
 )
@@ -108,9 +108,9 @@ def test_evaluation_scores_the_options_in_the_trained_format(deep, lmm):
 
 def test_epoch_plan_covers_every_question_and_draws_levels_per_epoch(deep, lmm):
     world, records, _ = deep
-    batches = sft_batches(10, 4, seed=0, epoch=0)
+    batches = epoch_batches(10, 4, seed=0, epoch=0, drop_last=False)
     assert [len(b) for b in batches] == [4, 4, 2] and sorted(i for b in batches for i in b) == list(range(10))
-    assert sft_batches(10, 4, 0, 1) != batches and sft_batches(10, 4, 0, 0) == batches
+    assert epoch_batches(10, 4, 0, 1, drop_last=False) != batches and epoch_batches(10, 4, 0, 0, drop_last=False) == batches
     examples = build_examples(lmm, records, world.taxonomy.ranks)
     assert epoch_examples(examples, 0, 0, 3) == list(range(84))
     first, second = epoch_examples(examples, 2, 0, 0), epoch_examples(examples, 2, 0, 1)
@@ -161,7 +161,7 @@ def test_training_learns_the_questions(learned):
 def test_saved_model_answers_like_the_trained_one(learned):
     result, _, records, photos, ranks = learned
     loaded = load_lmm(str(result.model_dir))
-    assert loaded.fingerprint() == result.lmm.fingerprint()
+    assert loaded.fingerprint() == result.model.fingerprint()
     assert "peft" not in type(loaded.model).__module__  # merged: a plain transformers model
     lora = load_sft_checkpoint(result.checkpoint.parent)  # the unmerged adapters of the checkpoint
     assert type(lora.model).__name__ == "PeftModel"
@@ -170,7 +170,7 @@ def test_saved_model_answers_like_the_trained_one(learned):
     questions = [question_text(ranks[-1], r.choices[-1]) for r in sample]
     options = [list(r.choices[-1]) for r in sample]
     expected = lora.option_logprobs(images, questions, options)
-    for model in (loaded, result.lmm):
+    for model in (loaded, result.model):
         for got, want in zip(model.option_logprobs(images, questions, options), expected):
             torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
     assert evaluate_sft(loaded, records, photos, ranks, "name", False) == result.metrics[-1]["val"]
@@ -208,7 +208,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, deep):
     with pytest.raises(CheckpointError, match="exists"):
         train_sft(_config(tmp_path / "epoch", **settings), records, photos, ranks, val)
     resumed = train_sft(_config(tmp_path / "epoch", **settings), records, photos, ranks, val, resume=True)
-    assert resumed.steps == 6 and resumed.lmm.fingerprint() == straight.lmm.fingerprint()
+    assert resumed.steps == 6 and resumed.model.fingerprint() == straight.model.fingerprint()
     for name, tensor in _adapters(straight).items():
         torch.testing.assert_close(_adapters(resumed)[name], tensor, rtol=0, atol=1e-6)
 
@@ -221,7 +221,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, deep):
     assert all("lora_" in name for name in saved["model"])  # adapters only, not the frozen base
     resumed = train_sft(_config(tmp_path / "mid", checkpoint_every=2, threads=2, **settings), records, photos,
                         ranks, val, resume=True)
-    assert resumed.lmm.fingerprint() == straight.lmm.fingerprint()
+    assert resumed.model.fingerprint() == straight.model.fingerprint()
     rows = [json.loads(line) for line in (tmp_path / "mid" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert [r["train_loss"] for r in rows] == pytest.approx([m["train_loss"] for m in straight.metrics], abs=1e-6)
@@ -290,7 +290,7 @@ def test_idefics2_trains_on_names_without_the_system_prompt(tmp_path, deep):
     assert result.steps == 8 and losses[1] < losses[0]
     assert set(result.metrics[1]["val"]["level_acc"]) == set(ranks) and result.metrics[1]["val"]["n"] == 28
     loaded = load_lmm(str(result.model_dir))
-    assert loaded.model_type == "idefics2" and loaded.fingerprint() == result.lmm.fingerprint()
+    assert loaded.model_type == "idefics2" and loaded.fingerprint() == result.model.fingerprint()
 
 
 LEARN_EPOCHS = 30

@@ -144,7 +144,7 @@ def test_tara_run_lowers_the_label_loss_and_saves_a_plain_lmm(deep, warm, tmp_pa
     assert not any("lora" in n for n in names) and not any("visual.0" in n or "label.0" in n for n in names)
     image = photos(records[0])
     torch.testing.assert_close(loaded.option_logprobs([image], ["q"], [["a b", "c"]])[0],
-                               result.lmm.option_logprobs([image], ["q"], [["a b", "c"]])[0])
+                               result.model.option_logprobs([image], ["q"], [["a b", "c"]])[0])
 
 
 def test_an_interrupted_tara_run_resumes_to_the_same_weights(deep, warm, tmp_path):
@@ -164,6 +164,6 @@ def test_an_interrupted_tara_run_resumes_to_the_same_weights(deep, warm, tmp_pat
     resumed = train_grpo(_tara(tmp_path / "cut", warm), records, photos, w.taxonomy.ranks, resume=True)
     assert resumed.steps == full.steps == 4
     assert [r["step"] for r in resumed.metrics] == [1, 2, 3, 4]
-    for (name, a), (_, b) in zip(full.lmm.model.state_dict().items(), resumed.lmm.model.state_dict().items()):
+    for (name, a), (_, b) in zip(full.model.model.state_dict().items(), resumed.model.model.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
     assert [r["reward"] for r in resumed.metrics] == [r["reward"] for r in full.metrics]

@@ -1,0 +1,313 @@
+"""The resumable epoch loop of contrastive training, SFT and both Finedefics stages.
+
+A trainer describes its run as a :class:`LoopRun` (the model, its optimizer, the checkpointed
+module, what a resume must share with its checkpoint, how the result is saved) around an
+:class:`EpochTask` (the items of each epoch, the loss of a batch of them, the validation);
+:func:`train_epochs` does the rest:
+
+- every epoch's items are cut into batches of ``batch_size`` by :func:`epoch_batches` (a
+  permutation seeded by ``(seed, epoch)``; the last incomplete batch dropped or kept);
+- AdamW (the trainer's) under a linear warmup and a cosine decay to 0
+  (:func:`cosine_with_warmup`), with optional gradient clipping;
+- ``out/checkpoint.pt`` (the checkpointed module, optimizer, scheduler, loop state, random
+  states, running sums) at every epoch end and every ``checkpoint_every`` steps: a run killed at
+  any point and resumed ends with the same weights as one never stopped; resuming under other
+  settings, data or base weights is refused;
+- ``out/metrics.jsonl``: one row per epoch (train loss and its parts, learning rate, speed, the
+  task's figures and, every ``eval_every`` epochs and after the last, the validation figures);
+- ``out/config.json``, and the trained model saved by the trainer (``out/model``).
+
+GRPO (:mod:`taxonlens.train.grpo`) runs trl's loop instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+
+from taxonlens.train.checkpoint import LoopState, isolated_run, open_run, save_checkpoint
+from taxonlens.train.config import LoopConfig
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.jsonl"
+MODEL_DIR = "model"
+
+M = TypeVar("M")
+
+
+# ------------------------------------------------------------ shared pieces
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's (legacy global) and torch's random generators with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[list[int]]:
+    """The batches of item indices ``0 .. n-1`` of one epoch: a permutation seeded by ``(seed, epoch)``
+    cut into full batches (one batch of all items when ``n < batch_size``). Without ``drop_last``,
+    the items the full batches leave out follow as one last smaller batch, in ascending order:
+    every item is trained in every epoch."""
+    g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(f"shuffle:{seed}:{epoch}".encode()).digest()[:7]))
+    order = torch.randperm(n, generator=g).tolist()
+    if n < batch_size:
+        return [order]
+    full = len(order) // batch_size * batch_size
+    batches = [order[i : i + batch_size] for i in range(0, full, batch_size)]
+    tail = sorted(order[full:])
+    return batches + [tail] if tail and not drop_last else batches
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor of step ``s``: ``(s + 1) / warmup_steps`` during the warmup, then
+    a cosine from 1 to 0 over the remaining steps (open_clip's ``cosine_lr``)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+
+    return factor
+
+
+def adamw(groups: list[dict[str, Any]], **settings: Any) -> torch.optim.AdamW:
+    """AdamW over parameter ``groups`` with ``settings`` (lr, betas, weight_decay, ...), with the
+    fused kernel where the device and dtype have one (about 4x faster on CPU, measured on tiny-clip)."""
+    try:
+        return torch.optim.AdamW(groups, **settings, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not support
+        return torch.optim.AdamW(groups, **settings)
+
+
+# -------------------------------------------------------------------- types
+@dataclass(frozen=True)
+class StepLog:
+    """What a trainer reports after every optimizer step.
+
+    Attributes:
+        epoch: the epoch being trained, 1-based.
+        step: optimizer steps taken (1-based), of ``total_steps``.
+        loss: this step's loss.
+        lr: the learning rate it used.
+        seconds: wall time of the step.
+        figures: the trainer's other figures (contrastive: ``logit_scale``; Finedefics Stage I:
+            ``temperature``; GRPO: trl's logged values, ``reward``, ``kl``, ...).
+    """
+
+    epoch: int
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    seconds: float
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult(Generic[M]):
+    """The outcome of a trainer.
+
+    Attributes:
+        model: the trained model (an :class:`~taxonlens.models.encoders.OpenCLIPEncoder` or, adapters
+            merged, an :class:`~taxonlens.models.mllm.LMM`), in memory; also saved under ``model_dir``.
+        model_dir: ``out/model``, loadable with ``load_encoder`` / ``load_lmm``.
+        checkpoint: ``out/checkpoint.pt`` (GRPO: the newest ``out/checkpoint-<step>`` folder; ``None``
+            if none was written).
+        metrics: the rows of ``out/metrics.jsonl`` (one per epoch; GRPO: one per logged step).
+        steps: optimizer steps taken in all (including before a resume).
+        seconds: wall time of this call's training (not counting what ran before a resume).
+    """
+
+    model: M
+    model_dir: Path
+    checkpoint: Path | None
+    metrics: list[dict[str, Any]]
+    steps: int
+    seconds: float
+
+
+@dataclass
+class EpochTask:
+    """What is learned: the items of each epoch and the loss of a batch of them.
+
+    Attributes:
+        plan: ``epoch -> items`` trained in that epoch (indices of the trainer's data; the same
+            count in every epoch), cut into shuffled batches by :func:`epoch_batches`.
+        loss: ``batch -> (loss, parts)``: the scalar loss of one batch, and named float parts of it,
+            averaged per epoch into the metrics as ``<part>_loss``. A batch is a list of items, or
+            what ``load`` makes of it.
+        evaluate: the validation figures of the model as it is (run in eval mode), if any.
+        module: trainable parameters besides the model's (temperatures, ...), for trainers that
+            build the optimizer from the task (:func:`~taxonlens.train.sft.tune_lmm`: no weight
+            decay, saved in the checkpoint).
+        after_step: called after every optimizer step (clamping, ...).
+        figures: extra values for the step logs and every epoch's metrics row.
+        items: what the items are called in the metrics (``questions``, ``images``).
+        load: ``(epoch, batches of items) -> iterable of batches`` as ``loss`` takes them (a
+            DataLoader, ...); ``None``: the lists of items themselves.
+        drop_last: drop the last incomplete batch of every epoch (else it is trained).
+    """
+
+    plan: Callable[[int], Sequence[int]]
+    loss: Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+    evaluate: Callable[[], dict[str, Any]] | None = None
+    module: torch.nn.Module | None = None
+    after_step: Callable[[], None] | None = None
+    figures: Callable[[], dict[str, Any]] | None = None
+    items: str = "questions"
+    load: Callable[[int, list[list[int]]], Iterable[Any]] | None = None
+    drop_last: bool = False
+
+
+@dataclass
+class LoopRun(Generic[M]):
+    """A run of :func:`train_epochs`, as its trainer builds it.
+
+    Attributes:
+        model: the trained model (put in train mode for the loop, eval mode after).
+        optimizer: over the trained parameters; the loop adds the schedule.
+        task: what is learned.
+        identities: name -> ``(what it is now, how to fix a mismatch)`` of what a resumed run must
+            share with its checkpoint (``data``, ``base model`` fingerprints).
+        save: after the last epoch: saves the result, returns it and its folder.
+        checkpointed: the module whose state the checkpoint holds (default: ``model``).
+        max_grad_norm: clip the gradient norm of the optimizer's parameters to this (0: no clipping).
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    task: EpochTask
+    identities: Mapping[str, tuple[str, str]]
+    save: Callable[[], tuple[M, Path]]
+    checkpointed: torch.nn.Module | None = None
+    max_grad_norm: float = 0.0
+
+
+# --------------------------------------------------------------------- loop
+def train_epochs(config: LoopConfig, build: Callable[[], LoopRun[M]], resume: bool = False,
+                 progress: Callable[[StepLog], None] | None = None) -> TrainResult[M]:
+    """Run the epoch loop in ``config.out``: ``build()`` (called inside the run's frame: torch on
+    ``config.threads`` threads, the caller's random states given back after) loads the model and
+    seeds the generators; the loop then trains ``config.epochs`` epochs of its task.
+
+    Args:
+        resume: continue from ``out/checkpoint.pt`` if it exists (same settings and identities
+            required); without it, an existing checkpoint is an error.
+        progress: called with a :class:`StepLog` after every optimizer step.
+
+    Raises:
+        CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run.
+    """
+    out = Path(config.out)
+    with isolated_run(out, resume, config.threads) as ckpt_path:
+        run = build()
+        tick = time.perf_counter()
+        metrics, steps = _epochs(config, run, out, ckpt_path, resume, progress)
+        seconds = time.perf_counter() - tick
+        run.model.eval()
+        model, model_dir = run.save()
+        return TrainResult(model, model_dir, ckpt_path, metrics, steps, seconds)
+
+
+def _epochs(config: LoopConfig, run: LoopRun, out: Path, ckpt_path: Path, resume: bool,
+            progress: Callable[[StepLog], None] | None) -> tuple[list[dict[str, Any]], int]:
+    task, optimizer, model = run.task, run.optimizer, run.model
+    checkpointed = run.checkpointed if run.checkpointed is not None else model
+    total_steps = len(epoch_batches(len(task.plan(0)), config.batch_size, config.seed, 0, task.drop_last)) * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(total_steps, round(config.warmup * total_steps)))
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    run_config = asdict(config)
+    identities = {name: now for name, (now, _) in run.identities.items()}
+
+    state, sums, seconds = LoopState(), {"loss": 0.0}, 0.0
+    ckpt, metrics = open_run(out, run_config, resume, checkpointed, optimizer, scheduler,
+                             type(config).RESUMABLE_CHANGES, run.identities)
+    if ckpt is not None:  # ``loss_sum``: a checkpoint written before the loop was shared
+        sums = dict(ckpt.extra.get("sums") or {"loss": float(ckpt.extra["loss_sum"])})
+        state, seconds = ckpt.state, float(ckpt.extra["seconds"])
+        log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, checkpointed, optimizer, scheduler, state, run_config,
+                        {**identities, "sums": sums, "seconds": seconds})
+
+    lr = optimizer.param_groups[0]["lr"]
+    model.train()
+    while state.epoch < config.epochs:
+        chosen = task.plan(state.epoch)
+        batches = [[chosen[j] for j in b]
+                   for b in epoch_batches(len(chosen), config.batch_size, config.seed, state.epoch, task.drop_last)]
+        todo = batches[state.batch:]
+        inputs = task.load(state.epoch, todo) if task.load is not None else todo
+        tick = time.perf_counter()
+        for batch in inputs:
+            step_start = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            loss, parts = task.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if run.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, run.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if task.after_step is not None:
+                task.after_step()
+            state.step, state.batch = state.step + 1, state.batch + 1
+            loss_value = float(loss.detach())
+            for name, value in {"loss": loss_value, **parts}.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            if progress is not None:
+                progress(StepLog(state.epoch + 1, state.step, total_steps, loss_value, lr,
+                                 time.perf_counter() - step_start, task.figures() if task.figures else {}))
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.batch < len(batches):
+                seconds += time.perf_counter() - tick
+                tick = time.perf_counter()
+                checkpoint()
+        seconds += time.perf_counter() - tick
+        trained = sum(map(len, batches))
+        row: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": sums["loss"] / len(batches)}
+        row |= {f"{name}_loss": value / len(batches) for name, value in sums.items() if name != "loss"}
+        row |= {"lr": lr, task.items: trained, "seconds_per_step": seconds / len(batches),
+                f"{task.items}_per_s": trained / max(seconds, 1e-9), "train_seconds": seconds}
+        if task.figures is not None:
+            row |= task.figures()
+        last = state.epoch + 1 == config.epochs
+        if task.evaluate is not None and config.eval_every and ((state.epoch + 1) % config.eval_every == 0 or last):
+            tick = time.perf_counter()
+            model.eval()
+            row["val"] = task.evaluate()
+            model.train()
+            row["eval_seconds"] = time.perf_counter() - tick
+            log.info("epoch %d: loss %.4f, validation %s", state.epoch + 1, row["train_loss"], json.dumps(row["val"]))
+        metrics.append(row)
+        with open(out / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        state.epoch, state.batch, sums, seconds = state.epoch + 1, 0, {"loss": 0.0}, 0.0
+        checkpoint()
+    return metrics, state.step
+
+
+__all__ = [
+    "METRICS_FILE",
+    "MODEL_DIR",
+    "EpochTask",
+    "LoopRun",
+    "StepLog",
+    "TrainResult",
+    "adamw",
+    "cosine_with_warmup",
+    "epoch_batches",
+    "seed_everything",
+    "train_epochs",
+]
