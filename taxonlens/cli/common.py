@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from taxonlens.errors import TaxonlensError
+
+if TYPE_CHECKING:
+    from taxonlens.data import Record
+    from taxonlens.taxonomy import Taxonomy
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -41,7 +45,7 @@ def say(message: str) -> None:
     console.print(f"[dim]{message}[/]")
 
 
-def load_taxonomy(taxonomy: str, allow_homonyms: bool = False):
+def load_taxonomy(taxonomy: str, allow_homonyms: bool = False) -> Taxonomy:
     """A taxonomy from a file or a built-in name (:func:`taxonlens.resources.taxonomy_file`)."""
     from taxonlens.resources import taxonomy_file
     from taxonlens.taxonomy import load_taxonomy as load
@@ -49,7 +53,7 @@ def load_taxonomy(taxonomy: str, allow_homonyms: bool = False):
     return load(taxonomy_file(taxonomy), allow_homonyms=allow_homonyms)
 
 
-def read_records(data: Path, taxonomy=None, split: str | None = None):
+def read_records(data: Path, taxonomy: Taxonomy | None = None, split: str | None = None) -> list[Record]:
     """The labelled photos of a manifest or an image folder (of ``split`` only, if given)."""
     from taxonlens.data import read_image_folder, read_manifest
 
