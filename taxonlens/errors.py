@@ -35,6 +35,10 @@ class DataError(TaxonlensError, ValueError):
     """A manifest, benchmark or prediction file is malformed."""
 
 
+class ChoiceError(DataError):
+    """An option is not one of its valid values (see :class:`taxonlens.choices.Choice`)."""
+
+
 class ImageError(TaxonlensError, OSError):
     """One image could not be read (corrupt, truncated, too large, not an image)."""
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import nonmember
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,9 @@ import numpy as np
 from PIL import Image
 
 from taxonlens.bench import bench_run, tiny_sft_config
+from taxonlens.choices import Choice
 from taxonlens.data import Record, VQARecord, read_manifest
 from taxonlens.data.vqa_build import build_vqa
-from taxonlens.errors import TaxonlensError
 from taxonlens.models.mllm import LMM
 from taxonlens.recognize.vqa import blind_decode, consistent_decode, leakage
 from taxonlens.recognize.vqa_answer import answer_records, consistency_report
@@ -47,8 +48,14 @@ from taxonlens.synthworld import SynthWorld, random_taxonomy
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.sft import check_records, image_loader, train_sft
 
-#: distractor modes the benchmark accepts (``similar`` needs embeddings it does not have)
-VQA_MODES = ("path", "random")
+
+class VQAMode(Choice):
+    """Distractor modes the benchmark accepts (``similar`` needs embeddings it does not have)."""
+
+    what = nonmember("distractor mode")
+    path = "path"
+    random = "random"
+
 #: the answers compared, in table order
 DECODERS = ("independent", "consistent", "blind_control")
 #: the figures of each answer, as :func:`consistency_report` names them
@@ -167,8 +174,7 @@ def bench_vqa_evidence(
         (questions, epochs, steps, seconds, first and last epoch loss), ``answer_seconds``,
         ``total_seconds`` and ``splits``: ``{"seen" | "novel": score_split(...)}``.
     """
-    if mode not in VQA_MODES:
-        raise TaxonlensError(f"unknown distractor mode {mode!r}; use one of {', '.join(VQA_MODES)}")
+    VQAMode(mode)
     settings = {"n_species": n_species, "images_per_species": images_per_species, "novel_fraction": novel_fraction,
                 "size": size, "nuisance": nuisance, "n_options": n_options, "mode": mode, "model": model,
                 "epochs": epochs, "batch_size": batch_size, "lr": lr, "lora_alpha": lora_alpha,
@@ -268,5 +274,5 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
             "total_seconds": time.perf_counter() - start, "splits": splits}
 
 
-__all__ = ["DECODERS", "FIGURES", "SCORED_DECODERS", "VQA_MODES", "VQAWorld", "bench_vqa_evidence", "decode_rows", "level_logprobs",
-           "question_accuracy", "score_split", "vqa_figures", "vqa_scores", "vqa_world"]
+__all__ = ["DECODERS", "FIGURES", "SCORED_DECODERS", "VQAMode", "VQAWorld", "bench_vqa_evidence", "decode_rows",
+           "level_logprobs", "question_accuracy", "score_split", "vqa_figures", "vqa_scores", "vqa_world"]

@@ -27,16 +27,26 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from enum import nonmember
 
 import numpy as np
 
+from taxonlens.choices import Choice
 from taxonlens.data.records import Record
 from taxonlens.data.vqa import VQARecord
 from taxonlens.data.vqa_options import consistent_path_count
 from taxonlens.errors import DataError, TaxonNotFoundError
 from taxonlens.taxonomy import Taxonomy
 
-MODES = ("random", "similar", "path")
+
+class DistractorMode(Choice):
+    """How the wrong options are drawn (see :func:`build_vqa`)."""
+
+    what = nonmember("mode")
+    random = "random"
+    similar = "similar"
+    path = "path"
+
 SimilarityFn = Callable[[int, np.ndarray], np.ndarray]
 Similarity = SimilarityFn | Mapping[str | int, np.ndarray]
 
@@ -254,8 +264,7 @@ def build_vqa(
     """
     if isinstance(n_options, bool) or not isinstance(n_options, int) or n_options < 2:
         raise DataError(f"n_options must be an integer >= 2 (the truth and a distractor), got {n_options!r}")
-    if mode not in MODES:
-        raise DataError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    DistractorMode(mode)
     if mode == "similar" and similarity is None:
         raise DataError("mode 'similar' needs a similarity (a callable or a dict rank -> embeddings)")
     if mode == "random" and similarity is not None:

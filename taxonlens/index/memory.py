@@ -14,13 +14,26 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import nonmember
 from pathlib import Path
 
 import numpy as np
 
+from taxonlens.choices import Choice
 from taxonlens.errors import DataError
 
-KINDS = ("flat", "hnsw", "ivf")
+
+class IndexKind(Choice):
+    """The faiss index of a memory (see the module docstring)."""
+
+    what = nonmember("index kind")
+    flat = "flat"
+    hnsw = "hnsw"
+    ivf = "ivf"
+
+
+#: the index kinds, as a tuple
+KINDS = tuple(IndexKind)
 INDEX_FILE, LABELS_FILE, META_FILE = "index.faiss", "labels.npy", "memory.json"
 
 
@@ -81,21 +94,19 @@ class VectorMemory:
             raise DataError(f"need one label per vector and at least one vector (got {len(x)} vectors, "
                             f"labels of shape {labels.shape})")
         d = x.shape[1]
-        if kind == "flat":
+        if IndexKind(kind) == IndexKind.flat:
             index, params = faiss.IndexFlatIP(d), {}
         elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = ef_search
             params = {"hnsw_m": hnsw_m, "ef_search": ef_search}
-        elif kind == "ivf":
+        else:  # ivf
             lists = n_lists or max(1, min(int(4 * np.sqrt(len(x))), len(x) // 39))
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = seed
             index.train(x)
             index.nprobe = min(n_probe, lists)
             params = {"n_lists": lists, "n_probe": int(index.nprobe)}
-        else:
-            raise DataError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
         index.add(x)
         return cls(index, labels, kind, params)
 

@@ -10,10 +10,12 @@ carry the values and the ``description``: the manifest the Finedefics trainer re
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from enum import nonmember
 from pathlib import Path
 
 from PIL import Image
 
+from taxonlens.choices import Choice
 from taxonlens.data.images import load_image
 from taxonlens.data.records import Record
 from taxonlens.errors import DataError, ImageError
@@ -22,7 +24,14 @@ from taxonlens.knowledge.extract import Answerer, clean_answer
 from taxonlens.knowledge.rows import match_rows
 from taxonlens.knowledge.template import DESCRIPTION, describe
 
-METHODS = ("template", "lmm")
+
+class DescriptionMethod(Choice):
+    """How a description is written: ``template`` (deterministic) or ``lmm`` (a model asked)."""
+
+    what = nonmember("description method")
+    template = "template"
+    lmm = "lmm"
+
 #: The question that asks a multimodal LLM for a description.
 DESCRIPTION_QUESTION = ("The {organism} in this image has these attributes: {pairs}. Describe the {organism} in one "
                         "sentence that uses them.")
@@ -69,8 +78,7 @@ def describe_rows(rows: Sequence[dict], out: str | Path, method: str = "template
     Raises:
         DataError: an unknown method, or ``lmm`` without an answerer.
     """
-    if method not in METHODS:
-        raise DataError(f"unknown description method {method!r}; use one of {', '.join(METHODS)}")
+    DescriptionMethod(method)
     if method == "lmm" and answerer is None:
         raise DataError("descriptions by an LMM need a model (--model)")
     failures: list[ImageError] = []

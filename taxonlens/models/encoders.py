@@ -19,6 +19,7 @@ import os
 import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from enum import nonmember
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -27,6 +28,7 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
+from taxonlens.choices import Choice
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.hub import offline_help, state_fingerprint
 from taxonlens.models.presets import ENCODER_ALIASES, ENCODER_PRESETS
@@ -85,13 +87,21 @@ def bf16_is_fast() -> bool:
         return False
 
 
+class Precision(Choice):
+    """The dtype an encoder runs in: ``fp32``, ``bf16``, or ``auto`` (bf16 where this CPU is fast at it)."""
+
+    what = nonmember("precision")
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bf16`` where :func:`bf16_is_fast`, else ``fp32``; other values pass through."""
-    if precision == "auto":
+    """``auto`` -> ``bf16`` where :func:`bf16_is_fast`, else ``fp32``; other values (a
+    :class:`Precision`) pass through as plain strings."""
+    if Precision(precision) == Precision.auto:
         return "bf16" if bf16_is_fast() else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise TaxonlensError(f"unknown precision {precision!r}; use auto, fp32 or bf16")
-    return precision
+    return str(precision)
 
 
 class OpenCLIPEncoder:

@@ -15,11 +15,57 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from enum import nonmember
+from typing import NoReturn
 
 import open_clip
 
-TEXT_TYPES = ("taxonomic", "scientific", "common", "scientific+common", "taxonomic+common", "mixed")
-FIXED_TEXT_TYPES = TEXT_TYPES[:-1]
+from taxonlens.choices import Choice
+from taxonlens.errors import ChoiceError
+
+
+class LabelTextType(Choice):
+    """How a taxon is written as label text (a fixed text type; see the module docstring)."""
+
+    what = nonmember("text type")
+    taxonomic = "taxonomic"
+    scientific = "scientific"
+    common = "common"
+    scientific_common = "scientific+common"
+    taxonomic_common = "taxonomic+common"
+
+    @classmethod
+    def _missing_(cls, value: object) -> NoReturn:
+        if value == "mixed":
+            raise ChoiceError(f"unknown text type 'mixed' for labels: mixed is for training; label embeddings "
+                              f"need a fixed text type, one of {', '.join(cls)}")
+        return super()._missing_(value)
+
+
+class TextType(Choice):
+    """How a training caption writes its taxon: a fixed :class:`LabelTextType`, or ``mixed`` (one
+    drawn at random per sample)."""
+
+    what = nonmember("text type")
+    taxonomic = "taxonomic"
+    scientific = "scientific"
+    common = "common"
+    scientific_common = "scientific+common"
+    taxonomic_common = "taxonomic+common"
+    mixed = "mixed"
+
+
+class PromptTemplates(Choice):
+    """The prompts averaged into a label embedding: ``photo`` (one caption) or ``openai`` (80 templates)."""
+
+    what = nonmember("templates")
+    photo = "photo"
+    openai = "openai"
+
+
+#: training text types (:class:`TextType`) and label text types (:class:`LabelTextType`), as tuples
+TEXT_TYPES = tuple(TextType)
+FIXED_TEXT_TYPES = tuple(LabelTextType)
 #: The 80 prompt templates of OpenAI's ImageNet zero-shot evaluation, as callables ``f(name) -> str``.
 OPENAI_TEMPLATES = tuple(open_clip.OPENAI_IMAGENET_TEMPLATES)
 
@@ -34,7 +80,9 @@ def taxonomic_name(path: Sequence[str]) -> str:
 
 
 def taxon_name(path: Sequence[str], text_type: str, common_name: str | None = None) -> str:
-    """The name part of a caption (no "a photo of"), used inside templates."""
+    """The name part of a caption (no "a photo of"), used inside templates; ``text_type`` is a
+    :class:`LabelTextType`."""
+    text_type = LabelTextType(text_type)
     scientific = path[-1]
     if text_type == "taxonomic":
         return taxonomic_name(path)
@@ -44,10 +92,8 @@ def taxon_name(path: Sequence[str], text_type: str, common_name: str | None = No
         return common_name or scientific
     if text_type == "scientific+common":
         return f"{scientific} with common name {common_name}" if common_name else scientific
-    if text_type == "taxonomic+common":
-        tax = taxonomic_name(path)
-        return f"{tax} with common name {common_name}" if common_name else tax
-    raise ValueError(f"unknown text type {text_type!r}; choose one of {', '.join(TEXT_TYPES)}")
+    tax = taxonomic_name(path)  # taxonomic+common
+    return f"{tax} with common name {common_name}" if common_name else tax
 
 
 def taxon_text(path: Sequence[str], text_type: str, common_name: str | None = None,
@@ -69,11 +115,7 @@ def label_prompts(path: Sequence[str], text_type: str, common_name: str | None =
         templates: ``photo`` (the single BioCLIP caption "a photo of {name}.") or
             ``openai`` (the 80 ImageNet templates, as BioCLIP's zero-shot evaluation).
     """
-    if text_type == "mixed":
-        raise ValueError("label embeddings need a fixed text type, not 'mixed'")
-    name = taxon_name(path, text_type, common_name)
-    if templates == "photo":
+    name = taxon_name(path, text_type, common_name)  # a fixed text type: not mixed
+    if PromptTemplates(templates) == PromptTemplates.photo:
         return [f"a photo of {name}."]
-    if templates == "openai":
-        return [t(name) for t in OPENAI_TEMPLATES]
-    raise ValueError(f"unknown templates {templates!r}; use 'photo' or 'openai'")
+    return [t(name) for t in OPENAI_TEMPLATES]

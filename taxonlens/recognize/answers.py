@@ -16,23 +16,34 @@ import difflib
 import re
 import string
 from collections.abc import Sequence
+from enum import nonmember
 from typing import NamedTuple
+
+from taxonlens.choices import Choice
 
 SYSTEM_PROMPT = ("You are an expert in hierarchical image classification. Given an image, classify it at its "
                  "current hierarchy level by selecting the most appropriate option from the provided choices "
                  "(labeled with letters). Respond with only the corresponding letter.")
 LETTERS = string.ascii_uppercase
-#: how an answer names its option: by the option's ``letter`` (as the reference question asks) or
-#: by its ``name`` (the option's text)
-ANSWERS = ("letter", "name")
+
+
+class AnswerFormat(Choice):
+    """How an answer names its option: by the option's ``letter`` (as the reference question asks) or
+    by its ``name`` (the option's text)."""
+
+    what = nonmember("answer format")
+    letter = "letter"
+    name = "name"
+
+
+#: the answer formats, as a tuple
+ANSWERS = tuple(AnswerFormat)
 
 
 def answer_options(options: Sequence[str], answer: str) -> list[str]:
     """What an answer in format ``answer`` (one of :data:`ANSWERS`) says for each of ``options``:
     their letters or their names."""
-    if answer not in ANSWERS:
-        raise ValueError(f"unknown answer format {answer!r}; use letter or name")
-    return list(LETTERS[: len(options)]) if answer == "letter" else list(options)
+    return list(LETTERS[: len(options)]) if AnswerFormat(answer) == AnswerFormat.letter else list(options)
 
 
 def question_text(rank: str, options: Sequence[str], organism: str = "organism") -> str:

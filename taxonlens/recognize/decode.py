@@ -13,14 +13,25 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import nonmember
 
 import numpy as np
 import torch
 
+from taxonlens.choices import Choice
 from taxonlens.taxonomy import Taxonomy
 
 TOLERANCE = 1e-6
 """How far below a back-off threshold a confidence may fall and still clear it (float32 rounding)."""
+
+
+class DecodingMethod(Choice):
+    """How leaf probabilities become a path: the most probable leaf (``exact``) or the most probable
+    child at every rank from the top (``greedy``)."""
+
+    what = nonmember("decoding method")
+    exact = "exact"
+    greedy = "greedy"
 
 
 @dataclass(frozen=True)
@@ -392,12 +403,10 @@ class TreeDecoder:
     # --------------------------------------------------------------- answers
     def decode_leaves(self, leaf_probs: torch.Tensor, method: str = "exact",
                       internal: torch.Tensor | None = None) -> torch.Tensor:
-        """Leaves ``[B]`` by ``exact`` or ``greedy`` decoding."""
-        if method == "exact":
+        """Leaves ``[B]`` by ``exact`` or ``greedy`` decoding (a :class:`DecodingMethod`)."""
+        if DecodingMethod(method) == DecodingMethod.exact:
             return self.exact(leaf_probs)
-        if method == "greedy":
-            return self.greedy(leaf_probs, internal)
-        raise ValueError(f"unknown decoding method {method!r}; use 'exact' or 'greedy'")
+        return self.greedy(leaf_probs, internal)
 
     def decode(self, leaf_probs: torch.Tensor, method: str = "exact", top_k: int = 5,
                rank: str | int | None = None) -> list[Prediction]:

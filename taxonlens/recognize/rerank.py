@@ -19,18 +19,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from enum import nonmember
 
 import torch
 from PIL import Image
 
+from taxonlens.choices import Choice
 from taxonlens.data.records import Record, record_leaves
 from taxonlens.data.vqa import VQARecord
 from taxonlens.errors import DataError
 from taxonlens.models.mllm import LMM
-from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, parse_answer, question_text
+from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, AnswerFormat, parse_answer, question_text
 from taxonlens.taxonomy import Taxonomy
 
-METHODS = ("score", "generate")
+
+class RerankMethod(Choice):
+    """How the LLM ranks the candidates: ``score`` (option likelihoods) or ``generate`` (a ranked list)."""
+
+    what = nonmember("reranking method")
+    score = "score"
+    generate = "generate"
+
+
 RANKING_INSTRUCTION = "Rank the options from most to least likely, as letters separated by commas."
 
 
@@ -49,10 +59,8 @@ class LMMReranker:
 
     def __init__(self, lmm: LMM, taxonomy: Taxonomy, k: int = 5, method: str = "score", organism: str = "organism",
                  answer: str = "letter", system: str | None = SYSTEM_PROMPT):
-        if answer not in ("letter", "name"):
-            raise DataError(f"unknown answer format {answer!r}; use letter or name (as the ranker was trained)")
-        if method not in METHODS:
-            raise DataError(f"unknown reranking method {method!r}; use one of {', '.join(METHODS)}")
+        AnswerFormat(answer)  # as the ranker was trained
+        RerankMethod(method)
         if not 2 <= k <= len(LETTERS):
             raise DataError(f"rerank k must lie in 2..{len(LETTERS)}, got {k}")
         self.lmm, self.taxonomy, self.k, self.method, self.organism = lmm, taxonomy, k, method, organism

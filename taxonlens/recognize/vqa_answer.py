@@ -1,6 +1,6 @@
 """A multimodal LLM answers a hierarchical-VQA benchmark, one question per level.
 
-Three modes (:data:`MODES`):
+Three modes (:class:`AnsweringMode`):
 
 - ``generate``: the model writes its answer (greedy), read back by
   :func:`~taxonlens.recognize.answers.parse_answer`; an unreadable answer is wrong;
@@ -18,20 +18,29 @@ and skips the records already answered.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from enum import nonmember
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from taxonlens.choices import Choice
 from taxonlens.data.vqa import VQARecord
 from taxonlens.errors import DataError
 from taxonlens.journal import fill_journal
 from taxonlens.models.mllm import LMM
-from taxonlens.recognize.answers import ANSWERS, SYSTEM_PROMPT, answer_options, parse_answer, question_text
+from taxonlens.recognize.answers import SYSTEM_PROMPT, AnswerFormat, answer_options, parse_answer, question_text
 from taxonlens.recognize.vqa import consistent_decode
 from taxonlens.taxonomy import Taxonomy
 
-MODES = ("generate", "score", "consistent")
+
+class AnsweringMode(Choice):
+    """How the model's answers are read (see the module docstring)."""
+
+    what = nonmember("answering mode")
+    generate = "generate"
+    score = "score"
+    consistent = "consistent"
 
 
 def _questions(record: VQARecord, ranks: Sequence[str], organism: str) -> list[tuple[int, str]]:
@@ -61,10 +70,8 @@ def answer_records(lmm: LMM, records: Sequence[VQARecord], load: Callable[[VQARe
         log-probabilities, normalised over the offered options); ``consistent`` adds
         ``partial`` and ``consistent_depth``.
     """
-    if mode not in MODES:
-        raise DataError(f"unknown answering mode {mode!r}; use one of {', '.join(MODES)}")
-    if answer not in ANSWERS:
-        raise DataError(f"unknown answer format {answer!r}; use one of {', '.join(ANSWERS)}")
+    AnsweringMode(mode)
+    AnswerFormat(answer)
     if mode == "consistent" and taxonomy is None:
         raise DataError("consistent answers need the taxonomy (--taxonomy)")
     depth = max((len(r.levels) for r in records), default=0)

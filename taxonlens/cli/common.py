@@ -1,0 +1,95 @@
+"""What the command modules share: the consoles, the progress bar, option types, loading a
+taxonomy or labelled photos, and printing figures and tables."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from taxonlens.errors import TaxonlensError
+
+if TYPE_CHECKING:
+    from taxonlens.data import Record
+    from taxonlens.taxonomy import Taxonomy
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+TaxonomyOpt = Annotated[
+    str,
+    typer.Option(help="Taxonomy file (.json, .csv, .tsv, .jsonl) or a built-in name: "
+                      "inat21-plantae, inat21-animalia, imagenet-animal."),
+]
+ModelOpt = Annotated[str, typer.Option(help="Encoder: bioclip, bioclip-2, hf-hub:ORG/REPO, a model folder, "
+                                            "an open_clip ARCH[:FILE|:TAG], or a tiny preset.")]
+LabelsTaxonomyOpt = Annotated[str | None, typer.Option(
+    "--taxonomy", help="Label tree (.json/.csv/.tsv/.jsonl or a built-in name), or a TreeOfLife "
+                       "txt_emb_species.json; default: the TreeOfLife labels of the model, as pybioclip.")]
+SplitOpt = Annotated[str | None, typer.Option(help="Only photos of this split.")]
+
+
+def progress_bar() -> Progress:
+    """The rich progress bar every long command shows."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def say(message: str) -> None:
+    """A long command's progress message, dimmed."""
+    console.print(f"[dim]{message}[/]")
+
+
+def load_taxonomy(taxonomy: str, allow_homonyms: bool = False) -> Taxonomy:
+    """A taxonomy from a file, a built-in name or a hierarchical-VQA benchmark
+    (:func:`taxonlens.data.taxonomy_or_benchmark`)."""
+    from taxonlens.data import taxonomy_or_benchmark
+
+    return taxonomy_or_benchmark(taxonomy, allow_homonyms=allow_homonyms)
+
+
+def read_records(data: Path, taxonomy: Taxonomy | None = None, split: str | None = None) -> list[Record]:
+    """The labelled photos of a manifest or an image folder (of ``split`` only, if given)."""
+    from taxonlens.data import read_image_folder, read_manifest
+
+    records = read_image_folder(data, taxonomy) if data.is_dir() else read_manifest(data, taxonomy)
+    records = [r for r in records if r.path and (split is None or r.split == split)]
+    if not records:
+        raise TaxonlensError(f"{data}: no labelled photos{f' in split {split!r}' if split else ''}")
+    return records
+
+
+def print_skipped(failures: Iterable[object]) -> None:
+    """One line on stderr per photo that could not be read."""
+    for f in failures:
+        err_console.print(f"[yellow]skipped[/] {f}", highlight=False)
+
+
+def print_figures(title: str, figures: dict[str, float | int | str]) -> None:
+    """A two-column table of named figures (floats to 4 significant digits)."""
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in figures.items():
+        table.add_row(k, f"{v:,.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+def table(title: str, columns: Sequence[str], left: Collection[str] = (), no_wrap: bool = False) -> Table:
+    """A table whose ``left`` columns are left-justified (labels) and the others right-justified
+    (figures)."""
+    out = Table(title=title)
+    for col in columns:
+        out.add_column(col, justify="left" if col in left else "right", no_wrap=no_wrap)
+    return out
+
+
+def print_wide(out: Table, min_width: int) -> None:
+    """Print ``out`` at least ``min_width`` columns wide: a log file or a narrow terminal would wrap
+    its cells unreadably."""
+    console.print(out, width=max(console.width, min_width))

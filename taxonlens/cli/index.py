@@ -1,0 +1,40 @@
+"""``taxonlens index``: vector memories (faiss) for retrieval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from taxonlens.cli.common import ModelOpt, SplitOpt, console, load_taxonomy, progress_bar, read_records
+from taxonlens.index.memory import IndexKind
+from taxonlens.models.encoders import Precision
+
+app = typer.Typer(no_args_is_help=True, help="Vector memories (faiss) for retrieval.")
+
+
+@app.command("build")
+def index_build(
+    data: Annotated[Path, typer.Argument(help="Labelled photos (manifest or image folder).")],
+    out: Annotated[Path, typer.Option(help="Memory folder (index.faiss, labels.npy, memory.json, taxonomy).")],
+    model: ModelOpt = "bioclip-2",
+    taxonomy: Annotated[str | None, typer.Option(help="Label tree (default: built from the photos' paths).")] = None,
+    kind: Annotated[IndexKind, typer.Option(help="flat (exact), hnsw or ivf.")] = IndexKind.flat,
+    per_class: Annotated[int, typer.Option(help="Exemplar photos per class (0: all).")] = 0,
+    split: SplitOpt = "train",
+    batch_size: Annotated[int, typer.Option()] = 32,
+    precision: Annotated[Precision, typer.Option(help="auto, fp32 or bf16: use the same with `predict --memory`.")
+                         ] = Precision.auto,
+) -> None:
+    """An image-exemplar memory: photo embeddings with their class, for retrieval (`predict --memory`)."""
+    from taxonlens.index.exemplars import build_exemplar_memory
+    from taxonlens.models.encoders import load_encoder
+
+    tax = load_taxonomy(taxonomy, allow_homonyms=True) if taxonomy else None
+    encoder = load_encoder(model, precision=precision)
+    with progress_bar() as bar:
+        task = bar.add_task("encoding exemplars", total=None)
+        memory = build_exemplar_memory(read_records(data, tax, split), encoder, out, tax, kind, per_class, batch_size,
+                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(f"{len(memory):,} exemplars of {len(set(memory.labels.tolist())):,} classes in {out}")
