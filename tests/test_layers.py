@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "taxonlens"
 #: bottom first
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("textio", "journal", "resources"),
+    ("textio", "journal", "resources", "choices"),  # choices: closed sets of string options (StrEnum)
     ("tables",),  # CSV / TSV / JSON lines / Parquet rows, read and written one way
     ("taxonomy", "models"),  # the tree; encoders and LMMs (presets, hub files)
     ("data",),  # records, manifests, image folders, VQA benchmarks, TreeOfLife label sets
@@ -125,6 +125,6 @@ def test_no_import_cycle() -> None:
 
 def test_the_checks_see_lazy_imports_and_cycles() -> None:
     assert (1, "taxonlens.cli") in GRAPH["taxonlens.__main__"]
-    lazy = {target for _, target in GRAPH["taxonlens.cli"]}
+    lazy = {target for _, target in GRAPH["taxonlens.cli.demo"]}
     assert "taxonlens.demo" in lazy  # imported inside a command function
     assert _cycle({"a": [(3, "b")], "b": [(7, "a")]}) == [("a", 3, "b"), ("b", 7, "a")]

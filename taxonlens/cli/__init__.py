@@ -10,7 +10,19 @@ from __future__ import annotations
 
 import typer
 
-from taxonlens.cli import attributes, bench, demo, evaluate, index, predict, synthworld, taxonomy, train, vqa
+from taxonlens.cli import (
+    attributes,
+    bench,
+    demo,
+    evaluate,
+    fewshot,
+    index,
+    predict,
+    synthworld,
+    taxonomy,
+    train,
+    vqa,
+)
 from taxonlens.cli.common import err_console
 from taxonlens.errors import TaxonlensError
 
@@ -22,6 +34,7 @@ app.add_typer(vqa.app, name="vqa")
 app.add_typer(index.app, name="index")
 app.add_typer(bench.app, name="bench")
 app.add_typer(attributes.app, name="attributes")
+app.add_typer(fewshot.app, name="fewshot")
 app.command()(synthworld.synthworld)
 app.command()(evaluate.evaluate)
 app.command()(predict.predict)

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from taxonlens.cli.common import SplitOpt, console, print_skipped, progress_bar, read_records, table
+from taxonlens.cli.common import OverwriteOpt, SplitOpt, console, print_skipped, progress_bar, read_records, table
 from taxonlens.errors import TaxonlensError
 from taxonlens.knowledge.descriptions import DescriptionMethod
+from taxonlens.tables import check_writable
 
 app = typer.Typer(no_args_is_help=True, help="Finedefics attribute knowledge: mine attribute names, "
                                              "extract their values per photo, describe each photo.")
@@ -62,19 +63,21 @@ def attributes_extract(
     split: SplitOpt = None,
     batch_size: Annotated[int, typer.Option(help="Questions per model call.")] = 32,
     max_new_tokens: Annotated[int, typer.Option()] = 16,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Ask the model one short question per attribute and photo; append one JSON line per photo. Where
     the photos carry known values (synthworld), print the accuracy per attribute."""
     from taxonlens.knowledge import MinedAttributes, extract_records, extraction_accuracy, read_attribute_rows
     from taxonlens.models.mllm import load_lmm
 
+    check_writable(out)
     mined = MinedAttributes.load(attributes)  # first: a bad attributes file fails before the model loads
     records = read_records(manifest, split=split)
     lmm = load_lmm(model)
     with progress_bar() as bar:
         task = bar.add_task("extracting", total=len(records))
         written, failures = extract_records(lmm, records, mined.attributes, out, organism, batch_size, max_new_tokens,
-                                            progress=lambda k: bar.advance(task, k))
+                                            progress=lambda k: bar.advance(task, k), overwrite=overwrite)
     print_skipped(failures)
     console.print(f"{len(records) - len(failures)} photos extracted, {len(failures)} unreadable: {written}")
     if any(name in r.attributes for r in records for name in mined.attributes):
@@ -102,6 +105,7 @@ def attributes_describe(
                             ] = None,
     batch_size: Annotated[int, typer.Option(help="Photos per model call.")] = 8,
     max_new_tokens: Annotated[int, typer.Option()] = 64,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """One description per photo from its attribute values; writes the described JSONL and a manifest
     whose records carry the values and the description (what the Finedefics trainer reads)."""
@@ -109,6 +113,7 @@ def attributes_describe(
 
     if model is not None and method != DescriptionMethod.lmm:
         raise TaxonlensError("--model is used by --method lmm only")
+    check_writable(out)
     records = read_records(manifest, split=split)
     answerer = None
     if method == DescriptionMethod.lmm and model is not None:
@@ -119,7 +124,7 @@ def attributes_describe(
         task = bar.add_task("describing", total=None)
         written, described, failures = describe_manifest(
             records, out, extracted, method, answerer, organism, manifest_out, batch_size, max_new_tokens,
-            progress=lambda done, total: bar.update(task, completed=done, total=total))
+            progress=lambda done, total: bar.update(task, completed=done, total=total), overwrite=overwrite)
     print_skipped(failures)
     console.print(f"{len(failures)} unreadable photos; descriptions in {written}; the manifest to train on: "
                   f"{described}", highlight=False)

@@ -11,7 +11,9 @@ import typer
 
 from taxonlens.bench.vqa import VQAMode
 from taxonlens.cli import render
-from taxonlens.cli.common import print_figures, say
+from taxonlens.cli.common import print_figures, print_wide, say
+from taxonlens.recognize.fewshot import FewShotMethod
+from taxonlens.tables import check_writable
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: print figures and ratios measured on this machine.")
 LeavesOpt = Annotated[int, typer.Option(help="Leaves of the synthetic 7-rank taxonomy.")]
@@ -183,6 +185,8 @@ def bench_tara(
     on seen and novel species."""
     from taxonlens.bench.tara import bench_tara_evidence as run
 
+    if out is not None:
+        check_writable(out)  # before the run, not after it
     result = run(species, images_per_species, model=model, sft_epochs=sft_epochs, rl_epochs=rl_epochs,
                  seeds=tuple(range(seeds)), threads=threads or None, progress=say)
     if out is not None:
@@ -227,3 +231,34 @@ def bench_finedefics(
                                           seeds=tuple(range(seeds)), threads=threads or None, out=out, progress=say)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     render.print_finedefics(result, seeds, out / "result.json")
+
+
+@app.command("fewshot")
+def bench_fewshot(
+    species: SpeciesHeldOutOpt = 24,
+    images_per_species: Annotated[int, typer.Option()] = 20,
+    novel_fraction: Annotated[float, typer.Option(help="Share of species held out of training (the rare ones).")
+                              ] = 0.34,
+    encoder_epochs: Annotated[int, typer.Option(help="Contrastive training epochs of the tiny encoder.")] = 30,
+    shots: Annotated[list[int] | None, typer.Option("--shots", help="k of the k-shot arms (repeat; default 1 "
+                                                                    "and 5).")] = None,
+    method: Annotated[FewShotMethod, typer.Option(help="simpleshot (BioCLIP's) or linear.")
+                      ] = FewShotMethod.simpleshot,
+    seeds: Annotated[int, typer.Option(help="Draws of the shots (BioCLIP: 5).")] = 5,
+    threads: ThreadsOpt = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the world and of the training.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
+) -> None:
+    """BioCLIP's Rare-Species protocol on synthworld's novel species: zero-, one- and five-shot
+    accuracy per rank (mean +- sd over the draws of the shots), with an encoder trained here."""
+    from taxonlens.bench.fewshot import FewShotSpec
+    from taxonlens.bench.fewshot import bench_fewshot as run
+
+    if out is not None:
+        check_writable(out)  # before the run, not after it
+    result = run(FewShotSpec(n_species=species, images_per_species=images_per_species, novel_fraction=novel_fraction,
+                             encoder_epochs=encoder_epochs, shots=tuple(shots or (1, 5)), method=method, seeds=seeds,
+                             threads=threads or None, seed=seed), progress=say)
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+    print_wide(result.render(), 120)

@@ -32,6 +32,8 @@ LabelsTaxonomyOpt = Annotated[str | None, typer.Option(
     "--taxonomy", help="Label tree (.json/.csv/.tsv/.jsonl or a built-in name), or a TreeOfLife "
                        "txt_emb_species.json; default: the TreeOfLife labels of the model, as pybioclip.")]
 SplitOpt = Annotated[str | None, typer.Option(help="Only photos of this split.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Start OUT afresh instead of resuming it (a resumed OUT must "
+                                                 "have been written with the same settings).")]
 
 
 def progress_bar() -> Progress:

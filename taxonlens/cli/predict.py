@@ -1,9 +1,8 @@
 """``taxonlens predict`` and ``taxonlens calibrate``: name the organisms in photos, and calibrate
-the back-off thresholds."""
+the back-off thresholds with the same recognizer options (the same names, the same meaning)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,80 +12,131 @@ from taxonlens.cli.common import LabelsTaxonomyOpt, ModelOpt, console, print_fig
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.encoders import Precision
 from taxonlens.models.text import LabelTextType, PromptTemplates
+from taxonlens.predict.recognizer import Scores
+from taxonlens.predict.rows import RowFormat
 from taxonlens.recognize.answers import AnswerFormat
 from taxonlens.recognize.decode import DecodingMethod
 from taxonlens.recognize.rerank import RerankMethod
+from taxonlens.recognize.zeroshot import Combine
+
+# The recognizer options predict and calibrate share.
+LabelsOpt = Annotated[Path | None, typer.Option(help="Plain labels, one per line, instead of a taxonomy.")]
+SubsetOpt = Annotated[str | None, typer.Option(help="Only these taxa: RANK=NAME[,NAME...] or a CSV whose first "
+                                                    "column is headed by a rank (as pybioclip's --subset).")]
+TextTypeOpt = Annotated[LabelTextType, typer.Option(help="Label text embedded for each taxon.")]
+TemplatesOpt = Annotated[PromptTemplates, typer.Option(help="photo (one caption) or openai (80 templates "
+                                                            "averaged).")]
+MethodOpt = Annotated[DecodingMethod, typer.Option(help="exact (most probable leaf) or greedy (top-down).")]
+PrecisionOpt = Annotated[Precision, typer.Option(help="Number format of the model: auto (bf16 where this CPU is fast "
+                                                      "at it), fp32 or bf16.")]
+ScoresOpt = Annotated[Scores, typer.Option(help="leaves (each leaf's text scored) or per-rank (each rank's taxa "
+                                                "embedded and scored on their own, combined by --combine).")]
+CombineOpt = Annotated[Combine, typer.Option(help="With --scores per-rank: fuse (product over ranks: the tree-"
+                                                  "fusion path) or leaves (mean of ranks spread over the leaves).")]
+MemoryOpt = Annotated[Path | None, typer.Option(help="Classify by nearest exemplars in a memory from "
+                                                     "`taxonlens index build` (instead of label text).")]
+ClassifierOpt = Annotated[Path | None, typer.Option(help="Classify with a few-shot classifier from "
+                                                         "`taxonlens fewshot fit` (instead of label text).")]
+RerankOpt = Annotated[str | None, typer.Option(help="RAR: a multimodal LLM (preset, folder or hub name) that "
+                                                    "reranks the top --rerank-k candidates.")]
+RerankKOpt = Annotated[int, typer.Option(help="Candidates the LLM ranks.")]
+RerankMethodOpt = Annotated[RerankMethod, typer.Option(help="score (option likelihoods) or generate (a ranked "
+                                                            "list).")]
+RerankAnswerOpt = Annotated[AnswerFormat, typer.Option(help="How the ranker answers: letter or name (as "
+                                                            "fine-tuned).")]
+RerankSystemOpt = Annotated[bool, typer.Option(help="Ask the ranker with the reference system prompt.")]
+BatchOpt = Annotated[int, typer.Option(help="Photos per batch.")]
 
 
-def read_thresholds(path: Path | None) -> dict[str, float] | None:
-    """Back-off thresholds ``{rank: minimum confidence}`` from a `taxonlens calibrate` JSON file."""
-    if path is None:
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise TaxonlensError(f"thresholds file {path}: {e}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
-        raise TaxonlensError(f"thresholds file {path}: expected a JSON object {{rank: minimum confidence}}, "
-                             "as written by `taxonlens calibrate`")
-    return {str(k): float(v) for k, v in data.items()}
+def _recognizer(bar, **options):
+    """:func:`~taxonlens.predict.build_recognizer` with a progress line while labels are embedded."""
+    from taxonlens.predict import build_recognizer
+
+    task = bar.add_task("loading the model and embedding labels", total=None)
+    recognizer = build_recognizer(**options, progress=lambda n: bar.advance(task, n))
+    bar.update(task, visible=False)
+    return recognizer
+
+
+def _check_counts(**counts: int) -> None:
+    bad = [f"--{name.replace('_', '-')}" for name, n in counts.items() if n < 1]
+    if bad:
+        raise TaxonlensError(f"{' and '.join(bad)} must be at least 1")
 
 
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
     model: ModelOpt = "bioclip-2",
     taxonomy: LabelsTaxonomyOpt = None,
-    labels: Annotated[Path | None, typer.Option(help="Plain labels, one per line, instead of a taxonomy.")] = None,
-    subset: Annotated[str | None, typer.Option(help="Only these taxa: RANK=NAME[,NAME...] or a CSV whose first "
-                                                    "column is headed by a rank (as pybioclip's --subset).")] = None,
+    labels: LabelsOpt = None,
+    subset: SubsetOpt = None,
     rank: Annotated[str | None, typer.Option(help="Answer at this rank (default: the deepest).")] = None,
     top_k: Annotated[int, typer.Option(help="Answers per photo: the best and top_k - 1 alternatives.")] = 5,
-    out: Annotated[Path, typer.Option(help="Output .csv, .jsonl or .parquet; an interrupted run resumes.")] = Path(
+    out: Annotated[Path, typer.Option(help="Output .csv, .tsv, .jsonl or .parquet; an interrupted run resumes "
+                                           "(OUT.journal.jsonl and OUT.run.json beside it record how).")] = Path(
         "predictions.csv"),
-    thresholds: Annotated[Path | None, typer.Option(help="Back-off thresholds JSON from `taxonlens calibrate`.")
-                          ] = None,
-    text_type: Annotated[LabelTextType, typer.Option(help="Label text: taxonomic, scientific, common, ...")
-                         ] = LabelTextType.taxonomic,
-    templates: Annotated[PromptTemplates, typer.Option(help="photo (one caption) or openai (80 templates averaged).")
-                         ] = PromptTemplates.photo,
-    method: Annotated[DecodingMethod, typer.Option(help="exact (most probable leaf) or greedy (top-down).")
-                      ] = DecodingMethod.exact,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    precision: Annotated[Precision, typer.Option(help="auto (bf16 where this CPU is fast at it), fp32 or bf16.")
-                         ] = Precision.auto,
-    rerank: Annotated[str | None, typer.Option(help="RAR: a multimodal LLM (preset, folder or hub name) that "
-                                                    "reranks the top --rerank-k candidates.")] = None,
-    rerank_k: Annotated[int, typer.Option(help="Candidates the LLM ranks.")] = 5,
-    rerank_method: Annotated[RerankMethod, typer.Option(help="score (option likelihoods) or generate (a ranked "
-                                                             "list).")] = RerankMethod.score,
-    memory: Annotated[Path | None, typer.Option(help="Classify by nearest exemplars in a memory from "
-                                                     "`taxonlens index build` (instead of label text).")] = None,
-    rerank_answer: Annotated[AnswerFormat, typer.Option(help="How the ranker answers: letter or name (as "
-                                                             "fine-tuned).")] = AnswerFormat.letter,
-    rerank_system: Annotated[bool, typer.Option(help="Ask the ranker with the reference system prompt.")] = True,
+    output_format: Annotated[RowFormat, typer.Option("--format", help="taxonlens (one row per photo, with "
+                                                                      "paths, confidences and back-off) or "
+                                                                      "pybioclip (its rows and columns).")
+                             ] = RowFormat.taxonlens,
+    overwrite: Annotated[bool, typer.Option(help="Start OUT afresh instead of resuming it.")] = False,
+    thresholds: Annotated[Path | None, typer.Option(help="Back-off thresholds JSON from `taxonlens calibrate` "
+                                                         "(made with the same recognizer options).")] = None,
+    text_type: TextTypeOpt = LabelTextType.taxonomic,
+    templates: TemplatesOpt = PromptTemplates.photo,
+    method: MethodOpt = DecodingMethod.exact,
+    scores: ScoresOpt = Scores.leaves,
+    combine: CombineOpt = Combine.fuse,
+    precision: PrecisionOpt = Precision.auto,
+    memory: MemoryOpt = None,
+    classifier: ClassifierOpt = None,
+    rerank: RerankOpt = None,
+    rerank_k: RerankKOpt = 5,
+    rerank_method: RerankMethodOpt = RerankMethod.score,
+    rerank_answer: RerankAnswerOpt = AnswerFormat.letter,
+    rerank_system: RerankSystemOpt = True,
+    batch_size: BatchOpt = 32,
 ) -> None:
     """Name the organism in each photo: a consistent taxonomy path, a confidence per rank, the rank
     reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal."""
-    from taxonlens.predict import build_recognizer, expand_inputs, predict_files
+    from taxonlens.predict import OUTPUT_FORMATS, expand_inputs, predict_files, read_thresholds
+    from taxonlens.tables import check_writable, table_format
 
-    if top_k < 1 or batch_size < 1:
-        raise TaxonlensError("--top-k and --batch-size must be at least 1")
+    _check_counts(top_k=top_k, batch_size=batch_size, rerank_k=rerank_k)
+    table_format(check_writable(out), "output", OUTPUT_FORMATS)
+    if thresholds is not None:
+        read_thresholds(thresholds)  # a malformed file fails before the model loads
     files = expand_inputs(paths)
     with progress_bar() as bar:
-        task = bar.add_task("embedding labels", total=None)
-        recognizer = build_recognizer(model, taxonomy, labels, subset, text_type, templates, precision,
-                                      read_thresholds(thresholds), method,
-                                      progress=lambda n: bar.advance(task, n), rerank=rerank, rerank_k=rerank_k,
-                                      rerank_method=rerank_method, memory=memory, rerank_answer=rerank_answer,
-                                      rerank_system=rerank_system)
+        recognizer = _recognizer(bar, model=model, taxonomy=taxonomy, labels=labels, subset=subset,
+                                 text_type=text_type, templates=templates, precision=precision, method=method,
+                                 scores=scores, combine=combine, memory=memory, classifier=classifier, rerank=rerank,
+                                 rerank_k=rerank_k, rerank_method=rerank_method, rerank_answer=rerank_answer,
+                                 rerank_system=rerank_system)
+        if thresholds is not None:
+            recognizer.decoder.thresholds = read_thresholds(thresholds, recognizer)
         if rank is not None:
             recognizer.taxonomy.rank_depth(rank)  # an unknown rank fails before any photo is read
-        bar.update(task, visible=False)
         task = bar.add_task("predicting", total=len(files))
         written, failures = predict_files(recognizer, files, out, batch_size, top_k, rank,
-                                          progress=lambda n: bar.advance(task, n))
+                                          progress=lambda n: bar.advance(task, n), overwrite=overwrite,
+                                          output_format=output_format)
     print_skipped(failures)
     console.print(f"{len(files) - len(failures)} photos predicted, {len(failures)} unreadable: {written}")
+
+
+def _precision_at(values: list[str]) -> dict[str, float]:
+    """``RANK=P`` pairs as ``{rank: target}``."""
+    out = {}
+    for v in values:
+        rank, sep, target = v.partition("=")
+        try:
+            out[rank.strip()] = float(target)
+        except ValueError:
+            sep = ""
+        if not sep or not rank.strip():
+            raise TaxonlensError(f"--precision-at {v!r}: write RANK=TARGET, e.g. genus=0.9")
+    return out
 
 
 def calibrate(
@@ -94,22 +144,54 @@ def calibrate(
                                                   "is used when there is one.")],
     model: ModelOpt = "bioclip-2",
     taxonomy: LabelsTaxonomyOpt = None,
-    precision_target: Annotated[float, typer.Option("--precision", help="Target precision at every rank.")] = 0.9,
-    out: Annotated[Path, typer.Option(help="Thresholds JSON for `taxonlens predict --thresholds`.")] = Path(
+    labels: LabelsOpt = None,
+    subset: SubsetOpt = None,
+    target_precision: Annotated[float, typer.Option(help="Target precision of the answers at every rank not "
+                                                         "given by --precision-at.")] = 0.9,
+    precision_at: Annotated[list[str] | None, typer.Option(help="A rank's own target, RANK=TARGET (repeat for "
+                                                                "more ranks), e.g. genus=0.9.")] = None,
+    out: Annotated[Path, typer.Option(help="Thresholds JSON for `taxonlens predict --thresholds`; the reliability "
+                                           "diagram is drawn beside it (OUT.reliability.png).")] = Path(
         "thresholds.json"),
-    text_type: Annotated[LabelTextType, typer.Option()] = LabelTextType.taxonomic,
-    batch_size: Annotated[int, typer.Option()] = 32,
+    text_type: TextTypeOpt = LabelTextType.taxonomic,
+    templates: TemplatesOpt = PromptTemplates.photo,
+    method: MethodOpt = DecodingMethod.exact,
+    scores: ScoresOpt = Scores.leaves,
+    combine: CombineOpt = Combine.fuse,
+    precision: PrecisionOpt = Precision.auto,
+    memory: MemoryOpt = None,
+    classifier: ClassifierOpt = None,
+    rerank: RerankOpt = None,
+    rerank_k: RerankKOpt = 5,
+    rerank_method: RerankMethodOpt = RerankMethod.score,
+    rerank_answer: RerankAnswerOpt = AnswerFormat.letter,
+    rerank_system: RerankSystemOpt = True,
+    batch_size: BatchOpt = 32,
 ) -> None:
     """Back-off thresholds per rank: the lowest confidence at which answers at that rank are right at
-    least --precision of the time on labelled photos."""
-    from taxonlens.predict import build_recognizer, calibrate_thresholds
+    least --target-precision of the time on labelled photos, with a reliability diagram per rank."""
+    from taxonlens.predict import calibrate_thresholds, write_thresholds
+    from taxonlens.predict.thresholds import reliability_plot_path
+    from taxonlens.tables import check_writable
 
-    if not 0 < precision_target <= 1:
-        raise TaxonlensError("--precision must lie in (0, 1]")
-    recognizer = build_recognizer(model, taxonomy, text_type=text_type)
+    _check_counts(batch_size=batch_size, rerank_k=rerank_k)
+    targets = _precision_at(precision_at or [])
+    bad = {k: v for k, v in {"--target-precision": target_precision, **targets}.items() if not 0 < v <= 1}
+    if bad:
+        raise TaxonlensError(f"target precision must lie in (0, 1]; got {bad}")
+    check_writable(out)
     with progress_bar() as bar:
+        recognizer = _recognizer(bar, model=model, taxonomy=taxonomy, labels=labels, subset=subset,
+                                 text_type=text_type, templates=templates, precision=precision, method=method,
+                                 scores=scores, combine=combine, memory=memory, classifier=classifier, rerank=rerank,
+                                 rerank_k=rerank_k, rerank_method=rerank_method, rerank_answer=rerank_answer,
+                                 rerank_system=rerank_system)
         task = bar.add_task("calibrating", total=None)
-        result = calibrate_thresholds(recognizer, manifest, precision_target, batch_size,
-                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print_figures(f"thresholds for precision {precision_target} ({out})", result)
+        calibration = calibrate_thresholds(recognizer, manifest, target_precision, batch_size,
+                                           lambda done, total: bar.update(task, completed=done, total=total),
+                                           precision_at=targets)
+    written = write_thresholds(calibration, recognizer, out)
+    print_figures(f"thresholds on {calibration.n_photos} photos ({written}; reliability: "
+                  f"{reliability_plot_path(written).name})",
+                  {f"{r} (target {calibration.targets[r]:g})": "never" if t == float("inf") else t
+                   for r, t in calibration.thresholds.items()})

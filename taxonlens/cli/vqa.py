@@ -12,6 +12,7 @@ import typer
 from taxonlens.cli.common import (
     LabelsTaxonomyOpt,
     ModelOpt,
+    OverwriteOpt,
     SplitOpt,
     TaxonomyOpt,
     console,
@@ -25,6 +26,7 @@ from taxonlens.cli.render import FIGURE_HEADERS, figure_cells
 from taxonlens.data.vqa_build import DistractorMode
 from taxonlens.recognize.answers import AnswerFormat
 from taxonlens.recognize.vqa_answer import AnsweringMode
+from taxonlens.tables import check_writable
 
 app = typer.Typer(no_args_is_help=True, help="Hierarchical visual question answering with multimodal LLMs.")
 BenchTaxonomyOpt = Annotated[str | None, typer.Option(help="Taxonomy (default: built from the benchmark).")]
@@ -95,6 +97,7 @@ def vqa_answer(
     system: Annotated[bool, typer.Option(help="Ask after the reference system prompt (--no-system for a model "
                                               "fine-tuned without it).")] = True,
     batch_size: Annotated[int, typer.Option()] = 16,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Answer every level of every record; print HCA, leaf accuracy, POR, S-POR, TOR on all records and on
     the leakage-free ones, beside the image-blind control."""
@@ -103,13 +106,14 @@ def vqa_answer(
     from taxonlens.recognize.answers import SYSTEM_PROMPT
     from taxonlens.recognize.vqa_answer import answer_benchmark, consistency_report
 
+    check_writable(out)
     records = read_vqa_benchmark(benchmark)
     tax = load_taxonomy(taxonomy or str(benchmark), allow_homonyms=True)
     lmm = load_lmm(model)
     with progress_bar() as bar:
         task = bar.add_task(f"answering ({mode})", total=len(records))
         answer_benchmark(lmm, records, out, images, mode, tax, organism, progress=lambda n: bar.advance(task, n),
-                         batch_size=batch_size, answer=answer, system=SYSTEM_PROMPT if system else None)
+                         overwrite=overwrite, batch_size=batch_size, answer=answer, system=SYSTEM_PROMPT if system else None)
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
     report = consistency_report(records, rows, tax)
     scores = table(f"{model}, {mode} ({out})", ("records", "n", "decoder", *FIGURE_HEADERS))

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from taxonlens.data.records import Record
 from taxonlens.errors import DataError, TaxonlensError
+from taxonlens.tables import read_table, table_format, write_table
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.taxonomy.loaders import is_rank_column
-from taxonlens.tables import read_table, table_format, write_table
 
 _RESERVED = frozenset({"image", "path", "label", "split", "common_name", "attributes"})
 

@@ -31,8 +31,8 @@ from pathlib import Path
 from taxonlens.data import read_manifest, read_vqa_benchmark
 from taxonlens.errors import DataError, TaxonNotFoundError
 from taxonlens.evaluate.metrics import HierarchicalReport, hierarchical_report
-from taxonlens.taxonomy import Taxonomy
 from taxonlens.tables import PATH_SEPARATOR, read_table
+from taxonlens.taxonomy import Taxonomy
 from taxonlens.textio import read_jsonl, read_text
 
 _PREDICTED = re.compile(r"predicted_level(\d+)$")

@@ -64,7 +64,7 @@ def fit_fewshot(records: Sequence[Record], encoder: Encoder, out: str | Path, sh
     save_file({k: v.contiguous() for k, v in tensors.items()}, out / TENSORS_FILE)
     save_taxonomy(taxonomy, out / TAXONOMY_FILE)
     meta = {"method": method, "params": params, "shots": shots or "all", "seed": seed, "photos": len(kept),
-            "classes_with_photos": int(len(np.unique(classes[picked[kept]]))),
+            "classes_with_photos": len(np.unique(classes[picked[kept]])),
             "encoder": getattr(encoder, "name", ""), "fingerprint": encoder.fingerprint()}
     (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return out

@@ -24,7 +24,7 @@ from taxonlens.data.images import IMAGE_SUFFIXES, load_image
 from taxonlens.errors import DataError, ImageError
 from taxonlens.journal import append_journal, claim_run, read_journal
 from taxonlens.predict.recognizer import Recognizer
-from taxonlens.predict.rows import FORMATS, flat_row, pybioclip_columns, pybioclip_rows
+from taxonlens.predict.rows import RowFormat, flat_row, pybioclip_columns, pybioclip_rows
 from taxonlens.tables import TABLE_SUFFIXES, check_writable, table_format, write_table
 
 OUTPUT_FORMATS = TABLE_SUFFIXES
@@ -108,8 +108,7 @@ def predict_files(
     """
     out = check_writable(out)
     table_format(out, "output", OUTPUT_FORMATS)
-    if output_format not in FORMATS:
-        raise DataError(f"unknown output format {output_format!r}; use one of {', '.join(FORMATS)}")
+    output_format = RowFormat(output_format)
     journal = journal_of(out)
     claim_run(out, run_settings(recognizer, top_k, rank, output_format), overwrite, companions=[journal])
     entries = {e["photo"][0]: e for e in read_journal(journal) if "photo" in e and "row" in e}

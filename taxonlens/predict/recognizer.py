@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import nonmember
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
+from taxonlens.choices import Choice
 from taxonlens.data.treeoflife import LabelSet, hub_treeoflife, read_treeoflife, subset_leaves
 from taxonlens.errors import DataError
 from taxonlens.models.encoders import Encoder, load_encoder
@@ -28,7 +30,13 @@ from taxonlens.taxonomy import Taxonomy
 if TYPE_CHECKING:
     from taxonlens.recognize.rerank import LMMReranker
 
-SCORES = ("leaves", "per-rank")
+class Scores(Choice):
+    """What label text is embedded and scored: each ``leaves``' text, or each rank's taxa on their
+    own (``per-rank``), combined over the tree."""
+
+    what = nonmember("scores")
+    leaves = "leaves"
+    per_rank = "per-rank"
 
 
 @dataclass
@@ -172,9 +180,8 @@ def build_recognizer(
 
     if sum(x is not None for x in (taxonomy, labels, memory, classifier)) > 1:
         raise DataError("give one of a taxonomy, a labels file, a memory or a classifier")
-    if scores not in SCORES:
-        raise DataError(f"unknown scores {scores!r}; use one of {', '.join(SCORES)}")
-    if scores == "per-rank" and (memory is not None or classifier is not None):
+    scores = Scores(scores)
+    if scores == Scores.per_rank and (memory is not None or classifier is not None):
         raise DataError("--scores per-rank embeds label text; it does not apply to a memory or a classifier")
     encoder = load_encoder(model, precision=precision)
     label_set: LabelSet | None = None

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from enum import nonmember
 
+from taxonlens.choices import Choice
 from taxonlens.data.treeoflife import bioclip_name
 from taxonlens.recognize.decode import Prediction
 from taxonlens.tables import PATH_SEPARATOR
 from taxonlens.taxonomy import Taxonomy
 
-FORMATS = ("taxonlens", "pybioclip")
+
+class RowFormat(Choice):
+    """The rows ``predict`` writes: ours (``taxonlens``, one per photo) or ``pybioclip``'s."""
+
+    what = nonmember("output format")
+    taxonlens = "taxonlens"
+    pybioclip = "pybioclip"
 
 
 def _rank_columns(ranks: Sequence[str], path: Sequence[str]) -> dict[str, str]:

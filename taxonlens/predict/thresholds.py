@@ -10,6 +10,7 @@ as standard JSON (a rank that can never be trusted is ``null`` and listed under
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -146,7 +147,7 @@ def _plot_reliability(calibration: Calibration, out: Path) -> None:
     for ax, rank in zip(axes.flat, ranks):
         rel = calibration.reliability[rank]
         edges = rel["bin_edges"]
-        centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+        centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
         acc = [a if a is not None else 0.0 for a in rel["accuracy"]]
         ax.bar(centres, acc, width=edges[1] - edges[0], edgecolor="black", alpha=0.7, label="accuracy")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="calibrated")

@@ -20,23 +20,30 @@ the test accuracy over several draws (seeds).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from enum import nonmember
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-METHODS = ("simpleshot", "linear")
+from taxonlens.choices import Choice
+
+
+class FewShotMethod(Choice):
+    """The few-shot classifier: ``simpleshot`` (prototypes, BioCLIP's) or ``linear`` (a linear probe)."""
+
+    what = nonmember("few-shot method")
+    simpleshot = "simpleshot"
+    linear = "linear"
 
 
 def classifier_class(method: str) -> type[_FewShotClassifier]:
-    """The classifier of a method name (one of :data:`METHODS`).
+    """The classifier of a :class:`FewShotMethod`.
 
     Raises:
-        ValueError: an unknown method.
+        ChoiceError: an unknown method.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown few-shot method {method!r}; use one of {', '.join(METHODS)}")
-    return SimpleShot if method == "simpleshot" else LinearProbe
+    return SimpleShot if FewShotMethod(method) == FewShotMethod.simpleshot else LinearProbe
 
 
 def _features(x: np.ndarray | torch.Tensor, what: str = "features") -> torch.Tensor:

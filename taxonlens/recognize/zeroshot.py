@@ -4,11 +4,13 @@ at one rank, or at every rank for tree fusion."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import nonmember
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from taxonlens.choices import Choice
 from taxonlens.data.treeoflife import LabelSet
 from taxonlens.models.encoders import Encoder
 from taxonlens.recognize.labels import label_embeddings, taxon_prompts
@@ -83,7 +85,12 @@ def rank_classifiers(encoder: Encoder, taxonomy: Taxonomy, text_type: str = "tax
             for r in taxonomy.ranks}
 
 
-COMBINE = ("fuse", "leaves")
+class Combine(Choice):
+    """How per-rank scores become leaf probabilities (see :class:`PerRankClassifier`)."""
+
+    what = nonmember("combination of per-rank scores")
+    fuse = "fuse"
+    leaves = "leaves"
 
 
 class PerRankClassifier:
@@ -100,16 +107,14 @@ class PerRankClassifier:
         encoder, taxonomy, text_type, templates, cache_dir: as :class:`ZeroShotClassifier`.
 
     Raises:
-        ValueError: an unknown ``combine``.
+        ChoiceError: an unknown ``combine``.
     """
 
     def __init__(self, encoder: Encoder, taxonomy: Taxonomy, text_type: str = "taxonomic", templates: str = "photo",
                  combine: str = "fuse", cache_dir: str | Path | None = None):
         from taxonlens.recognize.decode import TreeDecoder
 
-        if combine not in COMBINE:
-            raise ValueError(f"unknown combination {combine!r}; use one of {', '.join(COMBINE)}")
-        self.combine, self.taxonomy = combine, taxonomy
+        self.combine, self.taxonomy = Combine(combine), taxonomy
         self.per_rank = rank_classifiers(encoder, taxonomy, text_type, templates, cache_dir)
         self.decoder = TreeDecoder(taxonomy)
         leaves_under = np.asarray(taxonomy.leaf_ancestor_matrix().sum(axis=0)).ravel()  # [n_nodes]

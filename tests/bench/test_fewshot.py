@@ -3,6 +3,7 @@ synthworld's novel split) at a tiny size: its structure and invariants; no timin
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -31,7 +32,7 @@ def test_arms_ranks_and_seeds(result):
 def test_accuracy_never_grows_down_a_consistent_path(result):
     for per_rank in result.accuracy.values():
         means = [cell["mean"] for cell in per_rank.values()]
-        assert all(a >= b - 1e-9 for a, b in zip(means, means[1:]))
+        assert all(a >= b - 1e-9 for a, b in itertools.pairwise(means))
 
 
 def test_the_table_has_a_row_per_arm(result):

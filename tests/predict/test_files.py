@@ -236,12 +236,13 @@ def test_cli_predict_and_calibrate(world_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TAXONLENS_CACHE", str(tmp_path / "cache"))
     thresholds = tmp_path / "t.json"
     args = ["--model", "tiny-clip", "--taxonomy", str(world_dir / "taxonomy.json"), "--precision", "fp32"]
-    result = runner.invoke(app, ["calibrate", str(world_dir / "manifest.jsonl"), "--model", "tiny-clip",
-                                 "--taxonomy", str(world_dir / "taxonomy.json"), "--precision", "0.5",
-                                 "--out", str(thresholds)])
+    result = runner.invoke(app, ["calibrate", str(world_dir / "manifest.jsonl"), *args, "--target-precision", "0.5",
+                                 "--precision-at", "species=0.9", "--out", str(thresholds)])
     assert result.exit_code == 0, result.output
-    assert set(json.loads(thresholds.read_text())) == {"kingdom", "phylum", "class", "order", "family", "genus",
-                                                         "species"}
+    doc = json.loads(thresholds.read_text())
+    assert set(doc["thresholds"]) == {"kingdom", "phylum", "class", "order", "family", "genus", "species"}
+    assert doc["precision_target"]["species"] == 0.9 and doc["precision_target"]["genus"] == 0.5
+    assert (tmp_path / "t.reliability.png").is_file()
     out = tmp_path / "p.csv"
     result = runner.invoke(app, ["predict", str(world_dir), *args, "--out", str(out), "--thresholds", str(thresholds),
                                  "--top-k", "2"])
@@ -249,8 +250,63 @@ def test_cli_predict_and_calibrate(world_dir, tmp_path, monkeypatch):
     assert "1 unreadable" in result.output and "broken.png" in result.output
     rows = list(read_csv(out))
     assert len(rows) == len(photos(world_dir))
+    # three kingdoms: a photo may be trusted at no rank (a one-kingdom tree always reaches its kingdom: test_trust)
     assert {r["rank_reached"] for r in rows} <= {"", "kingdom", "phylum", "class", "order", "family", "genus",
                                                  "species"}
+
+
+def test_cli_refuses_stale_rows_and_thresholds_of_another_model(world_dir, tmp_path, monkeypatch, capsys):
+    """The issue's reproduction: rows written without thresholds are not served to a run with them."""
+    from taxonlens.cli import main
+
+    monkeypatch.setenv("TAXONLENS_CACHE", str(tmp_path / "cache"))
+    args = ["--model", "tiny-clip", "--taxonomy", str(world_dir / "taxonomy.json"), "--precision", "fp32"]
+    out, th = tmp_path / "k.csv", tmp_path / "th.json"
+
+    def run(*argv):
+        monkeypatch.setattr("sys.argv", ["taxonlens", *argv])
+        try:
+            main()
+        except SystemExit as e:
+            return e.code, capsys.readouterr().err
+        return 0, capsys.readouterr().err
+
+    assert run("predict", str(world_dir), *args, "--out", str(out))[0] == 0
+    assert run("calibrate", str(world_dir / "manifest.jsonl"), *args, "--target-precision", "0.8",
+               "--out", str(th))[0] == 0
+    code, err = run("predict", str(world_dir), *args, "--thresholds", str(th), "--out", str(out))
+    assert code == 2 and "k.csv was written with another thresholds; pass --overwrite or another --out" in err
+    assert len(err.strip().splitlines()) == 1
+    assert run("predict", str(world_dir), *args, "--thresholds", str(th), "--out", str(out), "--overwrite")[0] == 0
+    code, err = run("predict", str(world_dir), "--model", "tiny-clip-rn", "--taxonomy",
+                    str(world_dir / "taxonomy.json"), "--precision", "fp32", "--thresholds", str(th),
+                    "--out", str(tmp_path / "rn.csv"))
+    assert code == 2 and "th.json was calibrated with another model" in err
+
+
+@pytest.mark.parametrize("command", ["predict", "calibrate"])
+def test_cli_an_unwritable_out_fails_before_any_work(world_dir, tmp_path, monkeypatch, capsys, command):
+    from taxonlens.cli import main
+
+    source = str(world_dir) if command == "predict" else str(world_dir / "manifest.jsonl")
+    monkeypatch.setattr("sys.argv", ["taxonlens", command, source, "--model", "no-such-model",
+                                     "--out", str(tmp_path / "nonexistent" / "dir" / "p.csv")])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "folder" in err and "does not exist" in err and "no-such-model" not in err
+
+
+def test_cli_predict_output_is_read_by_evaluate(world_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAXONLENS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "p.jsonl"
+    result = runner.invoke(app, ["predict", str(world_dir / "images"), "--model", "tiny-clip", "--taxonomy",
+                                 str(world_dir / "taxonomy.json"), "--precision", "fp32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(world_dir / "manifest.jsonl"), str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["missing"] == 0 and report["extra"] == 0 and report["n"] == len(photos(world_dir)) - 1
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -140,7 +140,7 @@ def test_a_few_shot_classifier_predicts_from_its_folder(plants, tmp_path):
     records = [r for r in read_manifest(plants / "manifest.jsonl") if r.split == "train"]
     encoder = load_encoder("tiny-clip", precision="fp32")
     folder = fit_fewshot(records, encoder, tmp_path / "clf", shots=1, method="linear", seed=3)
-    clf, tax, fingerprint = load_fewshot(folder, encoder)
+    _clf, tax, fingerprint = load_fewshot(folder, encoder)
     assert tax.n_leaves == len({tuple(r.path) for r in records}) and len(fingerprint) == 16
     meta = json.loads((folder / "fewshot.json").read_text())
     assert meta["photos"] == tax.n_leaves and meta["shots"] == 1  # one photo per class
@@ -168,6 +168,6 @@ def test_per_rank_scores_combine_into_leaf_probabilities(plants, combine, tmp_pa
         fused = rec.decoder.fuse({r: p.log() for r, p in per_rank.items()})
         assert torch.equal(probs.argmax(dim=1), fused)
     else:  # each rank keeps a 1/R share of its own scores in its marginals
-        marg, nodes = rec.decoder.rank_marginals(probs, "genus")
+        marg, _nodes = rec.decoder.rank_marginals(probs, "genus")
         assert torch.all(marg >= per_rank["genus"] / len(per_rank) - 1e-6)
     assert rec.labels["scores"] == "per-rank" and rec.labels["combine"] == combine
