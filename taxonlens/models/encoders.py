@@ -23,7 +23,6 @@ from enum import nonmember
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import open_clip
 import torch
 from PIL import Image
 from safetensors import SafetensorError
@@ -183,6 +182,8 @@ class OpenCLIPEncoder:
         return out
 
     def _trimmable_text_tower(self) -> bool:
+        import open_clip
+
         m = self.model
         return (isinstance(m, open_clip.CLIP) and getattr(m, "text_pool_type", None) == "argmax"
                 and getattr(m, "attn_mask", None) is not None)
@@ -234,6 +235,8 @@ def _quiet_random_init() -> Iterator[None]:
 
 
 def _tokenizer_for(config: dict):
+    import open_clip
+
     text_cfg = config.get("text_cfg", {})
     if text_cfg.get("hf_tokenizer_name"):
         return open_clip.get_tokenizer("hf-hub:" + text_cfg["hf_tokenizer_name"])
@@ -259,6 +262,8 @@ def load_encoder(name: str, precision: str = "fp32", seed: int = 0) -> OpenCLIPE
         EncoderWeightsError: the configuration or weights are not available locally.
         TaxonlensError: an unknown name.
     """
+    import open_clip
+
     precision = resolve_precision(precision)
     target = ENCODER_ALIASES.get(name, name)
     kwargs = {"precision": precision, "device": "cpu"}
