@@ -40,13 +40,14 @@ parameters; N GPUs; per GPU a batch of B samples of ``n_v`` image-tower tokens a
 - inference: weights, the KV cache ``2 * layers * h_kv * n_t * B`` values (bf16 unless fp32),
   and one layer's working set (the per-layer values above) with the last position's logits.
 
-The activation formula is checked against the tiny presets (:mod:`taxonlens.models.tiny_lmm`):
-one training forward on the CPU, summing the distinct storages autograd saves for backward.
+The activation formula is checked against the tiny presets (:mod:`taxonlens.models.presets`):
+one training forward on the CPU, summing the distinct storages autograd saves for backward
+(gradient checkpointing and the transient peak terms are not measured).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,7 +89,7 @@ class MemorySpec:
         gpu_sizes: GPU memory (GB) of the fit table; reserve_gb: what a run cannot use of it
             (CUDA context, workspaces, allocator fragmentation).
         check_presets, check_batch, check_words: the tiny presets the activation formula is
-            checked on, with that batch and a question of that many words.
+            checked on (:func:`activation_check`), with that batch and texts of that many words.
     """
 
     models: tuple[str, ...] = tuple(ARCHITECTURES)
@@ -101,7 +102,7 @@ class MemorySpec:
     lora_rank: int = 16
     gpu_sizes: tuple[int, ...] = (24, 48, 80, 141)
     reserve_gb: float = 2.0
-    check_presets: tuple[str, ...] = ("tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-idefics2")
+    check_presets: tuple[str, ...] = ("tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-idefics2", "tiny-clip")
     check_batch: int = 2
     check_words: int = 48
 
@@ -212,10 +213,11 @@ def fit_label(rows: Iterable[MemoryRow], capacity_gb: float, reserve_gb: float) 
     return "no"
 
 
-def saved_tensor_bytes(model: torch.nn.Module, inputs: dict) -> int:
-    """Bytes of the distinct storages autograd saves for backward in one training forward of
-    ``model`` on ``inputs`` (labels = the input ids), parameters left out, and of the logits the
-    step holds: the activation memory kept until the backward (which it runs too)."""
+def saved_tensor_bytes(model: torch.nn.Module, step: Callable[[], tuple[torch.Tensor, Sequence[torch.Tensor]]]) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``step()`` runs one
+    training forward of ``model`` (parameters left out), and of the outputs the step holds
+    besides (the logits): the activation memory kept until the backward, which it runs too.
+    ``step`` returns ``(loss, held tensors)``."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
 
@@ -227,17 +229,33 @@ def saved_tensor_bytes(model: torch.nn.Module, inputs: dict) -> int:
 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(**inputs, labels=inputs["input_ids"])
-    pack(out.logits)
-    out.loss.backward()
+        loss, held = step()
+    for t in held:
+        pack(t)
+    loss.backward()
     model.zero_grad(set_to_none=True)
     return sum(saved.values())
 
 
 def activation_check(preset: str, batch: int, words: int) -> dict[str, Any]:
-    """The activation formula against :func:`saved_tensor_bytes` of tiny preset ``preset`` (fp32,
-    one 112 px photo and a question of ``words`` words per sample): ``{"preset", "batch",
-    "vision_tokens", "text_tokens", "estimate_mb", "measured_mb", "ratio"}`` (ratio = estimate / measured)."""
+    """The activation formula against :func:`saved_tensor_bytes` of tiny preset ``preset`` in
+    fp32: an LMM (:data:`~taxonlens.models.presets.LMM_PRESETS`) on one 112 px photo and a
+    question of ``words`` words per sample, scored on its own tokens; or a CLIP encoder
+    (:data:`~taxonlens.models.presets.ENCODER_PRESETS`) on photos and captions of ``words``
+    words under the CLIP loss. ``{"preset", "batch", "vision_tokens", "text_tokens",
+    "estimate_mb", "measured_mb", "ratio"}``, tokens per sample, ratio = estimate / measured."""
+    from taxonlens.models.presets import ENCODER_PRESETS
+
+    model, step, vision_tokens, text_tokens = (_clip_step if preset in ENCODER_PRESETS else _lmm_step)(
+        preset, batch, " ".join(["species"] * words))
+    measured = saved_tensor_bytes(model, step)
+    estimate = activation_bytes(model_shape(model), batch, vision_tokens, text_tokens, act_bytes=4, peak=False)
+    return {"preset": preset, "batch": batch, "vision_tokens": vision_tokens, "text_tokens": text_tokens,
+            "estimate_mb": estimate / 2 ** 20, "measured_mb": measured / 2 ** 20, "ratio": estimate / measured}
+
+
+def _lmm_step(preset: str, batch: int, question: str):
+    """``(model, step, image-tower tokens, LM tokens)`` of a tiny LMM preset (see :func:`activation_check`)."""
     from PIL import Image
 
     from taxonlens.models.mllm import LMM
@@ -245,18 +263,37 @@ def activation_check(preset: str, batch: int, words: int) -> dict[str, Any]:
 
     model, processor = build_tiny_lmm(preset)
     lmm = LMM(model, processor, preset)
-    question = " ".join(["species"] * words)
     inputs = lmm.inputs([Image.new("RGB", (112, 112), (90, 140, 60))] * batch, [lmm.chat(question)] * batch)
-    shape = model_shape(model)
-    if "image_grid_thw" in inputs:
+    if "image_grid_thw" in inputs:  # Qwen: a grid of patches per photo
         vision_tokens = int(inputs["image_grid_thw"][0].prod())
-    else:
-        vision_tokens = inputs["pixel_values"].shape[-2] * inputs["pixel_values"].shape[-1] // shape.patch ** 2
-    text_tokens = inputs["input_ids"].shape[1]
-    measured = saved_tensor_bytes(model, dict(inputs))
-    estimate = activation_bytes(shape, batch, vision_tokens, text_tokens, act_bytes=4, peak=False)
-    return {"preset": preset, "batch": batch, "vision_tokens": vision_tokens, "text_tokens": text_tokens,
-            "estimate_mb": estimate / 2 ** 20, "measured_mb": measured / 2 ** 20, "ratio": estimate / measured}
+    else:  # Idefics2: [B, photos, 3, H, W]
+        vision_tokens = inputs["pixel_values"].shape[-2] * inputs["pixel_values"].shape[-1] // model_shape(model).patch ** 2
+
+    def step():
+        out = model(**inputs, labels=inputs["input_ids"])
+        return out.loss, [out.logits]
+
+    return model, step, vision_tokens, inputs["input_ids"].shape[1]
+
+
+def _clip_step(preset: str, batch: int, caption: str):
+    """``(model, step, image-tower tokens, text tokens)`` of a tiny CLIP preset (see :func:`activation_check`)."""
+    import open_clip
+
+    from taxonlens.models.encoders import load_encoder
+
+    encoder = load_encoder(preset)
+    model, shape = encoder.model, model_shape(encoder.model)
+    side = shape.fixed_side
+    pixels = torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
+    tokens = encoder.tokenizer([caption] * batch)  # [B, context]
+    loss_fn = open_clip.ClipLoss()
+
+    def step():
+        image, text, scale = model(pixels, tokens)[:3]
+        return loss_fn(image, text, scale), []
+
+    return model, step, shape.vision_tokens(side), tokens.shape[1]
 
 
 @dataclass
