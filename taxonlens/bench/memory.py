@@ -350,8 +350,8 @@ class MemoryResult:
             tables.append(check)
         for p in self.parameters:
             tables.append(self._model_table(p))
-        fit = Table(title=f"fits a GPU of (GB, {s.reserve_gb:g} GB reserved): first of Z0, Z0+ckpt, Z2, ... "
-                          f"over {s.gpus} GPUs")
+        fit = Table(title=f"fit per GPU size ({s.reserve_gb:g} GB reserved): the first of Z0, Z0+ckpt, Z2, Z2+ckpt, "
+                          f"... that fits; ZeRO over {s.gpus} GPUs, batch {s.batch_size} per GPU")
         for col in ("model", "run", "precision", *(f"{g} GB" for g in s.gpu_sizes)):
             fit.add_column(col)
         for f in self.fit:
