@@ -221,7 +221,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, deep):
     assert all("lora_" in name for name in saved["model"])  # adapters only, not the frozen base
     resumed = train_sft(_config(tmp_path / "mid", checkpoint_every=2, threads=2, **settings), records, photos,
                         ranks, val, resume=True)
-    assert resumed.model.fingerprint() == straight.model.fingerprint()
+    # two threads split the sums of a matmul otherwise than one: the same weights up to rounding, not bit-exact
+    for name, tensor in _adapters(straight).items():
+        torch.testing.assert_close(_adapters(resumed)[name], tensor, rtol=0, atol=1e-6)
     rows = [json.loads(line) for line in (tmp_path / "mid" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert [r["train_loss"] for r in rows] == pytest.approx([m["train_loss"] for m in straight.metrics], abs=1e-6)
