@@ -39,6 +39,7 @@ app.command()(synthworld.synthworld)
 app.command()(evaluate.evaluate)
 app.command()(predict.predict)
 app.command()(predict.calibrate)
+app.command()(predict.embed)
 app.command()(demo.demo)
 
 

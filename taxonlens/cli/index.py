@@ -26,15 +26,22 @@ def index_build(
     batch_size: Annotated[int, typer.Option()] = 32,
     precision: Annotated[Precision, typer.Option(help="auto, fp32 or bf16: use the same with `predict --memory`.")
                          ] = Precision.auto,
+    embeddings: Annotated[Path | None, typer.Option(help="Photo embeddings from `taxonlens embed` with the same "
+                                                         "--model and --precision: those photos are not encoded "
+                                                         "again.")] = None,
 ) -> None:
     """An image-exemplar memory: photo embeddings with their class, for retrieval (`predict --memory`)."""
+    from taxonlens.index.embeddings import read_embeddings
     from taxonlens.index.exemplars import build_exemplar_memory
     from taxonlens.models.encoders import load_encoder
 
     tax = load_taxonomy(taxonomy, allow_homonyms=True) if taxonomy else None
+    records = read_records(data, tax, split)
     encoder = load_encoder(model, precision=precision)
+    known = read_embeddings(embeddings, encoder.fingerprint()) if embeddings is not None else None
     with progress_bar() as bar:
         task = bar.add_task("encoding exemplars", total=None)
-        memory = build_exemplar_memory(read_records(data, tax, split), encoder, out, tax, kind, per_class, batch_size,
-                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+        memory = build_exemplar_memory(records, encoder, out, tax, kind, per_class, batch_size,
+                                       progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                       known=known)
     console.print(f"{len(memory):,} exemplars of {len(set(memory.labels.tolist())):,} classes in {out}")

@@ -195,3 +195,32 @@ def calibrate(
                   f"{reliability_plot_path(written).name})",
                   {f"{r} (target {calibration.targets[r]:g})": "never" if t == float("inf") else t
                    for r, t in calibration.thresholds.items()})
+
+
+def embed(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
+    model: ModelOpt = "bioclip-2",
+    out: Annotated[Path, typer.Option(help="Output .parquet (or .jsonl, .csv, .tsv): file_name, embedding, dim, "
+                                           "model fingerprint, error; an interrupted run resumes.")] = Path(
+        "embeddings.parquet"),
+    overwrite: Annotated[bool, typer.Option(help="Start OUT afresh instead of resuming it.")] = False,
+    precision: PrecisionOpt = Precision.auto,
+    batch_size: BatchOpt = 32,
+) -> None:
+    """One unit image embedding per photo, for your own analyses or `index build --embeddings`.
+    Unreadable files are listed, and written as rows with an error."""
+    from taxonlens.models.encoders import load_encoder
+    from taxonlens.predict import OUTPUT_FORMATS, expand_inputs
+    from taxonlens.predict.embed import embed_files
+    from taxonlens.tables import check_writable, table_format
+
+    _check_counts(batch_size=batch_size)
+    table_format(check_writable(out), "output", OUTPUT_FORMATS)
+    files = expand_inputs(paths)
+    encoder = load_encoder(model, precision=precision)
+    with progress_bar() as bar:
+        task = bar.add_task("embedding", total=len(files))
+        written, failures = embed_files(encoder, files, out, batch_size, lambda n: bar.advance(task, n), overwrite)
+    print_skipped(failures)
+    console.print(f"{len(files) - len(failures)} photos embedded ({encoder.embed_dim} dimensions), "
+                  f"{len(failures)} unreadable: {written}")

@@ -9,7 +9,7 @@ and fingerprint: a memory only answers for the encoder that built it).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,32 +26,46 @@ TAXONOMY_FILE, EXEMPLARS_FILE = "taxonomy.csv", "exemplars.json"
 
 
 def encode_records(encoder: Encoder, records: Sequence[Record], batch_size: int = 32,
-                   progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[int]]:
+                   progress: Callable[[int, int], None] | None = None,
+                   known: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
     """Unit image features of the records' photos: float32 ``[M, D]`` and the indices of the
     ``M`` records whose photo could be read (unreadable ones are skipped). ``progress`` gets
-    (photos done, photos)."""
-    feats, kept = [], []
+    (photos done, photos).
+
+    Args:
+        known: features already computed by this encoder, by resolved photo path
+            (:func:`~taxonlens.index.embeddings.read_embeddings`); those photos are not read.
+    """
+    known = known or {}
+    rows: dict[int, np.ndarray] = {}
     for start in range(0, len(records), batch_size):
-        images = []
+        images, which = [], []
         for i in range(start, min(start + batch_size, len(records))):
+            cached = known.get(str(Path(records[i].image).resolve()))
+            if cached is not None:
+                rows[i] = cached
+                continue
             try:
                 images.append(encoder.preprocess(load_image(records[i].image)))
-                kept.append(i)
+                which.append(i)
             except ImageError:
                 continue
         if images:
-            feats.append(encoder.encode_images(torch.stack(images)).float().numpy())
+            rows.update(zip(which, encoder.encode_images(torch.stack(images)).float().numpy()))
         if progress:
             progress(min(start + batch_size, len(records)), len(records))
-    return (np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)), kept
+    kept = sorted(rows)
+    return (np.stack([rows[i] for i in kept]) if kept else np.zeros((0, 0), np.float32)), kept
 
 
 def build_exemplar_memory(records: Sequence[Record], model: str | Encoder, out: str | Path,
                           taxonomy: Taxonomy | None = None, kind: str = "flat", per_class: int = 0,
                           batch_size: int = 32, seed: int = 0,
-                          progress: Callable[[int, int], None] | None = None) -> VectorMemory:
+                          progress: Callable[[int, int], None] | None = None,
+                          known: Mapping[str, np.ndarray] | None = None) -> VectorMemory:
     """Encode labelled photos (``per_class`` drawn per class with ``seed``, 0 for all) and save
-    them as a memory under ``out``. Unreadable photos are skipped.
+    them as a memory under ``out``. Unreadable photos are skipped; photos in ``known`` (their
+    features by resolved path, from ``taxonlens embed`` with this encoder) are not encoded again.
 
     Raises:
         DataError: a photo whose path is not a class of ``taxonomy``, or no readable photo.
@@ -62,7 +76,7 @@ def build_exemplar_memory(records: Sequence[Record], model: str | Encoder, out: 
     taxonomy = taxonomy or Taxonomy.from_paths(sorted({tuple(r.path) for r in records}), allow_homonyms=True)
     classes = record_leaves(records, taxonomy)
     picked = sample_shots(np.asarray(classes), per_class, seed) if per_class else np.arange(len(records))
-    feats, kept = encode_records(encoder, [records[i] for i in picked], batch_size, progress)
+    feats, kept = encode_records(encoder, [records[i] for i in picked], batch_size, progress, known)
     if not kept:
         raise DataError("no readable photo to put in the memory")
     labels = np.asarray(classes)[picked[kept]]

@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from enum import nonmember
 from typing import NoReturn
 
-import open_clip
-
 from taxonlens.choices import Choice
 from taxonlens.errors import ChoiceError
 
@@ -66,8 +64,14 @@ class PromptTemplates(Choice):
 #: training text types (:class:`TextType`) and label text types (:class:`LabelTextType`), as tuples
 TEXT_TYPES = tuple(TextType)
 FIXED_TEXT_TYPES = tuple(LabelTextType)
-#: The 80 prompt templates of OpenAI's ImageNet zero-shot evaluation, as callables ``f(name) -> str``.
-OPENAI_TEMPLATES = tuple(open_clip.OPENAI_IMAGENET_TEMPLATES)
+
+
+def openai_templates() -> tuple:
+    """The 80 prompt templates of OpenAI's ImageNet zero-shot evaluation, as callables ``f(name) -> str``
+    (open_clip's; imported on first use, as open_clip takes seconds to import)."""
+    import open_clip
+
+    return tuple(open_clip.OPENAI_IMAGENET_TEMPLATES)
 
 
 def taxonomic_name(path: Sequence[str]) -> str:
@@ -118,4 +122,4 @@ def label_prompts(path: Sequence[str], text_type: str, common_name: str | None =
     name = taxon_name(path, text_type, common_name)  # a fixed text type: not mixed
     if PromptTemplates(templates) == PromptTemplates.photo:
         return [f"a photo of {name}."]
-    return [t(name) for t in OPENAI_TEMPLATES]
+    return [t(name) for t in openai_templates()]

@@ -20,6 +20,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from PIL import Image
+
 from taxonlens.data.images import IMAGE_SUFFIXES, load_image
 from taxonlens.errors import DataError, ImageError
 from taxonlens.journal import append_journal, claim_run, read_journal
@@ -82,6 +84,58 @@ def _output_rows(rows: Sequence[dict], out: Path, output_format: str, ranks: Seq
     return list(rows), None
 
 
+def journal_photos(paths: Sequence[str], out: Path, settings: dict, overwrite: bool, batch_size: int,
+                   work: Callable[[list[str], list[Image.Image]], list[dict]],
+                   error_row: Callable[[str, str], dict],
+                   progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[ImageError]]:
+    """The resumable loop over photo files that ``predict`` and ``embed`` share.
+
+    Claims ``out`` for ``settings`` (:func:`~taxonlens.journal.claim_run`), then reads every photo
+    not yet in ``out``'s journal (new, changed since, or unreadable before), ``batch_size`` at a
+    time, and appends one entry per photo: ``work(paths, images)`` gives the rows of the readable
+    ones, ``error_row(path, reason)`` the row of an unreadable one (every row has an ``error``).
+
+    Returns:
+        every photo's latest row, in journal order, and the files that could not be read now.
+    """
+    journal = journal_of(out)
+    claim_run(out, settings, overwrite, companions=[journal])
+    entries = {e["photo"][0]: e for e in read_journal(journal) if "photo" in e and "row" in e}
+    todo, seen = [], set()
+    for path in paths:
+        key = photo_key(path)
+        if key[0] in seen:  # the same file named twice
+            continue
+        seen.add(key[0])
+        done = entries.get(key[0])
+        if done is None or done["photo"] != key or done["row"]["error"]:  # new, changed or unreadable before
+            todo.append((path, key))
+    if progress and len(seen) > len(todo):
+        progress(len(seen) - len(todo))
+    failures: list[ImageError] = []
+    with append_journal(journal) as log:  # a line cut by a crash is removed first
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            images, named, rows = [], [], {}
+            for path, key in batch:
+                try:
+                    images.append(load_image(path))
+                    named.append((path, key))
+                except ImageError as e:
+                    failures.append(e)
+                    rows[key[0]] = error_row(path, e.reason)
+            if images:
+                rows.update(zip((key[0] for _, key in named), work([path for path, _ in named], images)))
+            for _, key in batch:
+                entry = {"photo": key, "row": rows[key[0]]}
+                entries[key[0]] = entry  # a redone photo keeps its place, with its new row
+                log.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            log.flush()
+            if progress:
+                progress(len(batch))
+    return [e["row"] for e in entries.values()], failures
+
+
 def predict_files(
     recognizer: Recognizer,
     paths: Sequence[str],
@@ -109,44 +163,13 @@ def predict_files(
     out = check_writable(out)
     table_format(out, "output", OUTPUT_FORMATS)
     output_format = RowFormat(output_format)
-    journal = journal_of(out)
-    claim_run(out, run_settings(recognizer, top_k, rank, output_format), overwrite, companions=[journal])
-    entries = {e["photo"][0]: e for e in read_journal(journal) if "photo" in e and "row" in e}
-    todo, seen = [], set()
-    for path in paths:
-        key = photo_key(path)
-        if key[0] in seen:  # the same file named twice
-            continue
-        seen.add(key[0])
-        done = entries.get(key[0])
-        if done is None or done["photo"] != key or done["row"]["error"]:  # new, changed or unreadable before
-            todo.append((path, key))
-    if progress and len(seen) > len(todo):
-        progress(len(seen) - len(todo))
-    failures: list[ImageError] = []
-    with append_journal(journal) as log:  # a line cut by a crash is removed first
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            images, named, rows = [], [], {}
-            for path, key in batch:
-                try:
-                    images.append(load_image(path))
-                    named.append((path, key))
-                except ImageError as e:
-                    failures.append(e)
-                    rows[key[0]] = (key, recognizer.row(path, None, e.reason))
-            if images:
-                for (path, key), p in zip(named, recognizer.predict(images, top_k, rank)):
-                    rows[key[0]] = (key, recognizer.row(path, p))
-            for path, key in batch:
-                entry = {"photo": rows[key[0]][0], "row": rows[key[0]][1]}
-                entries[key[0]] = entry  # a redone photo keeps its place, with its new row
-                log.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            log.flush()
-            if progress:
-                progress(len(batch))
-    rows_out, columns = _output_rows([e["row"] for e in entries.values()], out, output_format,
-                                     recognizer.taxonomy.ranks)
+
+    def work(names: list[str], images: list[Image.Image]) -> list[dict]:
+        return [recognizer.row(n, p) for n, p in zip(names, recognizer.predict(images, top_k, rank))]
+
+    rows, failures = journal_photos(paths, out, run_settings(recognizer, top_k, rank, output_format), overwrite,
+                                    batch_size, work, lambda path, reason: recognizer.row(path, None, reason),
+                                    progress)
+    rows_out, columns = _output_rows(rows, out, output_format, recognizer.taxonomy.ranks)
     write_table(rows_out, out, "output", columns)
     return out, failures
-

@@ -8,9 +8,9 @@ import pytest
 
 from taxonlens.models.text import (
     FIXED_TEXT_TYPES,
-    OPENAI_TEMPLATES,
     TEXT_TYPES,
     label_prompts,
+    openai_templates,
     taxon_name,
     taxon_text,
     taxonomic_name,
@@ -71,7 +71,7 @@ def test_label_prompts():
     assert label_prompts(HOUSTONIA, "scientific") == ["a photo of Houstonia purpurea."]
     assert label_prompts(HOUSTONIA, "common", COMMON, templates="photo") == ["a photo of Venus' pride."]
     prompts = label_prompts(HOUSTONIA, "scientific", templates="openai")
-    assert len(OPENAI_TEMPLATES) == 80 and len(prompts) == 80 and len(set(prompts)) == 80
+    assert len(openai_templates()) == 80 and len(prompts) == 80 and len(set(prompts)) == 80
     assert prompts[0] == "a bad photo of a Houstonia purpurea."
     assert all("Houstonia purpurea" in p for p in prompts)
     assert label_prompts(HOUSTONIA, "taxonomic", templates="openai")[0] == f"a bad photo of a {TAXONOMIC}."

@@ -1,0 +1,52 @@
+"""``taxonlens embed``: one unit image feature per photo (as pybioclip's ``bioclip embed``), into
+a resumable table that ``index build --embeddings`` reads instead of encoding the photos again.
+
+It runs on the same resumable photo loop as ``predict`` (:func:`~taxonlens.predict.files.journal_photos`):
+rows are journaled as photos are done, the encoder's fingerprint is recorded beside the output,
+and unreadable photos are rows with an ``error``. The journal holds each feature as the base64 of
+its float32 bytes, so a resumed run writes exactly what an uninterrupted one writes.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from taxonlens.errors import ImageError
+from taxonlens.index.embeddings import COLUMNS, embedding_row
+from taxonlens.models.encoders import Encoder
+from taxonlens.predict.files import OUTPUT_FORMATS, journal_photos
+from taxonlens.tables import check_writable, table_format, write_table
+
+
+def embed_files(encoder: Encoder, paths: Sequence[str], out: str | Path, batch_size: int = 32,
+                progress: Callable[[int], None] | None = None, overwrite: bool = False
+                ) -> tuple[Path, list[ImageError]]:
+    """Embed every file of ``paths`` into the table ``out`` (see the module docstring).
+
+    Returns:
+        the output path, and the files that could not be read (also rows with an ``error``).
+
+    Raises:
+        DataError: an unknown format, an unwritable ``out``, or ``out`` written by another encoder.
+    """
+    out = check_writable(out)
+    table_format(out, "output", OUTPUT_FORMATS)
+    model = encoder.fingerprint()
+
+    def work(names: list[str], images: list[Image.Image]) -> list[dict]:
+        feats = encoder.encode_images(torch.stack([encoder.preprocess(img) for img in images])).float().numpy()
+        return [{"file_name": n, "b64": base64.b64encode(f.astype(np.float32).tobytes()).decode(), "error": ""}
+                for n, f in zip(names, feats)]
+
+    rows, failures = journal_photos(paths, out, {"model": model, "what": "embeddings"}, overwrite, batch_size, work,
+                                    lambda path, reason: {"file_name": path, "b64": "", "error": reason}, progress)
+    table = [embedding_row(r["file_name"], model, np.frombuffer(base64.b64decode(r["b64"]), dtype=np.float32)
+                           if r["b64"] else None, r["error"]) for r in rows]
+    write_table(table, out, "output", COLUMNS)
+    return out, failures
