@@ -78,8 +78,8 @@ def test_predict_with_rerank_from_the_cli(tmp_path, monkeypatch):
                                       "--rerank", "tiny-idefics2", "--rerank-k", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    leaf_paths = {" > ".join(p) for p in world.taxonomy.leaf_paths()}
-    assert len(rows) == 6 and all(r["path"] in leaf_paths for r in rows)
+    leaf_paths = {tuple(p) for p in world.taxonomy.leaf_paths()}
+    assert len(rows) == 6 and all(tuple(r["path"]) in leaf_paths for r in rows)  # JSON lines: paths as lists
 
 
 def test_ranker_records_offer_the_retrieved_candidates_with_the_truth(tmp_path):
