@@ -1,42 +1,62 @@
 """Training: contrastive (BioCLIP) fine-tuning, LMM fine-tuning (SFT, Finedefics' two stages, GRPO with
 optional TARA alignment: :mod:`taxonlens.train.tara`, imported on use), the settings every trainer shares
-(:mod:`taxonlens.train.config`), the resumable epoch loop (:mod:`taxonlens.train.loop`) and the checkpoints."""
+(:mod:`taxonlens.train.config`), the resumable epoch loop (:mod:`taxonlens.train.loop`) and the checkpoints.
 
-from taxonlens.train.checkpoint import (
-    CHECKPOINT_FILE,
-    Checkpoint,
-    CheckpointError,
-    LoopState,
-    capture_rng_state,
-    check_config,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
-from taxonlens.train.config import LMMConfig, LoopConfig, QuestionConfig, TrainConfig
-from taxonlens.train.contrastive import (
-    CaptionedImages,
-    ContrastiveConfig,
-    Example,
-    MultiPositiveClipLoss,
-    as_examples,
-    evaluate_zeroshot,
-    synthworld_examples,
-    train_contrastive,
-)
-from taxonlens.train.finedefics import Stage1Config, Stage2Config, measure_alignment, train_stage1, train_stage2
-from taxonlens.train.grpo import RFTConfig, shots_per_species, train_grpo
-from taxonlens.train.loop import EpochTask, LoopRun, StepLog, TrainResult, train_epochs
-from taxonlens.train.sft import (
-    SFTConfig,
-    TuneConfig,
-    evaluate_sft,
-    load_sft_checkpoint,
-    train_sft,
-    tune_lmm,
-)
+Every name below is imported from its module on first use, so importing one trainer (or the
+configs, as the command line does) does not import the others (contrastive training imports
+open_clip, which takes seconds).
+"""
 
-__all__ = [
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_LAZY = {
+    "CHECKPOINT_FILE": "taxonlens.train.checkpoint",
+    "CaptionedImages": "taxonlens.train.contrastive",
+    "Checkpoint": "taxonlens.train.checkpoint",
+    "CheckpointError": "taxonlens.train.checkpoint",
+    "ContrastiveConfig": "taxonlens.train.contrastive",
+    "EpochTask": "taxonlens.train.loop",
+    "Example": "taxonlens.train.contrastive",
+    "LMMConfig": "taxonlens.train.config",
+    "LoopConfig": "taxonlens.train.config",
+    "LoopRun": "taxonlens.train.loop",
+    "LoopState": "taxonlens.train.checkpoint",
+    "MultiPositiveClipLoss": "taxonlens.train.contrastive",
+    "QuestionConfig": "taxonlens.train.config",
+    "RFTConfig": "taxonlens.train.grpo",
+    "SFTConfig": "taxonlens.train.sft",
+    "Stage1Config": "taxonlens.train.finedefics",
+    "Stage2Config": "taxonlens.train.finedefics",
+    "StepLog": "taxonlens.train.loop",
+    "TrainConfig": "taxonlens.train.config",
+    "TrainResult": "taxonlens.train.loop",
+    "TuneConfig": "taxonlens.train.sft",
+    "as_examples": "taxonlens.train.contrastive",
+    "capture_rng_state": "taxonlens.train.checkpoint",
+    "check_config": "taxonlens.train.checkpoint",
+    "evaluate_sft": "taxonlens.train.sft",
+    "evaluate_zeroshot": "taxonlens.train.contrastive",
+    "load_checkpoint": "taxonlens.train.checkpoint",
+    "load_sft_checkpoint": "taxonlens.train.sft",
+    "measure_alignment": "taxonlens.train.finedefics",
+    "restore_rng_state": "taxonlens.train.checkpoint",
+    "save_checkpoint": "taxonlens.train.checkpoint",
+    "shots_per_species": "taxonlens.train.grpo",
+    "synthworld_examples": "taxonlens.train.contrastive",
+    "train_contrastive": "taxonlens.train.contrastive",
+    "train_epochs": "taxonlens.train.loop",
+    "train_grpo": "taxonlens.train.grpo",
+    "train_sft": "taxonlens.train.sft",
+    "train_stage1": "taxonlens.train.finedefics",
+    "train_stage2": "taxonlens.train.finedefics",
+    "tune_lmm": "taxonlens.train.sft",
+}
+
+__all__ = [  # the names of _LAZY
     "CHECKPOINT_FILE",
     "CaptionedImages",
     "Checkpoint",
@@ -78,3 +98,15 @@ __all__ = [
     "train_stage2",
     "tune_lmm",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'taxonlens.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # the next look-up is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.mllm import check_lora_targets
-from taxonlens.recognize.answers import ANSWERS, SYSTEM_PROMPT
+from taxonlens.recognize.answers import SYSTEM_PROMPT, AnswerFormat
 
 C = TypeVar("C", bound=type)
 
@@ -144,9 +144,7 @@ class QuestionConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.answer not in ANSWERS:
-            raise TaxonlensError(f"unknown answer {self.answer!r}; use letter (the option's letter, as the "
-                                 "benchmark asks) or name (the option's text)")
+        AnswerFormat(self.answer)  # ChoiceError: unknown answer format ...; choose one of letter, name
 
     @property
     def system_prompt(self) -> str | None:
