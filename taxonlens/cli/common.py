@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from taxonlens.errors import TaxonlensError
+from taxonlens.models.device import Device
 
 if TYPE_CHECKING:
     from taxonlens.data import Record
@@ -32,6 +33,8 @@ LabelsTaxonomyOpt = Annotated[str | None, typer.Option(
     "--taxonomy", help="Label tree (.json/.csv/.tsv/.jsonl or a built-in name), or a TreeOfLife "
                        "txt_emb_species.json; default: the TreeOfLife labels of the model, as pybioclip.")]
 SplitOpt = Annotated[str | None, typer.Option(help="Only photos of this split.")]
+DeviceOpt = Annotated[Device, typer.Option(help="Where the model runs: auto (a CUDA GPU, then Apple MPS, else the "
+                                                "CPU), cpu, cuda or mps.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Start OUT afresh instead of resuming it (a resumed OUT must "
                                                  "have been written with the same settings).")]
 

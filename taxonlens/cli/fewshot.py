@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from taxonlens.cli.common import ModelOpt, SplitOpt, console, progress_bar, read_records
+from taxonlens.cli.common import DeviceOpt, ModelOpt, SplitOpt, console, progress_bar, read_records
 from taxonlens.errors import TaxonlensError
-from taxonlens.models.encoders import Precision
+from taxonlens.models.device import Device, Precision
 from taxonlens.recognize.fewshot import FewShotMethod
 
 app = typer.Typer(no_args_is_help=True, help="Few-shot classifiers from a handful of labelled photos per species.")
@@ -37,6 +37,7 @@ def fewshot_fit(
     split: SplitOpt = "train",
     precision: Annotated[Precision, typer.Option(help="Number format of the model: use the same with "
                                                       "`predict --classifier`.")] = Precision.auto,
+    device: DeviceOpt = Device.auto,
     seed: Annotated[int, typer.Option(help="Seed of the draw of the shots.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Photos per batch.")] = 32,
 ) -> None:
@@ -48,7 +49,7 @@ def fewshot_fit(
     k = _shots(shots)
     tax = load_taxonomy(taxonomy, allow_homonyms=True) if taxonomy else None
     records = read_records(manifest, tax, split)
-    encoder = load_encoder(model, precision=precision)
+    encoder = load_encoder(model, precision=precision, device=device)
     with progress_bar() as bar:
         task = bar.add_task("encoding photos", total=None)
         folder = fit_fewshot(records, encoder, out, k, method, seed, tax, batch_size,

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from taxonlens.cli.common import ModelOpt, SplitOpt, console, load_taxonomy, progress_bar, read_records
+from taxonlens.cli.common import DeviceOpt, ModelOpt, SplitOpt, console, load_taxonomy, progress_bar, read_records
 from taxonlens.index.memory import IndexKind
-from taxonlens.models.encoders import Precision
+from taxonlens.models.device import Device, Precision
 
 app = typer.Typer(no_args_is_help=True, help="Vector memories (faiss) for retrieval.")
 
@@ -26,6 +26,7 @@ def index_build(
     batch_size: Annotated[int, typer.Option()] = 32,
     precision: Annotated[Precision, typer.Option(help="auto, fp32 or bf16: use the same with `predict --memory`.")
                          ] = Precision.auto,
+    device: DeviceOpt = Device.auto,
     embeddings: Annotated[Path | None, typer.Option(help="Photo embeddings from `taxonlens embed` with the same "
                                                          "--model and --precision: those photos are not encoded "
                                                          "again.")] = None,
@@ -37,7 +38,7 @@ def index_build(
 
     tax = load_taxonomy(taxonomy, allow_homonyms=True) if taxonomy else None
     records = read_records(data, tax, split)
-    encoder = load_encoder(model, precision=precision)
+    encoder = load_encoder(model, precision=precision, device=device)
     known = read_embeddings(embeddings, encoder.fingerprint()) if embeddings is not None else None
     with progress_bar() as bar:
         task = bar.add_task("encoding exemplars", total=None)

@@ -8,9 +8,17 @@ from typing import Annotated
 
 import typer
 
-from taxonlens.cli.common import LabelsTaxonomyOpt, ModelOpt, console, print_figures, print_skipped, progress_bar
+from taxonlens.cli.common import (
+    DeviceOpt,
+    LabelsTaxonomyOpt,
+    ModelOpt,
+    console,
+    print_figures,
+    print_skipped,
+    progress_bar,
+)
 from taxonlens.errors import TaxonlensError
-from taxonlens.models.encoders import Precision
+from taxonlens.models.device import Device, Precision
 from taxonlens.models.text import LabelTextType, PromptTemplates
 from taxonlens.predict.recognizer import Scores
 from taxonlens.predict.rows import RowFormat
@@ -88,6 +96,7 @@ def predict(
     scores: ScoresOpt = Scores.leaves,
     combine: CombineOpt = Combine.fuse,
     precision: PrecisionOpt = Precision.auto,
+    device: DeviceOpt = Device.auto,
     memory: MemoryOpt = None,
     classifier: ClassifierOpt = None,
     rerank: RerankOpt = None,
@@ -112,7 +121,7 @@ def predict(
                                  text_type=text_type, templates=templates, precision=precision, method=method,
                                  scores=scores, combine=combine, memory=memory, classifier=classifier, rerank=rerank,
                                  rerank_k=rerank_k, rerank_method=rerank_method, rerank_answer=rerank_answer,
-                                 rerank_system=rerank_system)
+                                 rerank_system=rerank_system, device=device)
         if thresholds is not None:
             recognizer.decoder.thresholds = read_thresholds(thresholds, recognizer)
         if rank is not None:
@@ -159,6 +168,7 @@ def calibrate(
     scores: ScoresOpt = Scores.leaves,
     combine: CombineOpt = Combine.fuse,
     precision: PrecisionOpt = Precision.auto,
+    device: DeviceOpt = Device.auto,
     memory: MemoryOpt = None,
     classifier: ClassifierOpt = None,
     rerank: RerankOpt = None,
@@ -185,7 +195,7 @@ def calibrate(
                                  text_type=text_type, templates=templates, precision=precision, method=method,
                                  scores=scores, combine=combine, memory=memory, classifier=classifier, rerank=rerank,
                                  rerank_k=rerank_k, rerank_method=rerank_method, rerank_answer=rerank_answer,
-                                 rerank_system=rerank_system)
+                                 rerank_system=rerank_system, device=device)
         task = bar.add_task("calibrating", total=None)
         calibration = calibrate_thresholds(recognizer, manifest, target_precision, batch_size,
                                            lambda done, total: bar.update(task, completed=done, total=total),
@@ -205,6 +215,7 @@ def embed(
         "embeddings.parquet"),
     overwrite: Annotated[bool, typer.Option(help="Start OUT afresh instead of resuming it.")] = False,
     precision: PrecisionOpt = Precision.auto,
+    device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = 32,
 ) -> None:
     """One unit image embedding per photo, for your own analyses or `index build --embeddings`.
@@ -217,7 +228,7 @@ def embed(
     _check_counts(batch_size=batch_size)
     table_format(check_writable(out), "output", OUTPUT_FORMATS)
     files = expand_inputs(paths)
-    encoder = load_encoder(model, precision=precision)
+    encoder = load_encoder(model, precision=precision, device=device)
     with progress_bar() as bar:
         task = bar.add_task("embedding", total=len(files))
         written, failures = embed_files(encoder, files, out, batch_size, lambda n: bar.advance(task, n), overwrite)

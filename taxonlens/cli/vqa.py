@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from taxonlens.cli.common import (
+    DeviceOpt,
     LabelsTaxonomyOpt,
     ModelOpt,
     OverwriteOpt,
@@ -24,6 +25,7 @@ from taxonlens.cli.common import (
 )
 from taxonlens.cli.render import FIGURE_HEADERS, figure_cells
 from taxonlens.data.vqa_build import DistractorMode
+from taxonlens.models.device import Device
 from taxonlens.recognize.answers import AnswerFormat
 from taxonlens.recognize.vqa_answer import AnsweringMode
 from taxonlens.tables import check_writable
@@ -98,6 +100,7 @@ def vqa_answer(
                                               "fine-tuned without it).")] = True,
     batch_size: Annotated[int, typer.Option()] = 16,
     overwrite: OverwriteOpt = False,
+    device: DeviceOpt = Device.auto,
 ) -> None:
     """Answer every level of every record; print HCA, leaf accuracy, POR, S-POR, TOR on all records and on
     the leakage-free ones, beside the image-blind control."""
@@ -109,7 +112,7 @@ def vqa_answer(
     check_writable(out)
     records = read_vqa_benchmark(benchmark)
     tax = load_taxonomy(taxonomy or str(benchmark), allow_homonyms=True)
-    lmm = load_lmm(model)
+    lmm = load_lmm(model, device=device)
     with progress_bar() as bar:
         task = bar.add_task(f"answering ({mode})", total=len(records))
         answer_benchmark(lmm, records, out, images, mode, tax, organism, progress=lambda n: bar.advance(task, n),

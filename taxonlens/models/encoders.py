@@ -19,7 +19,6 @@ import os
 import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from enum import nonmember
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -27,8 +26,8 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
-from taxonlens.choices import Choice
 from taxonlens.errors import TaxonlensError
+from taxonlens.models.device import DTYPES, resolve_device, resolve_precision
 from taxonlens.models.hub import offline_help, state_fingerprint
 from taxonlens.models.presets import ENCODER_ALIASES, ENCODER_PRESETS
 
@@ -77,32 +76,6 @@ class Encoder(Protocol):
         """A short hash that changes whenever the weights or configuration change."""
 
 
-def bf16_is_fast() -> bool:
-    """Whether this CPU has native bfloat16 matrix units (AVX512-BF16 / AMX), where a
-    bf16 model encodes about 3.5x faster than fp32 (measured on ViT-B/16)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-class Precision(Choice):
-    """The dtype an encoder runs in: ``fp32``, ``bf16``, or ``auto`` (bf16 where this CPU is fast at it)."""
-
-    what = nonmember("precision")
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bf16`` where :func:`bf16_is_fast`, else ``fp32``; other values (a
-    :class:`Precision`) pass through as plain strings."""
-    if Precision(precision) == Precision.auto:
-        return "bf16" if bf16_is_fast() else "fp32"
-    return str(precision)
-
-
 class OpenCLIPEncoder:
     """An open_clip CLIP model as an :class:`Encoder`.
 
@@ -119,8 +92,13 @@ class OpenCLIPEncoder:
         self.preprocess, self.train_transform = preprocess, train_transform
         self.embed_dim = int(config["embed_dim"])
         self.tokenizer = _tokenizer_for(config)
-        self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self._dtype = DTYPES[precision]
         model.eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are; inputs are moved there, features come back on the CPU."""
+        return next(self.model.parameters()).device
 
     @property
     def image_size(self) -> int:
@@ -144,17 +122,19 @@ class OpenCLIPEncoder:
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         with self._inference():
-            f = self.model.encode_image(pixels.to(self._dtype))
-        return torch.nn.functional.normalize(f.float(), dim=-1)
+            f = self.model.encode_image(pixels.to(self.device, self._dtype))
+        return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
 
     def patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> L2-normalised float32 ``[B, P, C]``: the last block's patch tokens
         (ViT: after the final layer norm, class token left out, ``C`` = width, ``P`` = (H / patch)^2;
         ResNet: the last stage's ``h x w`` feature map, before attention pooling), row-major."""
         with self._inference():
-            grid = self.model.visual.forward_intermediates(pixels.to(self._dtype), indices=1, intermediates_only=True,
+            grid = self.model.visual.forward_intermediates(pixels.to(self.device, self._dtype), indices=1,
+                                                           intermediates_only=True,
                                                            normalize_intermediates=True)["image_intermediates"][-1]
-        return torch.nn.functional.normalize(grid.float().flatten(2).transpose(1, 2), dim=-1)  # [B, C, h, w] -> [B, hw, C]
+        grid = grid.float().flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, hw, C]
+        return torch.nn.functional.normalize(grid, dim=-1).cpu()
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """``N`` strings -> L2-normalised float32 ``[N, D]``.
@@ -166,7 +146,7 @@ class OpenCLIPEncoder:
         """
         if not len(texts):
             return torch.zeros(0, self.embed_dim)
-        tokens = self.tokenizer(list(texts))  # [N, context]
+        tokens = self.tokenizer(list(texts)).to(self.device)  # [N, context]
         trim = self._trimmable_text_tower()
         ends = tokens.argmax(dim=-1) if trim else torch.zeros(len(tokens), dtype=torch.long)
         order = torch.argsort(ends, stable=True)
@@ -178,7 +158,7 @@ class OpenCLIPEncoder:
                     f = self._encode_text_prefix(tokens[rows, : int(ends[rows].max()) + 1])
                 else:
                     f = self.model.encode_text(tokens[rows])
-                out[rows] = torch.nn.functional.normalize(f.float(), dim=-1)
+                out[rows.cpu()] = torch.nn.functional.normalize(f.float(), dim=-1).cpu()
         return out
 
     def _trimmable_text_tower(self) -> bool:
@@ -250,13 +230,17 @@ def _missing_weights(name: str, target: str, detail: str) -> EncoderWeightsError
     )
 
 
-def load_encoder(name: str, precision: str = "fp32", seed: int = 0) -> OpenCLIPEncoder:
+def load_encoder(name: str, precision: str = "fp32", seed: int = 0, device: str | torch.device = "cpu"
+                 ) -> OpenCLIPEncoder:
     """Build an encoder by name (see the module docstring for the accepted forms).
 
     Args:
         name: preset, alias, ``hf-hub:...``, directory, ``ARCH:FILE``, ``ARCH:TAG`` or ``ARCH``.
-        precision: ``fp32``, ``bf16`` or ``auto`` (bf16 where the CPU has bf16 units).
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (the fast format of ``device``, see
+            :func:`~taxonlens.models.device.resolve_precision`).
         seed: seeds the random initialisation of presets and bare architectures.
+        device: where the model runs (``auto``: a GPU when there is one, see
+            :func:`~taxonlens.models.device.resolve_device`); features come back on the CPU.
 
     Raises:
         EncoderWeightsError: the configuration or weights are not available locally.
@@ -264,9 +248,10 @@ def load_encoder(name: str, precision: str = "fp32", seed: int = 0) -> OpenCLIPE
     """
     import open_clip
 
-    precision = resolve_precision(precision)
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     target = ENCODER_ALIASES.get(name, name)
-    kwargs = {"precision": precision, "device": "cpu"}
+    kwargs = {"precision": precision, "device": str(device)}
     if target in ENCODER_PRESETS:
         torch.manual_seed(seed)
         config = ENCODER_PRESETS[target]

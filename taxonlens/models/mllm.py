@@ -27,6 +27,7 @@ from PIL import Image
 from safetensors import SafetensorError
 
 from taxonlens.errors import TaxonlensError
+from taxonlens.models.device import resolve_device
 from taxonlens.models.hub import offline_help, state_fingerprint
 from taxonlens.models.presets import LMM_PRESETS
 
@@ -158,16 +159,21 @@ class LMM:
         """The prompt text of :meth:`messages`, ready for the assistant's answer."""
         return self.processor.apply_chat_template(self.messages(question, system), add_generation_prompt=True)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are; :meth:`inputs` puts every input tensor there."""
+        return next(self.model.parameters()).device
+
     def inputs(self, images: Sequence[Image.Image], texts: Sequence[str], padding_side: str = "left") -> dict:
         """Processor outputs (``input_ids [B, L]``, ``attention_mask``, pixel tensors, ...) of one
-        image per text, padded on ``padding_side``."""
+        image per text, padded on ``padding_side``, on the model's :attr:`device`."""
         if len(images) != len(texts):
             raise ValueError(f"one image per text: got {len(images)} images and {len(texts)} texts")
         before = self.tokenizer.padding_side
         self.tokenizer.padding_side = padding_side
         try:
             return self.processor(text=list(texts), images=[[img] for img in images], return_tensors="pt",
-                                  padding=True)
+                                  padding=True).to(self.device)
         finally:
             self.tokenizer.padding_side = before
 
@@ -178,7 +184,7 @@ class LMM:
         batch = self.inputs(images, [self.chat(q, system) for q in questions], "left")
         out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                   suppress_tokens=self.non_answer_token_ids)
-        return [t.strip() for t in self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
+        return [t.strip() for t in self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:].cpu(),
                                                                skip_special_tokens=True)]
 
     def option_logprobs(self, images: Sequence[Image.Image], questions: Sequence[str],
@@ -241,15 +247,15 @@ class LMM:
     def _next_token_logprobs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
         """``[N, vocab]`` log-probabilities of the token after each prompt (left padding)."""
         batch = self.inputs(images, prompts, "left")
-        return torch.log_softmax(self.model(**batch).logits[:, -1].float(), dim=-1)
+        return torch.log_softmax(self.model(**batch).logits[:, -1].float(), dim=-1).cpu()
 
     @torch.inference_mode()
     def _score(self, images: Sequence[Image.Image], prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
         """``[N]`` summed log-probabilities of ``answer + end of turn`` after each prompt."""
         targets = [self.tokenizer(a + self.end_of_turn, add_special_tokens=False)["input_ids"] for a in answers]
         batch = self.inputs(images, [p + a + self.end_of_turn for p, a in zip(prompts, answers)], "right")
-        ids, lengths = batch["input_ids"], batch["attention_mask"].sum(dim=1)
-        logprobs = torch.log_softmax(self.model(**batch).logits.float(), dim=-1)
+        ids, lengths = batch["input_ids"].cpu(), batch["attention_mask"].sum(dim=1).cpu()
+        logprobs = torch.log_softmax(self.model(**batch).logits.float(), dim=-1).cpu()
         out = torch.empty(len(answers))
         for r, (target, length) in enumerate(zip(targets, lengths.tolist())):
             pos = torch.arange(length - len(target), length)
@@ -293,12 +299,14 @@ class LMM:
         return directory
 
 
-def load_lmm(name: str, dtype: str = "float32", seed: int = 0) -> LMM:
+def load_lmm(name: str, dtype: str = "float32", seed: int = 0, device: str | torch.device = "cpu") -> LMM:
     """Build a multimodal LLM by name (see the module docstring).
 
     Args:
         dtype: ``float32`` or ``bfloat16`` weights.
         seed: seeds the random weights of a preset.
+        device: where the model runs (``auto``: a GPU when there is one, see
+            :func:`~taxonlens.models.device.resolve_device`); answers and scores come back on the CPU.
 
     Raises:
         LMMWeightsError: a directory or hub name whose files are missing or unreadable.
@@ -308,11 +316,12 @@ def load_lmm(name: str, dtype: str = "float32", seed: int = 0) -> LMM:
     if dtype not in ("float32", "bfloat16"):
         raise TaxonlensError(f"unknown dtype {dtype!r}; use float32 or bfloat16")
     torch_dtype = getattr(torch, dtype)
+    device = resolve_device(device)
     if name in LMM_PRESETS:
         from taxonlens.models.tiny_lmm import build_tiny_lmm
 
         model, processor = build_tiny_lmm(name, seed)
-        return LMM(model.to(torch_dtype), processor, name)
+        return LMM(model.to(device, torch_dtype), processor, name)
     path = Path(name).expanduser()
     local = path.is_dir()
     if local and not (path / "config.json").is_file():
@@ -331,4 +340,4 @@ def load_lmm(name: str, dtype: str = "float32", seed: int = 0) -> LMM:
             f"multimodal LLM {name!r} could not be loaded; {offline_help(name)}, or pass a folder written by "
             "save_pretrained")
         raise LMMWeightsError(where) from None
-    return LMM(model.eval(), processor, name)
+    return LMM(model.to(device).eval(), processor, name)

@@ -146,6 +146,7 @@ def build_recognizer(
     classifier: str | Path | None = None,
     scores: str = "leaves",
     combine: str = "fuse",
+    device: str = "cpu",
 ) -> Recognizer:
     """A :class:`Recognizer` from names, as ``taxonlens predict`` builds it.
 
@@ -172,6 +173,8 @@ def build_recognizer(
             ``per-rank`` (each rank's taxa embedded and scored on their own, combined over the
             tree by ``combine``: ``fuse`` or ``leaves``, see
             :class:`~taxonlens.recognize.zeroshot.PerRankClassifier`).
+        device: where the encoder (and the reranker) run (``auto``: a GPU when there is one);
+            features, classifier and decoder stay on the CPU.
 
     Raises:
         TaxonlensError: an unknown model, taxonomy or option, missing weights or label files, a bad subset.
@@ -183,7 +186,7 @@ def build_recognizer(
     scores = Scores(scores)
     if scores == Scores.per_rank and (memory is not None or classifier is not None):
         raise DataError("--scores per-rank embeds label text; it does not apply to a memory or a classifier")
-    encoder = load_encoder(model, precision=precision)
+    encoder = load_encoder(model, precision=precision, device=device)
     label_set: LabelSet | None = None
     if memory is not None or classifier is not None:
         if subset:
@@ -199,7 +202,7 @@ def build_recognizer(
             clf, tax, fingerprint = load_fewshot(classifier, encoder)
             described = {"classifier": fingerprint}
         return Recognizer(encoder, clf, TreeDecoder(tax, thresholds), method, {},
-                          _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system), described)
+                          _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system, device), described)
     if labels is not None:
         tax = plain_labels(labels)
     elif isinstance(taxonomy, Taxonomy):
@@ -232,15 +235,15 @@ def build_recognizer(
         described = {"text_type": text_type, "templates": templates, "scores": scores,
                      **({"combine": combine} if scores == "per-rank" else {})}
     return Recognizer(encoder, clf, TreeDecoder(tax, thresholds), method, common,
-                      _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system), described)
+                      _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system, device), described)
 
 
 def _reranker(model: str | None, taxonomy: Taxonomy, k: int, method: str, answer: str,
-              system: bool) -> LMMReranker | None:
+              system: bool, device: str) -> LMMReranker | None:
     if not model:
         return None
     from taxonlens.models.mllm import load_lmm
     from taxonlens.recognize.answers import SYSTEM_PROMPT
     from taxonlens.recognize.rerank import LMMReranker
 
-    return LMMReranker(load_lmm(model), taxonomy, k, method, answer=answer, system=SYSTEM_PROMPT if system else None)
+    return LMMReranker(load_lmm(model, device=device), taxonomy, k, method, answer=answer, system=SYSTEM_PROMPT if system else None)
