@@ -94,6 +94,7 @@ def config_parameters(configs: Collection[type], required: Collection[str]) -> l
     params: dict[str, inspect.Parameter] = {}
     seen: dict[str, tuple[Any, ...]] = {}
     for config in configs:
+        # with_defaults copies a base's annotation text into a module that may not import Path
         hints = typing.get_type_hints(config, localns={"Path": Path})
         for f in fields(config):
             what = (hints[f.name], f.metadata["help"], inspect.Parameter.empty if f.name in required else f.default)
