@@ -25,7 +25,7 @@ _LAZY = {
     "LoopConfig": "taxonlens.train.config",
     "LoopRun": "taxonlens.train.loop",
     "LoopState": "taxonlens.train.checkpoint",
-    "MultiPositiveClipLoss": "taxonlens.train.contrastive",
+    "MultiPositiveClipLoss": "taxonlens.train.clip_loss",
     "QuestionConfig": "taxonlens.train.config",
     "RFTConfig": "taxonlens.train.grpo",
     "SFTConfig": "taxonlens.train.sft",

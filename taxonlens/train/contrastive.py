@@ -4,7 +4,7 @@ Each image is paired with a caption of its taxon (:func:`taxonlens.models.text.t
 text type ``taxonomic`` / ``scientific`` / ``common`` / ... / ``mixed``), and image and
 text embeddings are pulled together by the symmetric InfoNCE loss with CLIP's
 learnable temperature. A BioCLIP batch holds several photos of one species, so
-several captions in a batch name the same taxon: :class:`MultiPositiveClipLoss`
+several captions in a batch name the same taxon: :class:`~taxonlens.train.clip_loss.MultiPositiveClipLoss`
 treats all of them as positives instead of as negatives.
 
 Everything that is random in a run is a pure function of ``(seed, epoch, index)``:
@@ -33,8 +33,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from open_clip.loss import ClipLoss
 from PIL import Image
 
 from taxonlens.data import Record, load_image
@@ -232,37 +230,6 @@ def data_fingerprint(examples: Sequence[Example]) -> str:
     return h.hexdigest()[:16]
 
 
-# -------------------------------------------------------------------- loss
-class MultiPositiveClipLoss(ClipLoss):
-    """open_clip's symmetric InfoNCE loss, with every pair of the same taxon a positive.
-
-    With ``groups`` (``[B]`` taxon ids), the target of image ``i`` over the texts is
-    uniform over the texts ``j`` with ``groups[j] == groups[i]`` (and symmetrically for
-    texts), so two photos of one species in a batch do not push each other's captions
-    away. Without ``groups``, or with all groups distinct, it is exactly ``ClipLoss``.
-    The minimum is then the mean entropy of the targets, not 0.
-
-    Where the photos of a taxon carry the very same caption (a fixed text type), their
-    caption embeddings are equal and plain ``ClipLoss`` already gives the same value;
-    the difference is for captions of one taxon that differ (``mixed``: a taxonomic and
-    a common-name caption of one species in a batch), which ``ClipLoss`` pushes apart
-    from each other's photos.
-    """
-
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                groups: torch.Tensor | None = None, logit_bias: torch.Tensor | None = None,
-                output_dict: bool = False):
-        if groups is None:
-            return super().forward(image_features, text_features, logit_scale, logit_bias, output_dict)
-        if self.world_size > 1:
-            raise NotImplementedError("multi-positive targets are not implemented for distributed training")
-        logits_per_image, logits_per_text = self.get_logits(image_features, text_features, logit_scale, logit_bias)
-        same = (groups[:, None] == groups[None, :]).to(logits_per_image.dtype)
-        targets = same / same.sum(dim=1, keepdim=True)  # symmetric pattern: the same targets serve the texts
-        loss = (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
-        return {"contrastive_loss": loss} if output_dict else loss
-
-
 # -------------------------------------------------------------- evaluation
 def evaluate_zeroshot(encoder: OpenCLIPEncoder, examples: TrainData, taxonomy: Taxonomy,
                       text_type: str = "taxonomic", cache_dir: str | Path | None = None,
@@ -373,6 +340,8 @@ def train_contrastive(
                                   config.text_type, config.seed)
         collate = _Collate(encoder.tokenizer)
         optimizer = _optimizer(model, config)
+        from taxonlens.train.clip_loss import MultiPositiveClipLoss  # open_clip: imported when training starts
+
         loss_fn = MultiPositiveClipLoss()
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
         seed_everything(config.seed)
@@ -409,7 +378,6 @@ __all__ = [
     "CaptionedImages",
     "ContrastiveConfig",
     "Example",
-    "MultiPositiveClipLoss",
     "as_examples",
     "data_fingerprint",
     "evaluate_zeroshot",
