@@ -6,7 +6,6 @@ Each line holds ``image``, ``label``, ``split`` and, for K = 1..depth, ``levelK`
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from taxonlens.data.records import Record
 from taxonlens.errors import DataError
+from taxonlens.tables import write_table
 from taxonlens.taxonomy import Taxonomy, load_taxonomy
 from taxonlens.textio import read_jsonl
 
@@ -115,12 +115,12 @@ def taxonomy_or_benchmark(source: str | Path, allow_homonyms: bool = False) -> T
 
 def write_vqa_benchmark(records: list[VQARecord], path: str | Path) -> Path:
     """Write records in the benchmark's JSONL format (inverse of :func:`read_vqa_benchmark`)."""
-    path = Path(path)
-    with path.open("w", encoding="utf-8") as f:
-        for r in records:
-            obj: dict[str, object] = {"image": r.image, "label": r.label, "split": r.split}
-            for k, (truth, offered) in enumerate(zip(r.levels, r.choices), start=1):
-                obj[f"level{k}"] = truth
-                obj[f"choices_level{k}"] = list(offered)
-            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    rows = []
+    for r in records:
+        obj: dict[str, object] = {"image": r.image, "label": r.label, "split": r.split}
+        for k, (truth, offered) in enumerate(zip(r.levels, r.choices), start=1):
+            obj[f"level{k}"] = truth
+            obj[f"choices_level{k}"] = list(offered)
+        rows.append(obj)
+    return write_table(rows, path, "benchmark")
     return path

@@ -31,7 +31,7 @@ from pathlib import Path
 from taxonlens.data import read_manifest, read_vqa_benchmark
 from taxonlens.errors import DataError, TaxonNotFoundError
 from taxonlens.evaluate.metrics import HierarchicalReport, hierarchical_report
-from taxonlens.tables import PATH_SEPARATOR, read_table
+from taxonlens.tables import PATH_SEPARATOR, read_table, write_table
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.textio import read_jsonl, read_text
 
@@ -151,11 +151,7 @@ def read_predictions(path: str | Path) -> list[Prediction]:
 def write_predictions(predictions: Iterable[tuple[str, Sequence[str]]], path: str | Path) -> Path:
     """Write ``(image, path)`` pairs as taxonlens prediction JSONL (read back by
     :func:`read_predictions`)."""
-    path = Path(path)
-    with path.open("w", encoding="utf-8") as f:
-        for image, names in predictions:
-            f.write(json.dumps({"image": image, "path": list(names)}, ensure_ascii=False) + "\n")
-    return path
+    return write_table([{"image": image, "path": list(names)} for image, names in predictions], path, "predictions")
 
 
 # ------------------------------------------------------------------ benchmark

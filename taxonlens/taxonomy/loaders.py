@@ -17,6 +17,7 @@ from pathlib import Path
 
 from taxonlens.errors import TaxonomyError
 from taxonlens.resources import BUILTIN_TAXONOMIES, taxonomy_file
+from taxonlens.tables import write_table
 from taxonlens.taxonomy.tree import Taxonomy
 from taxonlens.textio import read_text
 
@@ -168,11 +169,7 @@ def save_taxonomy(taxonomy: Taxonomy, path: str | Path) -> Path:
             out[p[-1]] = list(p)
         path.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     elif suffix in (".csv", ".tsv"):
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter="\t" if suffix == ".tsv" else ",")
-            writer.writerow(taxonomy.ranks)
-            for p in paths:
-                writer.writerow(list(p) + [""] * (taxonomy.max_depth - len(p)))
+        write_table([dict(zip(taxonomy.ranks, p)) for p in paths], path, "taxonomy", taxonomy.ranks)
     else:
         raise TaxonomyError(f"{path}: cannot save a taxonomy as {suffix!r}; use .json, .csv or .tsv")
     return path

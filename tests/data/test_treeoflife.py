@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-import huggingface_hub
+import huggingface_hub.constants
 import numpy as np
 import pytest
 

@@ -328,7 +328,7 @@ def test_cli_predict_errors_are_one_line(world_dir, tmp_path, monkeypatch, capsy
 
 
 def test_cli_predict_without_weights_names_them(world_dir, tmp_path, monkeypatch, capsys):
-    import huggingface_hub
+    import huggingface_hub.constants
 
     from taxonlens.cli import main
 
