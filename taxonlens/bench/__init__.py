@@ -1,4 +1,15 @@
-"""Benchmarks that print figures and ratios (``taxonlens bench ...``); never timed unit tests."""
+"""Benchmarks that print figures and ratios (``taxonlens bench ...``); never timed unit tests.
+
+Where they live, and why: here, in the installed package, because ``taxonlens bench`` must work
+from a ``pip install`` (no source checkout) and the README's figures are reproduced by it. The
+subpackage sits above :mod:`taxonlens.predict` and nothing in the library imports it: only
+:mod:`taxonlens.cli` does (``tests/test_layers.py`` puts it above every library layer, below the
+CLI; :mod:`taxonlens.demo` is its peer and imports none of it). Development-only dependencies (pybioclip) are imported inside the
+function that needs them. The benchmarks that train take a frozen spec (a :class:`WorldSpec`
+and, for the LMM ones, a :class:`TinySFTSpec` composed in) and, like ``bench memory`` and
+``bench pybioclip``, return a result dataclass with ``to_dict()`` (JSON-ready) and ``render()``
+(rich tables, :mod:`taxonlens.bench.cells`); the micro-benchmarks return flat figure dicts.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +17,59 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from taxonlens.synthworld import SynthWorld
+    from taxonlens.train.sft import SFTConfig
+
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """The synthworld a benchmark builds: :meth:`SynthWorld.create` over
+    ``random_taxonomy(n_species, seed)`` with ``images_per_species`` photos of ``size`` pixels,
+    ``nuisance`` and a ``novel_fraction`` of the species held out (split ``novel``)."""
+
+    n_species: int = 8
+    images_per_species: int = 15
+    novel_fraction: float = 0.25
+    size: int = 32
+    nuisance: float = 0.2
+    seed: int = 0
+
+    def create(self) -> SynthWorld:
+        """The world (in memory; ``.write(folder)`` writes it)."""
+        from taxonlens.synthworld import SynthWorld, random_taxonomy
+
+        return SynthWorld.create(random_taxonomy(self.n_species, self.seed), self.n_species, self.images_per_species,
+                                 self.novel_fraction, self.size, self.seed, self.nuisance)
+
+
+@dataclass(frozen=True)
+class TinySFTSpec:
+    """The fine-tuning recipe a randomly initialised tiny LMM learns with (measured: option names
+    as answers, no system prompt, LoRA on the output layer too): ``model`` (a tiny preset or a
+    model folder), ``epochs``, ``batch_size``, ``lr`` and ``lora_alpha``."""
+
+    model: str = "tiny-qwen2.5-vl"
+    epochs: int = 40
+    batch_size: int = 4
+    lr: float = 2e-3
+    lora_alpha: float = 32.0
+
+    def config(self, out: Path, threads: int | None, seed: int) -> SFTConfig:
+        """The :class:`~taxonlens.train.sft.SFTConfig` of this recipe, writing to ``out``."""
+        from taxonlens.train.sft import SFTConfig
+
+        return SFTConfig(model=self.model, out=out, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                         lora_alpha=self.lora_alpha, lora_targets="language+head", answer="name", system=False,
+                         eval_every=0, threads=threads, seed=seed)
 
 
 def timed(fn: Callable[[], T], repeats: int = 1) -> tuple[T, float]:
@@ -35,17 +93,6 @@ def bench_run(workdir: str | Path | None, threads: int | None, name: str) -> Ite
 
     with tempfile.TemporaryDirectory(prefix=f"taxonlens-bench-{name}-") as tmp, torch_threads(threads):
         yield Path(workdir).resolve() if workdir is not None else Path(tmp)
-
-
-def tiny_sft_config(settings: dict, out: Path):
-    """The fine-tuning recipe a randomly initialised tiny LMM learns with (measured: option names
-    as answers, no system prompt, LoRA on the output layer too), from a benchmark's ``settings``
-    (``model``, ``epochs``, ``batch_size``, ``lr``, ``lora_alpha``, ``threads``, ``seed``)."""
-    from taxonlens.train.sft import SFTConfig
-
-    return SFTConfig(model=settings["model"], out=out, epochs=settings["epochs"], batch_size=settings["batch_size"],
-                     lr=settings["lr"], lora_alpha=settings["lora_alpha"], lora_targets="language+head",
-                     answer="name", system=False, eval_every=0, threads=settings["threads"], seed=settings["seed"])
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, Any]:

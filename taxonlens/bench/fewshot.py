@@ -24,13 +24,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from taxonlens.bench import bench_run, mean_sd
+from taxonlens.bench import WorldSpec, bench_run, mean_sd
 from taxonlens.data import read_manifest
 from taxonlens.data.records import record_leaves
 from taxonlens.errors import TaxonlensError
@@ -39,7 +40,6 @@ from taxonlens.index.exemplars import encode_records
 from taxonlens.recognize.decode import TreeDecoder
 from taxonlens.recognize.fewshot import classifier_class
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
-from taxonlens.synthworld import SynthWorld, random_taxonomy
 from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
 
 
@@ -48,20 +48,15 @@ class FewShotSpec:
     """What ``bench fewshot`` runs.
 
     Attributes:
-        n_species, images_per_species, size, nuisance, novel_fraction: the synthworld
-            (:meth:`SynthWorld.create` over ``random_taxonomy(n_species, seed)``).
+        world: the synthworld (its seed seeds the training too).
         encoder, encoder_epochs, encoder_batch_size, encoder_lr: the contrastive training.
         shots: the k of the k-shot arms (BioCLIP: 1 and 5).
         method: ``simpleshot`` (BioCLIP's) or ``linear``.
         seeds: shot draws (seeds ``0 .. seeds - 1``).
-        threads: torch CPU threads (``None``: as set); seed: the world's and the training's.
+        threads: torch CPU threads (``None``: as set).
     """
 
-    n_species: int = 24
-    images_per_species: int = 20
-    size: int = 32
-    nuisance: float = 0.2
-    novel_fraction: float = 0.34
+    world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=24, images_per_species=20, novel_fraction=0.34))
     encoder: str = "tiny-clip"
     encoder_epochs: int = 30
     encoder_batch_size: int = 32
@@ -70,7 +65,6 @@ class FewShotSpec:
     method: str = "simpleshot"
     seeds: int = 5
     threads: int | None = 1
-    seed: int = 0
 
 
 @dataclass
@@ -125,7 +119,7 @@ def bench_fewshot(spec: FewShotSpec = FewShotSpec(), workdir: str | Path | None 
     shots = sorted({int(k) for k in spec.shots})
     if not shots or shots[0] < 1:
         raise TaxonlensError(f"shots must be at least 1, got {list(spec.shots)}")
-    if spec.images_per_species <= shots[-1]:
+    if spec.world.images_per_species <= shots[-1]:
         raise TaxonlensError(f"{shots[-1]} shots need more than {shots[-1]} photos per species")
     classifier_class(spec.method)  # an unknown method fails before any work
     say = progress or (lambda _msg: None)
@@ -136,9 +130,8 @@ def bench_fewshot(spec: FewShotSpec = FewShotSpec(), workdir: str | Path | None 
 def _run(spec: FewShotSpec, shots: Sequence[int], work: Path, say: Callable[[str], None]) -> FewShotResult:
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
-    say(f"synthworld: {spec.n_species} species x {spec.images_per_species} photos")
-    world = SynthWorld.create(random_taxonomy(spec.n_species, spec.seed), spec.n_species, spec.images_per_species,
-                              spec.novel_fraction, spec.size, spec.seed, spec.nuisance)
+    say(f"synthworld: {spec.world.n_species} species x {spec.world.images_per_species} photos")
+    world = spec.world.create()
     records = read_manifest(world.write(work / "world"), world.taxonomy)
     train = [r for r in records if r.split == "train"]
     novel = [r for r in records if r.split == "novel"]
@@ -151,7 +144,7 @@ def _run(spec: FewShotSpec, shots: Sequence[int], work: Path, say: Callable[[str
     tick = time.perf_counter()
     say(f"training {spec.encoder}: {len(train)} photos of seen species x {spec.encoder_epochs} epochs")
     config = ContrastiveConfig(encoder=spec.encoder, text_type="taxonomic", epochs=spec.encoder_epochs,
-                               batch_size=spec.encoder_batch_size, lr=spec.encoder_lr, seed=spec.seed,
+                               batch_size=spec.encoder_batch_size, lr=spec.encoder_lr, seed=spec.world.seed,
                                out=str(work / "encoder"), eval_every=0, threads=spec.threads)
     trained = train_contrastive(config, train, taxonomy=tree)
     encoder = trained.model

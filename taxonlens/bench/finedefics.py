@@ -19,8 +19,8 @@ learns with):
 The same budget: one batch size for both stages and one item per training photo per epoch in
 both (Stage I: the photo; Stage II: its open or its closed question), so an epoch is the same
 number of optimizer steps in either stage; the arms with a Stage I train ``stage1_epochs`` +
-``stage2_epochs`` epochs, and ``stage2_only`` gets Stage II for ``stage1_epochs + stage2_epochs``
-epochs. Every arm takes the same number of optimizer steps on the same photos (the result
+``recipe.epochs`` (Stage II) epochs, and ``stage2_only`` gets Stage II for ``stage1_epochs +
+recipe.epochs`` epochs. Every arm takes the same number of optimizer steps on the same photos (the result
 records them). What differs besides the loss: two learning-rate schedules (warmup and cosine
 decay per stage) against one, and a Stage I step costs more (see the cost benchmark).
 
@@ -71,13 +71,16 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from taxonlens.bench import bench_run, seed_summary
-from taxonlens.bench.vqa import VQAWorld, vqa_figures, vqa_scores, vqa_world
+from taxonlens.bench import TinySFTSpec, WorldSpec, bench_run, seed_summary
+from taxonlens.bench.cells import answers_table, dig, figure_cells, sd_cell, table
+from taxonlens.bench.vqa import SCORED_DECODERS, VQAWorld, vqa_figures, vqa_scores, vqa_world
 from taxonlens.data import Record, VQARecord
 from taxonlens.data.records import record_leaves
 from taxonlens.knowledge.extract import clean_answer
@@ -211,58 +214,110 @@ def plot_alignment(before: AlignmentReport, after: Mapping[str, AlignmentReport]
 
 
 # ------------------------------------------------------------------- evidence
-def bench_finedefics_evidence(
-    n_species: int = 8,
-    images_per_species: int = 15,
-    novel_fraction: float = 0.25,
-    size: int = 32,
-    nuisance: float = 0.2,
-    n_options: int = 4,
-    model: str = "tiny-qwen2.5-vl",
-    stage1_epochs: int = 10,
-    stage2_epochs: int = 30,
-    batch_size: int = 4,
-    lr: float = 2e-3,
-    lora_alpha: float = 32.0,
-    similar: int = 3,
-    open_fraction: float = 0.5,
-    seeds: Sequence[int] = (0, 1, 2),
-    threads: int | None = 1,
-    world_seed: int = 0,
-    workdir: str | Path | None = None,
-    out: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Train and score the arms of :data:`ARMS` for every seed (see the module docstring).
+@dataclass(frozen=True)
+class FinedeficsSpec:
+    """What ``bench finedefics`` runs.
 
-    Args:
-        n_species, images_per_species, novel_fraction, size, nuisance, n_options: the world and its
-            hierarchical questions (seeded by ``world_seed``, the same for every seed).
-        model: the tiny LMM preset.
-        stage1_epochs, stage2_epochs, batch_size, lr, lora_alpha: the training of every arm
-            (``stage2_only``: ``stage1_epochs + stage2_epochs`` epochs of Stage II).
+    Attributes:
+        world, n_options: the world and its hierarchical questions (seeded by the world's seed,
+            the same for every seed).
+        recipe: the training of every arm: the tiny LMM preset, batch size, lr and LoRA alpha of
+            both stages, and ``epochs``, those of Stage II (``stage2_only``: ``stage1_epochs +
+            recipe.epochs`` epochs of Stage II).
+        stage1_epochs: Stage I's epochs.
         similar, open_fraction: hard negatives / distractors per photo, share of open questions.
         seeds: one starting model and four arms per seed.
         threads: torch CPU threads during the run.
+    """
+
+    world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=8, images_per_species=15, novel_fraction=0.25))
+    n_options: int = 4
+    recipe: TinySFTSpec = field(default_factory=partial(TinySFTSpec, epochs=30))
+    stage1_epochs: int = 10
+    similar: int = 3
+    open_fraction: float = 0.5
+    seeds: tuple[int, ...] = (0, 1, 2)
+    threads: int | None = 1
+
+
+@dataclass
+class FinedeficsResult:
+    """What ``bench finedefics`` measured.
+
+    Attributes:
+        spec: what ran.
+        world: species, novel species, records per split, questions per set.
+        runs: per seed ``start`` (the alignment before training) and per arm its steps, training
+            figures, ``closed_set``, ``open_set`` and ``scores``
+            (:func:`~taxonlens.bench.vqa.score_split`) per split, and ``alignment`` per stage and split.
+        summary: :func:`~taxonlens.bench.seed_summary` of every figure, ``start`` and every arm.
+        plot: the alignment PNG's path (None: none drawn).
+        total_seconds: the whole run.
+    """
+
+    spec: FinedeficsSpec
+    world: dict[str, Any]
+    runs: dict[int, dict[str, Any]]
+    summary: dict[str, Any]
+    plot: str | None
+    total_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    def render(self):
+        """Species-level and hierarchical accuracy per split and arm, alignment inside the LLM
+        before and after each stage (mean +- sd), and the species-level accuracy of every seed."""
+        from rich.console import Group
+
+        summary = self.summary
+        steps = {arm: sorted({run[arm]["steps"] for run in self.runs.values()}) for arm in ARMS}
+        species = table(f"species level, mean +- sd over {len(self.spec.seeds)} seeds (percent; 4 options, similar "
+                        "distractors)", ("species", "arm", "steps", "4-option", "open set", "open: names a species"),
+                        left=("species", "arm"), no_wrap=True)
+        for split in SPLITS:
+            for arm in ARMS:
+                species.add_row(split, arm, "/".join(map(str, steps[arm])),
+                                *(sd_cell(dig(summary, arm, split, k)) for k in ("mc_acc", "open_acc", "open_named")))
+        answers = answers_table("hierarchical questions (every rank, path distractors), mean +- sd (percent)",
+                                ("species", "arm", "answers"),
+                                (((split, arm, decoder), figure_cells(dig(summary, arm, split, decoder), sd_cell))
+                                 for split in SPLITS for arm in ARMS for decoder in SCORED_DECODERS))
+        alignment = table("alignment inside the LLM: image -> species-name retrieval (percent) and cosine gap true - "
+                          "hardest wrong, mean +- sd",
+                          ("model", "seen: retrieval", "seen: gap", "novel: retrieval", "novel: gap"),
+                          left=("model",), no_wrap=True)
+        rows = [("starting model", "start", "before")] + [
+            (f"{arm}, after Stage {roman}", arm, stage) for arm in ARMS
+            for stage, roman in (("after_stage1", "I"), ("after_stage2", "II"))]
+        for label, arm, stage in rows:
+            if dig(summary, arm, "alignment", stage):
+                alignment.add_row(label, *(sd_cell(dig(summary, arm, "alignment", stage, split, k), digits)
+                                           for split in SPLITS
+                                           for k, digits in (("retrieval_acc", 1), ("cosine_gap", 3))))
+        lines = []
+        for arm in ARMS:
+            per_seed = {f"{split} {name}": dig(summary, arm, split, key).get("values", [])
+                        for split in SPLITS for key, name in (("mc_acc", "4-option"), ("open_acc", "open"))}
+            lines.append(f"{arm}, per seed: " + "; ".join(f"{k} {', '.join(f'{v:.0f}' for v in vals)}"
+                                                          for k, vals in per_seed.items()))
+        return Group(species, answers, alignment, *lines)
+
+
+def bench_finedefics_evidence(spec: FinedeficsSpec = FinedeficsSpec(), workdir: str | Path | None = None,
+                              out: str | Path | None = None,
+                              progress: Callable[[str], None] | None = None) -> FinedeficsResult:
+    """Train and score the arms of :data:`ARMS` for every seed (see the module docstring).
+
+    Args:
         workdir: where the world and the models are written (a temporary folder if None).
         out: folder for ``alignment.png`` (no plot if None).
         progress: called with a line at the start of each stage.
-
-    Returns:
-        ``settings``, ``world``, ``runs`` (per seed: ``start`` (the alignment before training) and
-        per arm its steps, training figures, ``closed_set``, ``open_set`` and ``scores``
-        (:func:`~taxonlens.bench.vqa.score_split`) per split, and ``alignment`` per stage and
-        split), ``summary`` (:func:`~taxonlens.bench.seed_summary` of every figure, ``start``
-        and every arm), ``plot`` (the PNG's path or None) and ``total_seconds``.
     """
-    settings = {"n_species": n_species, "images_per_species": images_per_species, "novel_fraction": novel_fraction,
-                "size": size, "nuisance": nuisance, "n_options": n_options, "mode": "path", "model": model,
-                "stage1_epochs": stage1_epochs, "stage2_epochs": stage2_epochs, "batch_size": batch_size, "lr": lr,
-                "lora_alpha": lora_alpha, "similar": similar, "open_fraction": open_fraction, "seeds": list(seeds),
-                "threads": threads, "seed": world_seed, "similar_encoder": SIMILAR_ENCODER}
     say = progress or (lambda _msg: None)
-    with bench_run(workdir, threads, "finedefics") as work:
-        return _run(settings, work, Path(out) if out is not None else None, say)
+    with bench_run(workdir, spec.threads, "finedefics") as work:
+        return _run(spec, work, Path(out) if out is not None else None, say)
 
 
 def figures(arm: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
@@ -288,40 +343,41 @@ def summarize(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     return seed_summary(runs, ("start", *ARMS), figures)
 
 
-def _run(s: dict[str, Any], work: Path, out: Path | None, say: Callable[[str], None]) -> dict[str, Any]:
+def _run(s: FinedeficsSpec, work: Path, out: Path | None, say: Callable[[str], None]) -> FinedeficsResult:
     from taxonlens.models.encoders import load_encoder
 
     start = time.perf_counter()
-    say(f"synthworld: {s['n_species']} species x {s['images_per_species']} photos")
-    vw = vqa_world(s, work / "world")
+    say(f"synthworld: {s.world.n_species} species x {s.world.images_per_species} photos")
+    vw = vqa_world(s.world, s.n_options, "path", work / "world")
     taxonomy, seen = vw.taxonomy, seen_taxonomy(vw)
     ranks, train = list(taxonomy.ranks), vw.records["train"]
     encoder = load_encoder(SIMILAR_ENCODER)
     emb_seen, emb_all = leaf_embeddings(encoder, seen), leaf_embeddings(encoder, taxonomy)
-    asked = {split: species_questions(recs, taxonomy, emb_all, s["similar"], s["seed"])
+    asked = {split: species_questions(recs, taxonomy, emb_all, s.similar, s.world.seed)
              for split, recs in (("seen", vw.records["test"]), ("novel", vw.records["novel"])) if recs}
     sets = _alignment_sets(vw, seen)
     names = _leaf_names(taxonomy)
-    common = {"batch_size": s["batch_size"], "lr": s["lr"], "lora_alpha": s["lora_alpha"],
-              "lora_targets": "language+head", "encoder": SIMILAR_ENCODER, "similar": s["similar"], "eval_every": 0,
-              "threads": s["threads"]}
+    recipe = s.recipe
+    common = {"batch_size": recipe.batch_size, "lr": recipe.lr, "lora_alpha": recipe.lora_alpha,
+              "lora_targets": "language+head", "encoder": SIMILAR_ENCODER, "similar": s.similar, "eval_every": 0,
+              "threads": s.threads}
     runs: dict[int, dict[str, Any]] = {}
     reports: dict[str, AlignmentReport] = {}
     before: AlignmentReport | None = None
-    for seed in s["seeds"]:
+    for seed in s.seeds:
         say(f"seed {seed}: alignment of the starting model")
-        starting = _alignment(load_lmm(s["model"], seed=seed), sets, vw.load, 16)
+        starting = _alignment(load_lmm(recipe.model, seed=seed), sets, vw.load, 16)
         if before is None:
             before = starting.get("seen")
         run: dict[str, Any] = {"start": {"alignment": {"before": {k: r.summary() for k, r in starting.items()}}}}
         for arm, weights in STAGE1_WEIGHTS.items():
             folder = work / f"seed{seed}" / arm
             row: dict[str, Any] = {"alignment": {}}
-            stage2_model = s["model"]
-            stage2_epochs = s["stage2_epochs"] + (0 if weights else s["stage1_epochs"])
+            stage2_model = recipe.model
+            stage2_epochs = recipe.epochs + (0 if weights else s.stage1_epochs)
             if weights:
-                say(f"seed {seed}: {arm}, Stage I, {s['stage1_epochs']} epochs")
-                st1 = train_stage1(Stage1Config(**common, **weights, model=s["model"], epochs=s["stage1_epochs"], seed=seed,
+                say(f"seed {seed}: {arm}, Stage I, {s.stage1_epochs} epochs")
+                st1 = train_stage1(Stage1Config(**common, **weights, model=recipe.model, epochs=s.stage1_epochs, seed=seed,
                                                 out=str(folder / "stage1")), train, seen, vw.load, embeddings=emb_seen)
                 aligned = _alignment(st1.model, sets, vw.load, 16)
                 if len(runs) == 0 and "seen" in aligned:
@@ -336,7 +392,7 @@ def _run(s: dict[str, Any], work: Path, out: Path | None, say: Callable[[str], N
                 stage2_model = str(st1.model_dir)
             say(f"seed {seed}: {arm}, Stage II, {stage2_epochs} epochs")
             st2 = train_stage2(Stage2Config(**common, model=stage2_model, epochs=stage2_epochs, seed=seed,
-                                            open_fraction=s["open_fraction"], out=str(folder / "stage2")),
+                                            open_fraction=s.open_fraction, out=str(folder / "stage2")),
                                train, seen, vw.load, embeddings=emb_seen)
             row["stage2"] = {"steps": st2.steps, "first_loss": st2.metrics[0]["train_loss"],
                              "last_loss": st2.metrics[-1]["train_loss"],
@@ -356,12 +412,12 @@ def _run(s: dict[str, Any], work: Path, out: Path | None, say: Callable[[str], N
     plot = None
     if out is not None and before is not None and reports:
         plot = str(plot_alignment(before, reports, sets["seen"][1], out / "alignment.png"))
-    return {"settings": s,
-            "world": {"species": taxonomy.n_leaves, "novel_species": len(vw.world.novel),
-                      "records": {k: len(v) for k, v in vw.records.items()},
-                      "questions": {"species_level": {k: len(q) for k, (q, _) in asked.items()},
-                                    "hierarchical": {k: len(v) for k, v in vw.asked.items()}}},
-            "runs": runs, "summary": summarize(runs), "plot": plot, "total_seconds": time.perf_counter() - start}
+    return FinedeficsResult(
+        spec=s, world={"species": taxonomy.n_leaves, "novel_species": len(vw.world.novel),
+                       "records": {k: len(v) for k, v in vw.records.items()},
+                       "questions": {"species_level": {k: len(q) for k, (q, _) in asked.items()},
+                                     "hierarchical": {k: len(v) for k, v in vw.asked.items()}}},
+        runs=runs, summary=summarize(runs), plot=plot, total_seconds=time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------- cost
@@ -372,16 +428,16 @@ def _peak_rss_mb() -> float:
 
 
 def _cost_run(stage: str, preset: str, records: list[Record], taxonomy: Taxonomy, embeddings: np.ndarray,
-              root: str, s: dict[str, Any], out: str) -> dict[str, Any]:
+              root: str, s: FinedeficsCostSpec, out: str) -> dict[str, Any]:
     """One stage on one preset, in a fresh process: step times and peak RSS growth."""
     load = image_loader(root)
-    common = {"model": preset, "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": 2e-3, "lora_alpha": 32.0,
-              "lora_targets": "language+head", "encoder": SIMILAR_ENCODER, "similar": s["similar"], "eval_every": 0,
-              "threads": s["threads"], "seed": s["seed"], "out": out}
+    common = {"model": preset, "epochs": s.epochs, "batch_size": s.batch_size, "lr": 2e-3, "lora_alpha": 32.0,
+              "lora_targets": "language+head", "encoder": SIMILAR_ENCODER, "similar": s.similar, "eval_every": 0,
+              "threads": s.threads, "seed": s.world.seed, "out": out}
     seconds: list[float] = []
     peaks: list[float] = []
     start = _peak_rss_mb()
-    warm = load_lmm(preset, seed=s["seed"]).add_lora(targets="language+head")  # first-use imports, model size
+    warm = load_lmm(preset, seed=s.world.seed).add_lora(targets="language+head")  # first-use imports, model size
     del warm
     gc.collect()
     base = _peak_rss_mb()
@@ -400,59 +456,95 @@ def _cost_run(stage: str, preset: str, records: list[Record], taxonomy: Taxonomy
             "peak_mb": peaks[-1] - base, "model_mb": base - start}
 
 
-def bench_finedefics_cost(
-    presets: Sequence[str] = COST_PRESETS,
-    n_species: int = 8,
-    images_per_species: int = 10,
-    size: int = 32,
-    nuisance: float = 0.2,
-    epochs: int = 1,
-    batch_size: int = 4,
-    similar: int = 3,
-    threads: int | None = 1,
-    seed: int = 0,
-    workdir: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Seconds per step and peak memory of every stage of :data:`COST_STAGES` on every preset
-    (see the module docstring), on one world's training photos (no species held out).
+@dataclass(frozen=True)
+class FinedeficsCostSpec:
+    """What ``bench finedefics --cost`` runs: every stage of :data:`COST_STAGES` on every preset of
+    ``presets``, ``epochs`` epochs at ``batch_size`` on the training photos of ``world`` (no
+    species held out), ``similar`` hard negatives / distractors per photo, ``threads`` torch threads."""
 
-    Returns:
-        ``settings``, ``photos``, ``stages`` (``{preset: {stage: {"steps", "seconds_per_step"
-        (median), "step_seconds", "peak_mb" (peak RSS growth of the run over a loaded model, MiB),
-        "model_mb" (that of loading the model with LoRA once, first-use imports included)}}}``),
-        ``ratios`` (``{preset: {"<a>/<b>": {"seconds_per_step", "peak_mb"}}}`` for
-        :data:`COST_RATIOS`; None where the denominator is 0) and ``total_seconds``.
+    presets: tuple[str, ...] = COST_PRESETS
+    world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=8, images_per_species=10, novel_fraction=0.0))
+    epochs: int = 1
+    batch_size: int = 4
+    similar: int = 3
+    threads: int | None = 1
+
+
+@dataclass
+class FinedeficsCostResult:
+    """What ``bench finedefics --cost`` measured.
+
+    Attributes:
+        spec: what ran; photos: training photos per epoch.
+        stages: ``{preset: {stage: {"steps", "seconds_per_step" (median), "step_seconds",
+            "peak_mb" (peak RSS growth of the run over a loaded model, MiB), "model_mb" (that of
+            loading the model with LoRA once, first-use imports included)}}}``.
+        ratios: ``{preset: {"<a>/<b>": {"seconds_per_step", "peak_mb"}}}`` for
+            :data:`COST_RATIOS`; None where the denominator is 0.
+        total_seconds: the whole run.
     """
-    s = {"presets": list(presets), "n_species": n_species, "images_per_species": images_per_species,
-         "novel_fraction": 0.0, "size": size, "nuisance": nuisance, "n_options": 4, "mode": "path", "epochs": epochs,
-         "batch_size": batch_size, "similar": similar, "threads": threads, "seed": seed,
-         "similar_encoder": SIMILAR_ENCODER}
+
+    spec: FinedeficsCostSpec
+    photos: int
+    stages: dict[str, dict[str, dict[str, Any]]]
+    ratios: dict[str, dict[str, dict[str, float | None]]]
+    total_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    def render(self):
+        """Seconds per step and peak memory per preset and stage, and their ratios."""
+        from rich.console import Group
+
+        out = table(f"cost per optimizer step: {self.photos} photos at batch {self.spec.batch_size}, one epoch per "
+                    f"run, a fresh process each ({self.spec.threads or 'default'} thread(s))",
+                    ("preset", "stage", "steps", "s / step (median)", "x stage 2", "peak MiB over the loaded model",
+                     "x stage 2"), left=("preset", "stage"), no_wrap=True)
+        for preset, stages in self.stages.items():
+            base = stages["stage2"]
+            for stage, r in stages.items():
+                out.add_row(preset, stage, str(r["steps"]), f"{r['seconds_per_step']:.4f}",
+                            f"{r['seconds_per_step'] / base['seconds_per_step']:.2f}", f"{r['peak_mb']:.1f}",
+                            f"{r['peak_mb'] / base['peak_mb']:.2f}" if base["peak_mb"] else "-")
+        ratios = table("ratios (time / memory)", ("preset", *(f"{a} / {b}" for a, b in COST_RATIOS)), left=("preset",))
+        for preset, r in self.ratios.items():
+            ratios.add_row(preset, *(" / ".join("-" if r[f"{a}/{b}"][k] is None else f"{r[f'{a}/{b}'][k]:.2f}"
+                                                for k in ("seconds_per_step", "peak_mb")) for a, b in COST_RATIOS))
+        return Group(out, ratios)
+
+
+def bench_finedefics_cost(spec: FinedeficsCostSpec = FinedeficsCostSpec(), workdir: str | Path | None = None,
+                          progress: Callable[[str], None] | None = None) -> FinedeficsCostResult:
+    """Seconds per step and peak memory of every stage of :data:`COST_STAGES` on every preset
+    (see the module docstring), on one world's training photos."""
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
-    with bench_run(workdir, threads, "finedefics-cost") as work:
+    with bench_run(workdir, spec.threads, "finedefics-cost") as work:
         from taxonlens.models.encoders import load_encoder
 
-        vw = vqa_world(s, work / "world")
+        vw = vqa_world(spec.world, 4, "path", work / "world")
         records = vw.records["train"]
         embeddings = leaf_embeddings(load_encoder(SIMILAR_ENCODER), vw.taxonomy)
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
         stages: dict[str, dict[str, Any]] = {}
-        for preset in presets:
+        for preset in spec.presets:
             for stage in COST_STAGES:
-                say(f"{preset}: {stage}, {len(records)} photos x {epochs} epoch(s) at batch {batch_size}")
+                say(f"{preset}: {stage}, {len(records)} photos x {spec.epochs} epoch(s) at batch {spec.batch_size}")
                 with ProcessPoolExecutor(1, mp_context=context) as pool:  # a fresh process per run
                     stages.setdefault(preset, {})[stage] = pool.submit(
-                        _cost_run, stage, preset, records, vw.taxonomy, embeddings, str(vw.manifest.parent), s,
+                        _cost_run, stage, preset, records, vw.taxonomy, embeddings, str(vw.manifest.parent), spec,
                         str(work / preset / stage)).result()
     ratios = {preset: {f"{a}/{b}": {k: (runs[a][k] / runs[b][k] if runs[b][k] else None)
                                      for k in ("seconds_per_step", "peak_mb")} for a, b in COST_RATIOS}
               for preset, runs in stages.items()}
-    return {"settings": s, "photos": len(records), "stages": stages, "ratios": ratios,
-            "total_seconds": time.perf_counter() - start}
+    return FinedeficsCostResult(spec=spec, photos=len(records), stages=stages, ratios=ratios,
+                                total_seconds=time.perf_counter() - start)
 
 
-__all__ = ["ARMS", "COST_PRESETS", "COST_RATIOS", "COST_STAGES", "SPLITS", "STAGE1_WEIGHTS", "bench_finedefics_cost",
+__all__ = ["ARMS", "COST_PRESETS", "COST_RATIOS", "COST_STAGES", "SPLITS", "STAGE1_WEIGHTS", "FinedeficsCostResult",
+           "FinedeficsCostSpec", "FinedeficsResult", "FinedeficsSpec", "bench_finedefics_cost",
            "bench_finedefics_evidence", "closed_set_accuracy", "figures", "open_set_accuracy", "plot_alignment",
            "seen_taxonomy", "summarize"]

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from taxonlens.bench import timed
+from taxonlens.bench.cells import figures_table, table
 from taxonlens.data.treeoflife import EMBEDDINGS_FILE, NAMES_FILE, TOL_REPOS, bioclip_name, write_treeoflife
 from taxonlens.errors import TaxonlensError
 from taxonlens.synthworld import SynthWorld, random_taxonomy
@@ -128,21 +131,62 @@ def _compare_rank(theirs, ours, files: Sequence[str], rank: str, top_k: int, bat
             "rank_step_speedup": their_step / our_step}
 
 
+@dataclass
+class PybioclipResult:
+    """What ``bench pybioclip`` measured.
+
+    Attributes:
+        species, images, arch, batch_size, top_k: what ran; labels: the labels taxonlens read
+            (distinct lineages); threads: torch threads.
+        pybioclip_load_s, taxonlens_load_s: loading each tool (model + labels);
+            pybioclip_compile_warmup_s: pybioclip's one-off ``torch.compile`` warm-up.
+        ranks: per rank ``pybioclip_s``, ``taxonlens_s``, ``speedup`` (pybioclip / taxonlens),
+            ``same_top_k`` (share of images whose top-k answers are the same taxa in the same
+            order) and ``max_abs_prob_diff`` (largest difference of a top-k probability); and
+            the rank step alone, from the same probabilities of all photos:
+            ``pybioclip_rank_step_s`` (its top-k, or its loop that sums species into lineages),
+            ``taxonlens_rank_step_s`` (marginals, consistent path, back-off, top-k) and
+            ``rank_step_speedup``.
+    """
+
+    species: int
+    labels: int
+    images: int
+    arch: str
+    threads: int
+    batch_size: int
+    top_k: int
+    pybioclip_load_s: float
+    taxonlens_load_s: float
+    pybioclip_compile_warmup_s: float
+    ranks: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    def render(self):
+        """The overall figures, then seconds, speed-ups and agreement per rank."""
+        from rich.console import Group
+
+        overall = figures_table("pybioclip vs taxonlens", {k: v for k, v in self.to_dict().items() if k != "ranks"})
+        out = table("per rank: seconds for all photos from their files, and for the rank step alone (same "
+                    "probabilities)", ("rank", "pybioclip s", "taxonlens s", "speed-up", "same top-5", "max |p diff|",
+                                       "rank step: pybioclip s", "taxonlens s", "speed-up"))
+        for rank, r in self.ranks.items():
+            out.add_row(rank, f"{r['pybioclip_s']:.2f}", f"{r['taxonlens_s']:.2f}", f"{r['speedup']:.1f}x",
+                        f"{100 * r['same_top_k']:.0f}%", f"{r['max_abs_prob_diff']:.1e}",
+                        f"{r['pybioclip_rank_step_s']:.3f}", f"{r['taxonlens_rank_step_s']:.3f}",
+                        f"{r['rank_step_speedup']:.0f}x")
+        return Group(overall, out)
+
+
 def bench_pybioclip(n_species: int = 100_000, n_images: int = 8, arch: str = "ViT-B-16", batch_size: int = 8,
                     top_k: int = 5, ranks: Sequence[str] = STANDARD_RANKS[::-1], seed: int = 0,
                     workdir: str | Path | None = None, compile_pybioclip: bool = True,
-                    progress: Callable[[str], None] | None = None) -> dict:
+                    progress: Callable[[str], None] | None = None) -> PybioclipResult:
     """Predict ``n_images`` photo files at each rank with pybioclip and with taxonlens (fp32,
-    same weights and labels, same process and threads) and compare.
-
-    Returns a dict with the settings, ``load_s`` of each tool (model + labels), pybioclip's
-    one-off ``torch.compile`` warm-up, and per rank: ``pybioclip_s``, ``taxonlens_s``,
-    ``speedup`` (pybioclip / taxonlens), ``same_top_k`` (share of images whose top-k answers
-    are the same taxa in the same order) and ``max_abs_prob_diff`` (largest difference of a
-    top-k probability); and the rank step alone, from the same probabilities of all photos:
-    ``pybioclip_rank_step_s`` (its top-k, or its loop that sums species into lineages),
-    ``taxonlens_rank_step_s`` (marginals, consistent path, back-off, top-k) and
-    ``rank_step_speedup``.
+    same weights and labels, same process and threads) and compare (see :class:`PybioclipResult`).
 
     Args:
         compile_pybioclip: leave pybioclip's ``torch.compile`` on (as its users run it); off,
@@ -178,14 +222,14 @@ def bench_pybioclip(n_species: int = 100_000, n_images: int = 8, arch: str = "Vi
             _, warmup = timed(lambda: theirs.predict(files[:1], Rank.SPECIES, k=1, batch_size=1,
                                                      callback=lambda *_: None))
             ours.predict([load_image(files[0])], top_k=1)
-            result: dict = {"species": n_species, "labels": ours.taxonomy.n_leaves, "images": n_images, "arch": arch,
-                            "threads": torch.get_num_threads(), "batch_size": batch_size, "top_k": top_k,
-                            "pybioclip_load_s": their_load, "taxonlens_load_s": our_load,
-                            "pybioclip_compile_warmup_s": warmup, "ranks": {}}
+            result = PybioclipResult(species=n_species, labels=ours.taxonomy.n_leaves, images=n_images, arch=arch,
+                                     threads=torch.get_num_threads(), batch_size=batch_size, top_k=top_k,
+                                     pybioclip_load_s=their_load, taxonlens_load_s=our_load,
+                                     pybioclip_compile_warmup_s=warmup)
             features = ours.encoder.encode_images(torch.stack([ours.encoder.preprocess(load_image(f)) for f in files]))
             for rank in ranks:
                 say(f"rank {rank}: both tools")
-                result["ranks"][rank] = _compare_rank(theirs, ours, files, rank, top_k, batch_size, features)
+                result.ranks[rank] = _compare_rank(theirs, ours, files, rank, top_k, batch_size, features)
         finally:
             hub_constants.HF_HUB_CACHE, hub_constants.HF_HUB_OFFLINE = saved
             torch._dynamo.config.disable = dynamo_was_disabled

@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from taxonlens.bench import bench_run, tiny_sft_config
+from taxonlens.bench import TinySFTSpec, WorldSpec, bench_run
+from taxonlens.bench.cells import figures_table, table
 from taxonlens.data import load_image, read_manifest
 from taxonlens.errors import TaxonlensError
 from taxonlens.evaluate.metrics import hierarchical_report
@@ -42,7 +45,6 @@ from taxonlens.predict import Recognizer
 from taxonlens.recognize.decode import TreeDecoder
 from taxonlens.recognize.rerank import LMMReranker, ranker_records
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
-from taxonlens.synthworld import SynthWorld, random_taxonomy
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
 from taxonlens.train.sft import check_records, train_sft
@@ -74,111 +76,162 @@ def top_k_recall(probs: torch.Tensor, truth: torch.Tensor, k: int) -> float:
     return 100.0 * (top == truth[:, None]).any(dim=1).float().mean().item()
 
 
+@dataclass
+class RarFigures:
+    """The figures of one arm, in percent: ``top1`` (argmax leaf accuracy), and ``hca``,
+    ``acc_leaf`` and ``per_rank`` (rank -> accuracy) of the exact consistent paths."""
+
+    top1: float
+    hca: float
+    acc_leaf: float
+    per_rank: dict[str, float]
+
+
 def score_probs(decoder: TreeDecoder, probs: torch.Tensor, truth: torch.Tensor,
-                truths: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """``top1`` (argmax leaf accuracy), and ``hca``, ``acc_leaf``, ``per_rank`` of the exact
-    consistent paths (:func:`hierarchical_report`), all in percent."""
+                truths: Sequence[Sequence[str]]) -> RarFigures:
+    """The :class:`RarFigures` of ``probs`` (the paths scored by :func:`hierarchical_report`)."""
     tax = decoder.taxonomy
     paths = [list(p.path) for p in decoder.decode(probs, "exact", top_k=1)]
     rep = hierarchical_report(truths, paths, range(tax.max_depth), tax)
-    return {"top1": 100.0 * (probs.argmax(dim=1) == truth).float().mean().item(), "hca": rep.hca,
-            "acc_leaf": rep.acc_leaf, "per_rank": {tax.ranks[k]: v for k, v in rep.per_level.items()}}
+    return RarFigures(top1=100.0 * (probs.argmax(dim=1) == truth).float().mean().item(), hca=rep.hca,
+                      acc_leaf=rep.acc_leaf, per_rank={tax.ranks[k]: v for k, v in rep.per_level.items()})
 
 
-def bench_rar_evidence(
-    n_species: int = 16,
-    images_per_species: int = 20,
-    size: int = 32,
-    nuisance: float = 0.2,
-    ks: Sequence[int] = RAR_KS,
-    encoder: str = "tiny-clip",
-    encoder_epochs: int = 30,
-    encoder_batch_size: int = 32,
-    encoder_lr: float = 1e-3,
-    model: str = "tiny-qwen2.5-vl",
-    epochs: int = 40,
-    batch_size: int = 4,
-    lr: float = 2e-3,
-    lora_alpha: float = 32.0,
-    threads: int | None = 1,
-    seed: int = 0,
-    workdir: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Encoder top-1 vs retrieve (top ``k``) + LMM rerank, on the test photos of seen species.
+@dataclass(frozen=True)
+class RarSpec:
+    """What ``bench rar`` runs.
 
-    Args:
-        n_species, images_per_species, size, nuisance: the synthworld (:meth:`SynthWorld.create`,
-            no novel species; taxonomy ``random_taxonomy(n_species, seed)``).
+    Attributes:
+        world: the synthworld (no novel species).
         ks: candidates per photo compared (each in 2..26); the ranker is trained on ``max(ks)``.
         encoder, encoder_epochs, encoder_batch_size, encoder_lr: the contrastive training
             (:class:`ContrastiveConfig`, taxonomic captions).
-        model, epochs, batch_size, lr, lora_alpha: the ranker's fine-tuning (:class:`SFTConfig`; the
-            rest as a random-weight tiny preset needs: names, no system prompt, ``language+head``).
+        ranker: the ranker's fine-tuning (seeded by the world's seed).
         threads: torch CPU threads during the run (``None``: as set).
+    """
+
+    world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=16, images_per_species=20, novel_fraction=0.0))
+    ks: tuple[int, ...] = RAR_KS
+    encoder: str = "tiny-clip"
+    encoder_epochs: int = 30
+    encoder_batch_size: int = 32
+    encoder_lr: float = 1e-3
+    ranker: TinySFTSpec = field(default_factory=partial(TinySFTSpec, epochs=40))
+    threads: int | None = 1
+
+
+@dataclass
+class RarResult:
+    """What ``bench rar`` measured on the test photos.
+
+    Attributes:
+        spec: what ran (``ks`` sorted).
+        world: species and records per split.
+        encoder_training, ranker_training: steps, seconds, first and last epoch loss, ...
+        seconds: per stage; total_seconds: the whole run.
+        n_test: test photos; chance: percent.
+        encoder: the encoder's figures; top_k_recall: ``{k: percent}``; rerank: ``{k: figures}``.
+    """
+
+    spec: RarSpec
+    world: dict[str, Any]
+    encoder_training: dict[str, Any]
+    ranker_training: dict[str, Any]
+    seconds: dict[str, float]
+    total_seconds: float
+    n_test: int
+    chance: float
+    encoder: RarFigures
+    top_k_recall: dict[int, float] = field(default_factory=dict)
+    rerank: dict[int, RarFigures] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    def render(self):
+        """The runs' sizes and costs, then top-1, HCA, leaf and per-rank accuracy per arm."""
+        from rich.console import Group
+
+        enc, ranker = self.encoder_training, self.ranker_training
+        sizes = figures_table(f"{self.spec.encoder} retrieves, {self.spec.ranker.model} reranks", {
+            "species": self.world["species"],
+            **{f"{split} records": n for split, n in self.world["records"].items()},
+            "encoder steps": enc["steps"],
+            "encoder first / last loss": f"{enc['first_loss']:.3f} / {enc['last_loss']:.3f}",
+            "ranker questions": ranker["questions"], "ranker steps": ranker["steps"],
+            "ranker first / last loss": f"{ranker['first_loss']:.3f} / {ranker['last_loss']:.3f}",
+            **{f"{stage.replace('_', ' ')} s": v for stage, v in self.seconds.items()},
+            "total s": self.total_seconds})
+        ranks = list(self.encoder.per_rank)
+        out = table(f"test photos ({self.n_test}; chance {self.chance:.1f}%), percent",
+                    ("answer", "top-k recall", "top-1", "HCA", "leaf", *ranks), left=("answer",), no_wrap=True)
+        arms = [("encoder top-1", "", self.encoder),
+                *((f"top-{n} + rerank", f"{self.top_k_recall[n]:.1f}", r) for n, r in self.rerank.items())]
+        for name, recall, r in arms:
+            out.add_row(name, recall, *(f"{getattr(r, f):.1f}" for f in FIGURES),
+                        *(f"{r.per_rank[rank]:.1f}" for rank in ranks))
+        return Group(sizes, out)
+
+
+def bench_rar_evidence(spec: RarSpec = RarSpec(), workdir: str | Path | None = None,
+                       progress: Callable[[str], None] | None = None) -> RarResult:
+    """Encoder top-1 vs retrieve (top ``k``) + LMM rerank, on the test photos of seen species.
+
+    Args:
         workdir: where the world and both models are written (a temporary folder if None).
         progress: called with a line at the start of each stage.
 
-    Returns:
-        ``settings``, ``world`` (species, records per split), ``encoder_training`` and
-        ``ranker_training`` (steps, seconds, first and last epoch loss, ...), ``seconds`` (per
-        stage), ``total_seconds``, ``n_test``, ``chance`` (percent), ``encoder`` (``top1``,
-        ``hca``, ``acc_leaf``, ``per_rank``), ``top_k_recall`` ``{k: percent}`` and ``rerank``
-        ``{k: figures as for encoder}``.
+    Raises:
+        TaxonlensError: a k outside 2..26, or more than the world's species.
     """
-    ks = sorted({int(k) for k in ks})
+    ks = tuple(sorted({int(k) for k in spec.ks}))
     if not ks or ks[0] < 2 or ks[-1] > 26:
-        raise TaxonlensError(f"rerank k must lie in 2..26, got {ks}")
-    if ks[-1] > n_species:
-        raise TaxonlensError(f"k = {ks[-1]} needs at least {ks[-1]} species, got {n_species}")
-    settings = {"n_species": n_species, "images_per_species": images_per_species, "size": size,
-                "nuisance": nuisance, "ks": ks, "encoder": encoder, "encoder_epochs": encoder_epochs,
-                "encoder_batch_size": encoder_batch_size, "encoder_lr": encoder_lr, "model": model,
-                "epochs": epochs, "batch_size": batch_size, "lr": lr, "lora_alpha": lora_alpha,
-                "threads": threads, "seed": seed}
+        raise TaxonlensError(f"rerank k must lie in 2..26, got {list(ks)}")
+    if ks[-1] > spec.world.n_species:
+        raise TaxonlensError(f"k = {ks[-1]} needs at least {ks[-1]} species, got {spec.world.n_species}")
     say = progress or (lambda _msg: None)
-    with bench_run(workdir, threads, "rar") as work:
-        return _run(settings, work, say)
+    with bench_run(workdir, spec.threads, "rar") as work:
+        return _run(replace(spec, ks=ks), work, say)
 
 
-def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def _run(s: RarSpec, work: Path, say: Callable[[str], None]) -> RarResult:
     start = time.perf_counter()
     seconds: dict[str, float] = {}
-    say(f"synthworld: {s['n_species']} species x {s['images_per_species']} photos")
+    say(f"synthworld: {s.world.n_species} species x {s.world.images_per_species} photos")
     tick = time.perf_counter()
-    world = SynthWorld.create(random_taxonomy(s["n_species"], s["seed"]), s["n_species"], s["images_per_species"],
-                              0.0, s["size"], s["seed"], s["nuisance"])
+    world = s.world.create()
     taxonomy: Taxonomy = world.taxonomy
     records = read_manifest(world.write(work / "world"), taxonomy)
     by_split = {split: [r for r in records if r.split == split] for split in ("train", "val", "test")}
     seconds["world"] = time.perf_counter() - tick
 
-    say(f"training {s['encoder']}: {len(by_split['train'])} photos x {s['encoder_epochs']} epochs")
+    say(f"training {s.encoder}: {len(by_split['train'])} photos x {s.encoder_epochs} epochs")
     tick = time.perf_counter()
-    config = ContrastiveConfig(encoder=s["encoder"], text_type="taxonomic", epochs=s["encoder_epochs"],
-                               batch_size=s["encoder_batch_size"], lr=s["encoder_lr"], seed=s["seed"],
-                               out=str(work / "encoder"), eval_every=0, threads=s["threads"])
+    config = ContrastiveConfig(encoder=s.encoder, text_type="taxonomic", epochs=s.encoder_epochs,
+                               batch_size=s.encoder_batch_size, lr=s.encoder_lr, seed=s.world.seed,
+                               out=str(work / "encoder"), eval_every=0, threads=s.threads)
     trained = train_contrastive(config, by_split["train"], taxonomy=taxonomy)
     seconds["encoder_training"] = time.perf_counter() - tick
     losses = [m["train_loss"] for m in trained.metrics if "train_loss" in m]
-    encoder_training = {"photos": len(by_split["train"]), "epochs": s["encoder_epochs"], "steps": trained.steps,
+    encoder_training = {"photos": len(by_split["train"]), "epochs": s.encoder_epochs, "steps": trained.steps,
                         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
     recognizer = Recognizer(trained.model, ZeroShotClassifier(trained.model, taxonomy), TreeDecoder(taxonomy))
 
-    max_k = s["ks"][-1]
+    max_k = s.ks[-1]
     say(f"ranker data: top-{max_k} candidates of {len(by_split['train'])} training photos")
     tick = time.perf_counter()
-    train_questions = ranker_records(recognizer, by_split["train"], k=max_k, seed=s["seed"])
+    train_questions = ranker_records(recognizer, by_split["train"], k=max_k, seed=s.world.seed)
     seconds["ranker_data"] = time.perf_counter() - tick
     ranks = [taxonomy.ranks[-1]]
 
-    say(f"fine-tuning {s['model']}: {len(train_questions)} questions x {s['epochs']} epochs")
+    say(f"fine-tuning {s.ranker.model}: {len(train_questions)} questions x {s.ranker.epochs} epochs")
     tick = time.perf_counter()
-    sft = tiny_sft_config(s, work / "ranker")
-    result = train_sft(sft, train_questions, images=None, ranks=ranks)
+    result = train_sft(s.ranker.config(work / "ranker", s.threads, s.world.seed), train_questions, images=None,
+                       ranks=ranks)
     seconds["ranker_training"] = time.perf_counter() - tick
     sft_losses = [m["train_loss"] for m in result.metrics]
-    ranker_training = {"questions": len(check_records(train_questions, ranks)), "epochs": s["epochs"],
+    ranker_training = {"questions": len(check_records(train_questions, ranks)), "epochs": s.ranker.epochs,
                        "steps": result.steps, "train_seconds": sum(m["train_seconds"] for m in result.metrics),
                        "first_loss": sft_losses[0], "last_loss": sft_losses[-1]}
 
@@ -190,23 +243,21 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
     truths = [list(r.path) for r in test]
     probs = encoder_probs(recognizer, images)
     encoder_figures = score_probs(recognizer.decoder, probs, truth, truths)
-    recall = {k: top_k_recall(probs, truth, k) for k in s["ks"]}
+    recall = {k: top_k_recall(probs, truth, k) for k in s.ks}
     seconds["encoder_test"] = time.perf_counter() - tick
 
-    reranked: dict[int, dict[str, Any]] = {}
-    for k in s["ks"]:
+    reranked: dict[int, RarFigures] = {}
+    for k in s.ks:
         say(f"reranking the top {k} of {len(test)} test photos")
         tick = time.perf_counter()
         reranker = LMMReranker(result.model, taxonomy, k=k, method="score", answer="name", system=None)
         reranked[k] = score_probs(recognizer.decoder, rerank_probs(reranker, images, probs), truth, truths)
         seconds[f"rerank_k{k}"] = time.perf_counter() - tick
-    return {"settings": s,
-            "world": {"species": taxonomy.n_leaves, "records": {k: len(v) for k, v in by_split.items()}},
-            "encoder_training": encoder_training, "ranker_training": ranker_training, "seconds": seconds,
-            "total_seconds": time.perf_counter() - start, "n_test": len(test),
-            "chance": 100.0 / taxonomy.n_leaves, "encoder": encoder_figures, "top_k_recall": recall,
-            "rerank": reranked}
+    return RarResult(spec=s, world={"species": taxonomy.n_leaves, "records": {k: len(v) for k, v in by_split.items()}},
+                     encoder_training=encoder_training, ranker_training=ranker_training, seconds=seconds,
+                     total_seconds=time.perf_counter() - start, n_test=len(test), chance=100.0 / taxonomy.n_leaves,
+                     encoder=encoder_figures, top_k_recall=recall, rerank=reranked)
 
 
-__all__ = ["FIGURES", "RAR_KS", "bench_rar_evidence", "encoder_probs", "rerank_probs", "score_probs",
+__all__ = ["FIGURES", "RAR_KS", "RarFigures", "RarResult", "RarSpec", "bench_rar_evidence", "encoder_probs", "rerank_probs", "score_probs",
            "top_k_recall"]

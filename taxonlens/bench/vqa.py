@@ -29,22 +29,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import nonmember
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from taxonlens.bench import bench_run, tiny_sft_config
+from taxonlens.bench import TinySFTSpec, WorldSpec, bench_run
+from taxonlens.bench.cells import FIGURES, answers_table, figure_cells, figures_table
 from taxonlens.choices import Choice
 from taxonlens.data import Record, VQARecord, read_manifest
 from taxonlens.data.vqa_build import build_vqa
 from taxonlens.models.mllm import LMM
 from taxonlens.recognize.vqa import blind_decode, consistent_decode, leakage
 from taxonlens.recognize.vqa_answer import answer_records, consistency_report
-from taxonlens.synthworld import SynthWorld, random_taxonomy
+from taxonlens.synthworld import SynthWorld
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.sft import check_records, image_loader, train_sft
 
@@ -58,8 +60,6 @@ class VQAMode(Choice):
 
 #: the answers compared, in table order
 DECODERS = ("independent", "consistent", "blind_control")
-#: the figures of each answer, as :func:`consistency_report` names them
-FIGURES = ("hca", "acc_leaf", "por", "s_por", "tor", "valid_path_pct")
 #: the answers the evidence benchmarks score from a model's option probabilities (``bench vqa``'s
 #: image-blind control is left out: it does not depend on the model)
 SCORED_DECODERS = ("independent", "consistent")
@@ -137,51 +137,88 @@ def vqa_figures(scores: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
             if s["all"]["n"] for decoder in SCORED_DECODERS for figure in FIGURES}
 
 
-def bench_vqa_evidence(
-    n_species: int = 8,
-    images_per_species: int = 15,
-    novel_fraction: float = 0.25,
-    size: int = 32,
-    nuisance: float = 0.2,
-    n_options: int = 4,
-    mode: str = "path",
-    model: str = "tiny-qwen2.5-vl",
-    epochs: int = 40,
-    batch_size: int = 4,
-    lr: float = 2e-3,
-    lora_alpha: float = 32.0,
-    threads: int | None = 1,
-    seed: int = 0,
-    workdir: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class VQASpec:
+    """What ``bench vqa`` runs.
+
+    Attributes:
+        world: the synthworld (its seed seeds the questions and the fine-tuning too).
+        n_options, mode: options per level and distractor mode of :func:`build_vqa`
+            (``path``: leakage-free, ``random``).
+        recipe: the fine-tuning.
+        threads: torch CPU threads during the run (``None``: as set).
+    """
+
+    world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=8, images_per_species=15, novel_fraction=0.25))
+    n_options: int = 4
+    mode: str = "path"
+    recipe: TinySFTSpec = field(default_factory=partial(TinySFTSpec, epochs=40))
+    threads: int | None = 1
+
+
+@dataclass
+class VQAResult:
+    """What ``bench vqa`` measured.
+
+    Attributes:
+        spec: what ran.
+        world: species, novel species (names), records per split.
+        training: questions, epochs, steps, seconds, first and last epoch loss.
+        answer_seconds, total_seconds: answering, the whole run.
+        splits: ``{"seen" | "novel": score_split(...)}``.
+    """
+
+    spec: VQASpec
+    world: dict[str, Any]
+    training: dict[str, Any]
+    answer_seconds: float
+    total_seconds: float
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    def render(self):
+        """The fine-tuning run, the answers per split and subset, and per split its question
+        accuracy and leakage."""
+        from rich.console import Group
+
+        training = self.training
+        run = figures_table(f"fine-tuning {self.spec.recipe.model} ({self.spec.mode} distractors)", {
+            "species (novel)": f"{self.world['species']} ({len(self.world['novel_species'])})",
+            **{f"{split} records": n for split, n in self.world["records"].items()},
+            "training questions": training["questions"], "epochs": training["epochs"], "steps": training["steps"],
+            "first / last epoch loss": f"{training['first_loss']:.3f} / {training['last_loss']:.3f}",
+            "training s": training["train_seconds"], "answering s": self.answer_seconds,
+            "total s": self.total_seconds})
+        answers = answers_table("answers per split and subset (percent)", ("species", "records", "n", "answers"), (
+            ((split, subset.replace("_", "-"), str(r[subset]["n"]), decoder.replace("_", " ")),
+             figure_cells(r[subset][decoder]))
+            for split, r in self.splits.items() for subset in ("all", "leakage_free")
+            for decoder in (DECODERS if r[subset]["n"] else ())), left=("species", "records", "answers"))
+        lines = [f"{split}: {r['questions']} questions, independent per-question accuracy "
+                 f"{r['question_acc']:.1f}% (chance {r['chance']:.1f}%); records answerable from the options "
+                 f"alone {r['leakage']['share_unique_pct']:.1f}%" for split, r in self.splits.items()]
+        return Group(run, answers, *lines)
+
+
+def bench_vqa_evidence(spec: VQASpec = VQASpec(), workdir: str | Path | None = None,
+                       progress: Callable[[str], None] | None = None) -> VQAResult:
     """Independent per-level answers vs consistent decoding vs the image-blind control, on the
     seen species' test photos (``seen``) and the novel species' photos (``novel``).
 
     Args:
-        n_species, images_per_species, novel_fraction, size, nuisance: the synthworld
-            (:meth:`SynthWorld.create`; taxonomy ``random_taxonomy(n_species, seed)``).
-        n_options, mode: options per level and distractor mode of :func:`build_vqa`
-            (``path``: leakage-free, ``random``).
-        model, epochs, batch_size, lr, lora_alpha: the fine-tuning (:class:`SFTConfig`; the rest
-            as a random-weight tiny preset needs: names, no system prompt, ``language+head``).
-        threads: torch CPU threads during the run (``None``: as set).
         workdir: where the world and the fine-tuned model are written (a temporary folder if None).
         progress: called with a line at the start of each stage.
 
-    Returns:
-        ``settings``, ``world`` (species, novel species, records per split), ``training``
-        (questions, epochs, steps, seconds, first and last epoch loss), ``answer_seconds``,
-        ``total_seconds`` and ``splits``: ``{"seen" | "novel": score_split(...)}``.
+    Raises:
+        TaxonlensError: an unknown distractor mode.
     """
-    VQAMode(mode)
-    settings = {"n_species": n_species, "images_per_species": images_per_species, "novel_fraction": novel_fraction,
-                "size": size, "nuisance": nuisance, "n_options": n_options, "mode": mode, "model": model,
-                "epochs": epochs, "batch_size": batch_size, "lr": lr, "lora_alpha": lora_alpha,
-                "threads": threads, "seed": seed}
+    VQAMode(spec.mode)
     say = progress or (lambda _msg: None)
-    with bench_run(workdir, threads, "vqa") as work:
-        return _run(settings, work, say)
+    with bench_run(workdir, spec.threads, "vqa") as work:
+        return _run(spec, work, say)
 
 
 @dataclass
@@ -211,12 +248,10 @@ class VQAWorld:
         return self.world.taxonomy
 
 
-def vqa_world(s: dict[str, Any], folder: Path) -> VQAWorld:
-    """The world of settings ``s`` (``n_species``, ``images_per_species``, ``novel_fraction``,
-    ``size``, ``nuisance``, ``seed``; taxonomy ``random_taxonomy(n_species, seed)``) written to
-    ``folder``, and its questions (``n_options``, ``mode``)."""
-    world = SynthWorld.create(random_taxonomy(s["n_species"], s["seed"]), s["n_species"], s["images_per_species"],
-                              s["novel_fraction"], s["size"], s["seed"], s["nuisance"])
+def vqa_world(spec: WorldSpec, n_options: int, mode: str, folder: Path) -> VQAWorld:
+    """The world of ``spec`` written to ``folder``, and its questions (``n_options`` per level,
+    distractor ``mode``, seeded by the world's seed)."""
+    world = spec.create()
     taxonomy = world.taxonomy
     manifest = world.write(folder)
     root = manifest.parent
@@ -226,9 +261,9 @@ def vqa_world(s: dict[str, Any], folder: Path) -> VQAWorld:
                for r in read_manifest(manifest, taxonomy)]
     by_split = {split: [r for r in records if r.split == split] for split in ("train", "val", "test", "novel")}
     seen_taxonomy = taxonomy.subset(i for i in range(taxonomy.n_leaves) if i not in world.novel)
-    train = build_vqa(by_split["train"], seen_taxonomy, s["n_options"], s["mode"], s["seed"])
-    asked = {"seen": build_vqa(by_split["test"], taxonomy, s["n_options"], s["mode"], s["seed"]),
-             "novel": build_vqa(by_split["novel"], taxonomy, s["n_options"], s["mode"], s["seed"])}
+    train = build_vqa(by_split["train"], seen_taxonomy, n_options, mode, spec.seed)
+    asked = {"seen": build_vqa(by_split["test"], taxonomy, n_options, mode, spec.seed),
+             "novel": build_vqa(by_split["novel"], taxonomy, n_options, mode, spec.seed)}
     cache: dict[str, Image.Image] = {}
     read = image_loader(root)
 
@@ -240,21 +275,21 @@ def vqa_world(s: dict[str, Any], folder: Path) -> VQAWorld:
     return VQAWorld(world, manifest, by_split, train, asked, load)
 
 
-def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def _run(s: VQASpec, work: Path, say: Callable[[str], None]) -> VQAResult:
     start = time.perf_counter()
-    say(f"synthworld: {s['n_species']} species x {s['images_per_species']} photos")
-    vw = vqa_world(s, work / "world")
+    say(f"synthworld: {s.world.n_species} species x {s.world.images_per_species} photos")
+    vw = vqa_world(s.world, s.n_options, s.mode, work / "world")
     world, taxonomy, train, asked, load = vw.world, vw.taxonomy, vw.train, vw.asked, vw.load
     by_split = {k: v for k, v in vw.records.items() if k != "val"}
     ranks = list(taxonomy.ranks)
-    config = tiny_sft_config(s, work / "sft")
+    config = s.recipe.config(work / "sft", s.threads, s.world.seed)
     n_questions = len(check_records(train, ranks))
-    say(f"fine-tuning {s['model']}: {n_questions} questions x {s['epochs']} epochs")
+    say(f"fine-tuning {s.recipe.model}: {n_questions} questions x {s.recipe.epochs} epochs")
     tick = time.perf_counter()
     result = train_sft(config, train, load, ranks)
     train_wall = time.perf_counter() - tick
     losses = [m["train_loss"] for m in result.metrics]
-    training = {"records": len(train), "questions": n_questions, "epochs": s["epochs"], "steps": result.steps,
+    training = {"records": len(train), "questions": n_questions, "epochs": s.recipe.epochs, "steps": result.steps,
                 "train_seconds": sum(m["train_seconds"] for m in result.metrics), "wall_seconds": train_wall,
                 "first_loss": losses[0], "last_loss": losses[-1]}
     splits: dict[str, Any] = {}
@@ -267,12 +302,11 @@ def _run(s: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str,
         splits[name] = score_split(recs, lps, taxonomy)
     answer_seconds = time.perf_counter() - tick
     novel = sorted(taxonomy.names[taxonomy.leaves[i]] for i in world.novel)
-    return {"settings": s,
-            "world": {"species": taxonomy.n_leaves, "novel_species": novel,
-                      "records": {k: len(v) for k, v in by_split.items()}},
-            "training": training, "answer_seconds": answer_seconds,
-            "total_seconds": time.perf_counter() - start, "splits": splits}
+    return VQAResult(spec=s, world={"species": taxonomy.n_leaves, "novel_species": novel,
+                                    "records": {k: len(v) for k, v in by_split.items()}},
+                     training=training, answer_seconds=answer_seconds, total_seconds=time.perf_counter() - start,
+                     splits=splits)
 
 
-__all__ = ["DECODERS", "FIGURES", "SCORED_DECODERS", "VQAMode", "VQAWorld", "bench_vqa_evidence", "decode_rows",
+__all__ = ["DECODERS", "FIGURES", "SCORED_DECODERS", "VQAMode", "VQAResult", "VQASpec", "VQAWorld", "bench_vqa_evidence", "decode_rows",
            "level_logprobs", "question_accuracy", "score_split", "vqa_figures", "vqa_scores", "vqa_world"]

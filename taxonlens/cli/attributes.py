@@ -7,16 +7,8 @@ from typing import Annotated
 
 import typer
 
-from taxonlens.cli.common import (
-    DeviceOpt,
-    OverwriteOpt,
-    SplitOpt,
-    console,
-    print_skipped,
-    progress_bar,
-    read_records,
-    table,
-)
+from taxonlens.bench.cells import table
+from taxonlens.cli.common import DeviceOpt, OverwriteOpt, SplitOpt, console, print_skipped, progress_bar, read_records
 from taxonlens.errors import TaxonlensError
 from taxonlens.knowledge.descriptions import DescriptionMethod
 from taxonlens.models.device import Device

@@ -1,17 +1,17 @@
-"""``taxonlens bench``: run a benchmark on this machine and print its figures (printing lives in
-:mod:`taxonlens.cli.render`)."""
+"""``taxonlens bench``: run a benchmark on this machine and print its figures (a benchmark's result
+renders itself; the micro-benchmarks' flat figures print as a two-column table)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from taxonlens.bench.vqa import VQAMode
-from taxonlens.cli import render
-from taxonlens.cli.common import print_figures, print_wide, say
+from taxonlens.cli.common import console, print_figures, print_wide, say
 from taxonlens.recognize.fewshot import FewShotMethod
 from taxonlens.tables import check_writable
 
@@ -123,11 +123,14 @@ def bench_rar(
     """RAR on synthworld with tiny models trained here: the encoder's top-1 vs retrieving its top k and
     reranking them with a LoRA-fine-tuned LMM, for each k: top-1, HCA, leaf and per-rank accuracy of the
     consistent path, and the encoder's top-k recall."""
-    from taxonlens.bench.rar import RAR_KS
+    from taxonlens.bench import TinySFTSpec, WorldSpec
+    from taxonlens.bench.rar import RAR_KS, RarSpec
     from taxonlens.bench.rar import bench_rar_evidence as run
 
-    render.print_rar(run(species, images_per_species, ks=tuple(k or RAR_KS), encoder_epochs=encoder_epochs,
-                         model=model, epochs=epochs, threads=threads or None, seed=seed, progress=say), model)
+    spec = RarSpec(world=WorldSpec(n_species=species, images_per_species=images_per_species, novel_fraction=0.0,
+                                   seed=seed), ks=tuple(k or RAR_KS), encoder_epochs=encoder_epochs,
+                   ranker=TinySFTSpec(model=model, epochs=epochs), threads=threads or None)
+    print_wide(run(spec, progress=say).render(), 100)
 
 
 @app.command("pybioclip")
@@ -144,7 +147,7 @@ def bench_pybioclip(
     from taxonlens.bench.pybioclip import bench_pybioclip as run
     from taxonlens.taxonomy.tree import STANDARD_RANKS
 
-    render.print_pybioclip(run(species, images, arch, batch, ranks=ranks or STANDARD_RANKS[::-1], progress=say))
+    print_wide(run(species, images, arch, batch, ranks=ranks or STANDARD_RANKS[::-1], progress=say).render(), 130)
 
 
 @app.command("vqa")
@@ -163,10 +166,14 @@ def bench_vqa(
     """Hierarchical VQA on synthworld after LoRA fine-tuning of a tiny LMM: independent per-level
     answers vs consistent decoding vs the image-blind control (HCA, leaf accuracy, POR, S-POR,
     TOR, valid paths), seen and novel species, all and leakage-free records."""
+    from taxonlens.bench import TinySFTSpec, WorldSpec
+    from taxonlens.bench.vqa import VQASpec
     from taxonlens.bench.vqa import bench_vqa_evidence as run
 
-    render.print_vqa(run(species, images_per_species, novel_fraction, n_options=options, mode=mode, model=model,
-                         epochs=epochs, threads=threads or None, seed=seed, progress=say), model, mode)
+    spec = VQASpec(world=WorldSpec(n_species=species, images_per_species=images_per_species,
+                                   novel_fraction=novel_fraction, seed=seed), n_options=options, mode=mode,
+                   recipe=TinySFTSpec(model=model, epochs=epochs), threads=threads or None)
+    print_wide(run(spec, progress=say).render(), 100)
 
 
 @app.command("tara")
@@ -183,15 +190,19 @@ def bench_tara(
     """SFT only vs + GRPO vs + GRPO + TARA on synthworld, same budget, several seeds: HCA, leaf
     accuracy, POR, S-POR and TOR (mean +- sd over seeds) of independent and consistent answers
     on seen and novel species."""
+    from taxonlens.bench import TinySFTSpec, WorldSpec
+    from taxonlens.bench.tara import TARASpec
     from taxonlens.bench.tara import bench_tara_evidence as run
 
     if out is not None:
         check_writable(out)  # before the run, not after it
-    result = run(species, images_per_species, model=model, sft_epochs=sft_epochs, rl_epochs=rl_epochs,
-                 seeds=tuple(range(seeds)), threads=threads or None, progress=say)
+    spec = TARASpec(world=WorldSpec(n_species=species, images_per_species=images_per_species),
+                    warm_start=TinySFTSpec(model=model, epochs=sft_epochs), rl_epochs=rl_epochs,
+                    seeds=tuple(range(seeds)), threads=threads or None)
+    result = run(spec, progress=say)
     if out is not None:
-        out.write_text(json.dumps(result, indent=1))
-    render.print_tara(result, seeds)
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+    print_wide(result.render(), 140)
 
 
 @app.command("finedefics")
@@ -217,20 +228,25 @@ def bench_finedefics(
     only; the three contrasts; all four terms) + Stage II. Species-level 4-option and open-set accuracy, HCA, leaf,
     POR, S-POR, TOR (mean +- sd over seeds) on seen and novel species, and image -> name alignment inside the LLM
     before and after Stage I, with a plot. --cost: what each stage costs per step."""
+    from taxonlens.bench import TinySFTSpec, WorldSpec
     from taxonlens.bench import finedefics as fd
 
     out.mkdir(parents=True, exist_ok=True)
     if cost:
-        result = fd.bench_finedefics_cost(n_species=species, images_per_species=images_per_species,
-                                          batch_size=batch_size, threads=threads or None, progress=say)
-        (out / "cost.json").write_text(json.dumps(result, indent=1))
-        render.print_finedefics_cost(result, batch_size, threads, out / "cost.json")
+        cost_result = fd.bench_finedefics_cost(fd.FinedeficsCostSpec(
+            world=WorldSpec(n_species=species, images_per_species=images_per_species, novel_fraction=0.0),
+            batch_size=batch_size, threads=threads or None), progress=say)
+        (out / "cost.json").write_text(json.dumps(cost_result.to_dict(), indent=1))
+        print_wide(cost_result.render(), 130)
+        console.print(f"written {out / 'cost.json'}; total {cost_result.total_seconds:.0f} s")
         return
-    result = fd.bench_finedefics_evidence(species, images_per_species, model=model, stage1_epochs=stage1_epochs,
-                                          stage2_epochs=stage2_epochs, batch_size=batch_size,
-                                          seeds=tuple(range(seeds)), threads=threads or None, out=out, progress=say)
-    (out / "result.json").write_text(json.dumps(result, indent=1))
-    render.print_finedefics(result, seeds, out / "result.json")
+    spec = fd.FinedeficsSpec(world=WorldSpec(n_species=species, images_per_species=images_per_species),
+                             recipe=TinySFTSpec(model=model, epochs=stage2_epochs, batch_size=batch_size),
+                             stage1_epochs=stage1_epochs, seeds=tuple(range(seeds)), threads=threads or None)
+    result = fd.bench_finedefics_evidence(spec, out=out, progress=say)
+    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    print_wide(result.render(), 120)
+    console.print(f"plot {result.plot}; result {out / 'result.json'}; total {result.total_seconds:.0f} s")
 
 
 @app.command("fewshot")
@@ -251,14 +267,47 @@ def bench_fewshot(
 ) -> None:
     """BioCLIP's Rare-Species protocol on synthworld's novel species: zero-, one- and five-shot
     accuracy per rank (mean +- sd over the draws of the shots), with an encoder trained here."""
+    from taxonlens.bench import WorldSpec
     from taxonlens.bench.fewshot import FewShotSpec
     from taxonlens.bench.fewshot import bench_fewshot as run
 
     if out is not None:
         check_writable(out)  # before the run, not after it
-    result = run(FewShotSpec(n_species=species, images_per_species=images_per_species, novel_fraction=novel_fraction,
-                             encoder_epochs=encoder_epochs, shots=tuple(shots or (1, 5)), method=method, seeds=seeds,
-                             threads=threads or None, seed=seed), progress=say)
+    world = WorldSpec(n_species=species, images_per_species=images_per_species, novel_fraction=novel_fraction,
+                      seed=seed)
+    result = run(FewShotSpec(world=world, encoder_epochs=encoder_epochs, shots=tuple(shots or (1, 5)), method=method,
+                             seeds=seeds, threads=threads or None), progress=say)
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=1))
     print_wide(result.render(), 120)
+
+
+@app.command("memory")
+def bench_memory(
+    batch: Annotated[int, typer.Option(help="Samples per GPU (the micro-batch).")] = 4,
+    text_tokens: Annotated[int, typer.Option(help="Sequence length: text tokens per sample (prompt and answer) of "
+                                                  "an LMM; CLIP's text tower always sees its context length.")] = 512,
+    gpus: Annotated[int, typer.Option(help="Data-parallel GPUs ZeRO partitions over.")] = 8,
+    models: Annotated[list[str] | None, typer.Option("--models", help="Models to estimate (repeat; default: all "
+                                                                      "published architectures known).")] = None,
+    check_presets: Annotated[bool, typer.Option(help="Check the activation formula on the tiny presets (a "
+                                                     "training forward each, on the CPU).")] = True,
+    out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
+) -> None:
+    """Real model sizes on paper: parameters counted on the meta device beside the published counts,
+    GPU memory of inference, LoRA and full fine-tuning per precision and ZeRO stage, and which GPU
+    sizes each run fits."""
+    from taxonlens.bench.memory import MemorySpec
+    from taxonlens.bench.memory import bench_memory as run
+
+    if out is not None:
+        check_writable(out)  # before the run, not after it
+    spec = MemorySpec(batch_size=batch, text_tokens=text_tokens, gpus=gpus)
+    if models:
+        spec = replace(spec, models=tuple(models))
+    if not check_presets:
+        spec = replace(spec, check_presets=())
+    result = run(spec)
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+    print_wide(result.render(), 160)

@@ -3,15 +3,15 @@ taxonomy or labelled photos, and printing figures and tables."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
+from taxonlens.bench.cells import figures_table
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.device import Device
 
@@ -76,25 +76,11 @@ def print_skipped(failures: Iterable[object]) -> None:
 
 
 def print_figures(title: str, figures: dict[str, float | int | str]) -> None:
-    """A two-column table of named figures (floats to 4 significant digits)."""
-    table = Table(title=title)
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for k, v in figures.items():
-        table.add_row(k, f"{v:,.4g}" if isinstance(v, float) else str(v))
-    console.print(table)
+    """A two-column table of named figures (:func:`~taxonlens.bench.cells.figures_table`)."""
+    console.print(figures_table(title, figures))
 
 
-def table(title: str, columns: Sequence[str], left: Collection[str] = (), no_wrap: bool = False) -> Table:
-    """A table whose ``left`` columns are left-justified (labels) and the others right-justified
-    (figures)."""
-    out = Table(title=title)
-    for col in columns:
-        out.add_column(col, justify="left" if col in left else "right", no_wrap=no_wrap)
-    return out
-
-
-def print_wide(out: Table, min_width: int) -> None:
+def print_wide(out: RenderableType, min_width: int) -> None:
     """Print ``out`` at least ``min_width`` columns wide: a log file or a narrow terminal would wrap
     its cells unreadably."""
     console.print(out, width=max(console.width, min_width))

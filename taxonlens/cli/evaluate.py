@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from taxonlens.cli.common import console, load_taxonomy, table
+from taxonlens.bench.cells import table
+from taxonlens.cli.common import console, load_taxonomy
 
 
 class OutputFormat(StrEnum):

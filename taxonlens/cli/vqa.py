@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from taxonlens.bench.cells import FIGURE_HEADERS, figure_cells, table
 from taxonlens.cli.common import (
     DeviceOpt,
     LabelsTaxonomyOpt,
@@ -21,9 +22,7 @@ from taxonlens.cli.common import (
     print_figures,
     progress_bar,
     read_records,
-    table,
 )
-from taxonlens.cli.render import FIGURE_HEADERS, figure_cells
 from taxonlens.data.vqa_build import DistractorMode
 from taxonlens.models.device import Device
 from taxonlens.recognize.answers import AnswerFormat

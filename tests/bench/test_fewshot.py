@@ -8,14 +8,15 @@ import json
 
 import pytest
 
+from taxonlens.bench import WorldSpec
 from taxonlens.bench.fewshot import FewShotSpec, bench_fewshot
 from taxonlens.errors import TaxonlensError
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    spec = FewShotSpec(n_species=12, images_per_species=8, novel_fraction=0.34, encoder_epochs=2, shots=(1, 5),
-                       seeds=3)
+    spec = FewShotSpec(world=WorldSpec(n_species=12, images_per_species=8, novel_fraction=0.34), encoder_epochs=2,
+                       shots=(1, 5), seeds=3)
     return bench_fewshot(spec, workdir=tmp_path_factory.mktemp("bench-fewshot"))
 
 
@@ -44,5 +45,5 @@ def test_bad_shots_fail_before_any_work(tmp_path):
     with pytest.raises(TaxonlensError, match="shots must be at least 1"):
         bench_fewshot(FewShotSpec(shots=(0,)), workdir=tmp_path)
     with pytest.raises(TaxonlensError, match="more than 8 photos per species"):
-        bench_fewshot(FewShotSpec(shots=(8,), images_per_species=8), workdir=tmp_path)
+        bench_fewshot(FewShotSpec(shots=(8,), world=WorldSpec(images_per_species=8)), workdir=tmp_path)
     assert not any(tmp_path.iterdir())

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from taxonlens.bench import TinySFTSpec, WorldSpec
 from taxonlens.bench import finedefics as fd
 from taxonlens.bench.tara import DECODERS
 from taxonlens.bench.vqa import FIGURES
@@ -23,15 +24,16 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.fil
 def evidence(tmp_path_factory):
     """5 species (1 novel) x 4 photos, 1 + 1 epochs, 2 seeds (about 10 s on one thread)."""
     out = tmp_path_factory.mktemp("bench-finedefics-out")
-    return fd.bench_finedefics_evidence(n_species=5, images_per_species=4, stage1_epochs=1, stage2_epochs=1,
-                                        seeds=(0, 1), workdir=tmp_path_factory.mktemp("bench-finedefics"), out=out)
+    spec = fd.FinedeficsSpec(world=WorldSpec(n_species=5, images_per_species=4), recipe=TinySFTSpec(epochs=1),
+                             stage1_epochs=1, seeds=(0, 1))
+    return fd.bench_finedefics_evidence(spec, workdir=tmp_path_factory.mktemp("bench-finedefics"), out=out)
 
 
 @pytest.fixture(scope="module")
 def cost(tmp_path_factory):
     """Every preset and stage on 8 photos at batch 2, one epoch (4 steps) each, a process each (about 15 s)."""
-    return fd.bench_finedefics_cost(n_species=4, images_per_species=4, batch_size=2,
-                                    workdir=tmp_path_factory.mktemp("bench-finedefics-cost"))
+    spec = fd.FinedeficsCostSpec(world=WorldSpec(n_species=4, images_per_species=4, novel_fraction=0.0), batch_size=2)
+    return fd.bench_finedefics_cost(spec, workdir=tmp_path_factory.mktemp("bench-finedefics-cost"))
 
 
 def _percent(x) -> bool:
@@ -39,8 +41,8 @@ def _percent(x) -> bool:
 
 
 def test_every_arm_of_every_seed_is_scored_in_percent_on_seen_and_novel_species(evidence):
-    assert set(evidence["runs"]) == {0, 1}
-    for run in evidence["runs"].values():
+    assert set(evidence.runs) == {0, 1}
+    for run in evidence.runs.values():
         assert set(run) == {"start", *fd.ARMS}
         assert set(run["start"]["alignment"]["before"]) == set(fd.SPLITS)
         for arm in fd.ARMS:
@@ -63,7 +65,7 @@ def test_every_arm_of_every_seed_is_scored_in_percent_on_seen_and_novel_species(
 
 
 def test_every_arm_takes_the_same_number_of_optimizer_steps(evidence):
-    for run in evidence["runs"].values():
+    for run in evidence.runs.values():
         assert len({run[arm]["steps"] for arm in fd.ARMS}) == 1 and run["finedefics"]["steps"] > 0
         assert "stage1" not in run["stage2_only"]
         for arm in fd.ARMS[1:]:
@@ -75,7 +77,7 @@ def test_every_arm_takes_the_same_number_of_optimizer_steps(evidence):
 
 
 def test_summary_is_the_mean_and_sample_spread_of_the_seeds(evidence):
-    runs, summary = evidence["runs"], evidence["summary"]
+    runs, summary = evidence.runs, evidence.summary
     keys = 0
     for arm in ("start", *fd.ARMS):
         per_seed = [fd.figures(run[arm]) for run in runs.values()]
@@ -95,7 +97,7 @@ def test_summary_is_the_mean_and_sample_spread_of_the_seeds(evidence):
 
 
 def test_the_alignment_plot_is_a_png(evidence):
-    path = evidence["plot"]
+    path = evidence.plot
     assert path.endswith("alignment.png")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -104,15 +106,15 @@ def test_the_alignment_plot_is_a_png(evidence):
 
 
 def test_cost_table_has_every_preset_and_stage_with_ratios_of_its_figures(cost):
-    assert cost["photos"] == 8 and set(cost["stages"]) == set(fd.COST_PRESETS)
-    for preset, stages in cost["stages"].items():
+    assert cost.photos == 8 and set(cost.stages) == set(fd.COST_PRESETS)
+    for preset, stages in cost.stages.items():
         assert set(stages) == set(fd.COST_STAGES)
         for r in stages.values():
             assert r["steps"] == 4 and len(r["step_seconds"]) == 4 and all(t > 0 for t in r["step_seconds"])
             assert r["seconds_per_step"] == pytest.approx(np.median(r["step_seconds"])) and r["seconds_per_step"] > 0
             assert r["peak_mb"] >= 0 and r["model_mb"] >= 0
         for a, b in fd.COST_RATIOS:
-            ratio = cost["ratios"][preset][f"{a}/{b}"]
+            ratio = cost.ratios[preset][f"{a}/{b}"]
             assert ratio["seconds_per_step"] == pytest.approx(stages[a]["seconds_per_step"] / stages[b]["seconds_per_step"])
             assert ratio["seconds_per_step"] > 0
             if stages[b]["peak_mb"]:

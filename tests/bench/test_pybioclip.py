@@ -27,9 +27,9 @@ def test_synthetic_lineages_have_the_real_file_s_quirks():
 def test_top_k_answers_and_probabilities_agree_at_every_rank(tmp_path):
     result = bench_pybioclip(n_species=3000, n_images=3, arch="tiny-clip-224", batch_size=2, top_k=5,
                              workdir=tmp_path, compile_pybioclip=False)
-    assert result["labels"] <= 3000 and set(result["ranks"]) == {"kingdom", "phylum", "class", "order", "family",
+    assert result.labels <= 3000 and set(result.ranks) == {"kingdom", "phylum", "class", "order", "family",
                                                                   "genus", "species"}
-    for rank, r in result["ranks"].items():
+    for rank, r in result.ranks.items():
         assert r["same_top_k"] == 1.0, rank
         assert r["max_abs_prob_diff"] < 1e-5, (rank, r["max_abs_prob_diff"])
         assert r["pybioclip_s"] > 0 and r["taxonlens_s"] > 0

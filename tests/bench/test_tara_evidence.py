@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from taxonlens.bench.tara import ARMS, DECODERS, bench_tara_evidence, summarize
+from taxonlens.bench import TinySFTSpec, WorldSpec
+from taxonlens.bench.tara import ARMS, DECODERS, TARASpec, bench_tara_evidence, summarize
 from taxonlens.bench.vqa import FIGURES
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
@@ -15,13 +16,14 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.fil
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    return bench_tara_evidence(n_species=4, images_per_species=5, sft_epochs=1, rl_epochs=1, bfm_epochs=1,
-                               seeds=(0, 1), workdir=tmp_path_factory.mktemp("bench-tara"))
+    spec = TARASpec(world=WorldSpec(n_species=4, images_per_species=5), warm_start=TinySFTSpec(epochs=1), rl_epochs=1,
+                    bfm_epochs=1, seeds=(0, 1))
+    return bench_tara_evidence(spec, workdir=tmp_path_factory.mktemp("bench-tara"))
 
 
 def test_every_arm_of_every_seed_is_scored_on_seen_and_novel_species(result):
-    assert set(result["runs"]) == {0, 1}
-    for run in result["runs"].values():
+    assert set(result.runs) == {0, 1}
+    for run in result.runs.values():
         assert set(run) == set(ARMS)
         for arm in ARMS:
             assert set(run[arm]["scores"]) == {"seen", "novel"}
@@ -36,7 +38,7 @@ def test_every_arm_of_every_seed_is_scored_on_seen_and_novel_species(result):
 
 
 def test_consistent_answers_are_always_valid_paths(result):
-    for arm, splits in result["summary"].items():
+    for arm, splits in result.summary.items():
         for split in splits.values():
             assert split["consistent"]["valid_path_pct"]["values"] == [100.0, 100.0], arm
 
@@ -46,10 +48,10 @@ def test_summary_is_the_mean_and_sample_spread_of_the_seeds(result):
         for split in ("seen", "novel"):
             for decoder in DECODERS:
                 for figure in FIGURES:
-                    values = [run[arm]["scores"][split]["all"][decoder][figure] for run in result["runs"].values()]
-                    cell = result["summary"][arm][split][decoder][figure]
+                    values = [run[arm]["scores"][split]["all"][decoder][figure] for run in result.runs.values()]
+                    cell = result.summary[arm][split][decoder][figure]
                     assert cell["values"] == values
                     assert cell["mean"] == pytest.approx(np.mean(values))
                     assert cell["sd"] == pytest.approx(np.std(values, ddof=1))
-    one = summarize({0: result["runs"][0]})
+    one = summarize({0: result.runs[0]})
     assert one["grpo"]["seen"]["independent"]["hca"]["sd"] == 0.0

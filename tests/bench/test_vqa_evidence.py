@@ -4,10 +4,13 @@ what ``leakage``/``blind_decode`` give, every figure a percentage); no timing as
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 
-from taxonlens.bench.vqa import DECODERS, FIGURES, bench_vqa_evidence, decode_rows, level_logprobs, score_split
+from taxonlens.bench import TinySFTSpec, WorldSpec
+from taxonlens.bench.vqa import DECODERS, FIGURES, VQASpec, bench_vqa_evidence, decode_rows, level_logprobs, score_split
 from taxonlens.data.vqa_build import build_vqa
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.mllm import load_lmm
@@ -21,20 +24,20 @@ pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`"),
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    return bench_vqa_evidence(n_species=4, images_per_species=5, novel_fraction=0.25, epochs=1,
-                              workdir=tmp_path_factory.mktemp("bench-vqa"))
+    spec = VQASpec(world=WorldSpec(n_species=4, images_per_species=5, novel_fraction=0.25), recipe=TinySFTSpec(epochs=1))
+    return bench_vqa_evidence(spec, workdir=tmp_path_factory.mktemp("bench-vqa"))
 
 
 def test_structure(result):
-    assert set(result) == {"settings", "world", "training", "answer_seconds", "total_seconds", "splits"}
-    assert result["settings"]["mode"] == "path" and result["world"]["species"] == 4
-    assert len(result["world"]["novel_species"]) == 1
-    assert result["world"]["records"] == {"train": 9, "test": 3, "novel": 5}
-    t = result["training"]
+    assert {f.name for f in fields(result)} == {"spec", "world", "training", "answer_seconds", "total_seconds", "splits"}
+    assert result.spec.mode == "path" and result.world["species"] == 4
+    assert len(result.world["novel_species"]) == 1
+    assert result.world["records"] == {"train": 9, "test": 3, "novel": 5}
+    t = result.training
     assert t["epochs"] == 1 and t["steps"] == -(-t["questions"] // 4) and t["train_seconds"] > 0
-    assert set(result["splits"]) == {"seen", "novel"}
-    for name, split in result["splits"].items():
-        assert split["records"] == result["world"]["records"]["test" if name == "seen" else "novel"]
+    assert set(result.splits) == {"seen", "novel"}
+    for name, split in result.splits.items():
+        assert split["records"] == result.world["records"]["test" if name == "seen" else "novel"]
         assert split["all"]["n"] == split["records"] and 0 <= split["leakage_free"]["n"] <= split["records"]
         for subset in ("all", "leakage_free"):
             if split[subset]["n"]:
@@ -44,7 +47,7 @@ def test_structure(result):
 
 
 def test_every_figure_is_a_percentage(result):
-    for split in result["splits"].values():
+    for split in result.splits.values():
         for key in ("question_acc", "chance"):
             assert 0 <= split[key] <= 100
         assert all(0 <= v <= 100 for v in split["leakage"].values())
@@ -55,7 +58,7 @@ def test_every_figure_is_a_percentage(result):
 
 
 def test_consistent_answers_are_valid_paths(result):
-    for split in result["splits"].values():
+    for split in result.splits.values():
         for subset in ("all", "leakage_free"):
             if split[subset]["n"]:
                 assert split[subset]["consistent"]["valid_path_pct"] == 100.0
@@ -91,4 +94,4 @@ def test_blind_control_is_what_leakage_and_blind_decode_give(small):
 
 def test_unknown_mode_is_refused():
     with pytest.raises(TaxonlensError, match="distractor mode"):
-        bench_vqa_evidence(mode="similar")
+        bench_vqa_evidence(VQASpec(mode="similar"))
