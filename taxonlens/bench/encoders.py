@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from taxonlens.bench import timed
-from taxonlens.models.encoders import load_encoder, resolve_precision
+from taxonlens.models.device import resolve_precision
+from taxonlens.models.encoders import load_encoder
 from taxonlens.predict import Recognizer
 from taxonlens.recognize.decode import TreeDecoder
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
