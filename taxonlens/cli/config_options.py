@@ -1,7 +1,8 @@
-"""Command-line options generated from a trainer's configuration dataclass.
+"""Command-line options generated from a settings dataclass: a trainer's configuration, or the
+recognizer options that ``predict``, ``calibrate`` and ``embed`` share.
 
-Every field of a configuration (:mod:`taxonlens.train.config` and the trainers' subclasses)
-carries its help in ``metadata={"help": ...}``; :func:`config_options` turns each field into a
+Every field of a configuration (:mod:`taxonlens.train.config` and the trainers' subclasses,
+:class:`~taxonlens.predict.recognizer.RecognizerOptions`) carries its help in ``metadata={"help": ...}``; :func:`config_options` turns each field into a
 typer option, so a setting and its help are written once, in the dataclass. A field
 ``batch_size: int = 8`` becomes ``--batch-size INTEGER`` (default 8), ``system: bool = True``
 becomes ``--system/--no-system``, ``threads: int | None`` an option that may be left out, and
@@ -30,7 +31,7 @@ C = TypeVar("C")
 
 #: option declarations of the fields whose option is not ``--field-name`` (``--x/--no-x`` for a bool)
 OPTION_NAMES: dict[str, str] = {"full_finetune": "--full/--lora"}
-#: string fields whose values are a closed set: the option offers exactly its members
+#: fields typed ``str`` whose values are a closed set: the option offers exactly its members
 CHOICES: dict[str, type[Choice]] = {"text_type": TextType, "eval_text_type": LabelTextType, "answer": AnswerFormat}
 #: the help section that lists the configuration options
 PANEL = "Training settings"
@@ -58,7 +59,7 @@ def option_type(field: Field[Any], hints: dict[str, Any]) -> Any:
     kinds = set(typing.get_args(hints[field.name])) or {hints[field.name]}
     optional = types.NoneType in kinds
     kinds.discard(types.NoneType)
-    if field.name in CHOICES:
+    if field.name in CHOICES and kinds == {str}:
         kinds = {CHOICES[field.name]}
     elif kinds == {str, Path}:
         kinds = {Path}
@@ -68,7 +69,8 @@ def option_type(field: Field[Any], hints: dict[str, Any]) -> Any:
     return kind | None if optional else kind
 
 
-def field_parameter(field: Field[Any], hints: dict[str, Any], required: bool) -> inspect.Parameter:
+def field_parameter(field: Field[Any], hints: dict[str, Any], required: bool, panel: str = PANEL
+                    ) -> inspect.Parameter:
     """The typer option of ``field``: a keyword-only parameter ``Annotated[type, typer.Option(help=...)]``
     whose default is the field's, unless ``required``."""
     kind = option_type(field, hints)
@@ -76,14 +78,15 @@ def field_parameter(field: Field[Any], hints: dict[str, Any], required: bool) ->
     default = inspect.Parameter.empty
     if not required:
         default = field.default
-        if field.name in CHOICES and default is not None:
-            default = CHOICES[field.name](default)
-    option = typer.Option(*decls, help=field.metadata["help"], rich_help_panel=PANEL)
+        if isinstance(kind, type) and issubclass(kind, Choice) and default is not None:
+            default = kind(default)
+    option = typer.Option(*decls, help=field.metadata["help"], rich_help_panel=panel)
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[kind, option])
 
 
-def config_parameters(configs: Collection[type], required: Collection[str]) -> list[inspect.Parameter]:
+def config_parameters(configs: Collection[type], required: Collection[str], panel: str = PANEL
+                      ) -> list[inspect.Parameter]:
     """The options of the fields of ``configs``, in field order, each field once (the first
     configuration's; a field the others declare differently is an error).
 
@@ -100,17 +103,18 @@ def config_parameters(configs: Collection[type], required: Collection[str]) -> l
             what = (hints[f.name], f.metadata["help"], inspect.Parameter.empty if f.name in required else f.default)
             if seen.setdefault(f.name, what) != what:
                 raise TypeError(f"{config.__name__}.{f.name} differs from the same field of another configuration")
-            params.setdefault(f.name, field_parameter(f, hints, f.name in required))
+            params.setdefault(f.name, field_parameter(f, hints, f.name in required, panel))
     if missing := set(required) - set(params):
         raise TypeError(f"required options {sorted(missing)} are no configuration fields")
     return list(params.values())
 
 
-def config_options(*configs: type, required: Collection[str] = ()) -> Callable[[F], F]:
+def config_options(*configs: type, required: Collection[str] = (), panel: str = PANEL) -> Callable[[F], F]:
     """Decorator of a typer command, placed under ``@app.command()``: one option per field of
     ``configs`` (the union of their fields; ``required`` ones without a default) takes the place of
     the command's ``settings`` parameter, which receives their parsed values as
-    :class:`ConfigValues` (``settings.build(SomeConfig)`` makes the configuration).
+    :class:`ConfigValues` (``settings.build(SomeConfig)`` makes the configuration); ``panel`` is
+    the heading of these options in ``--help``.
 
     Raises:
         TypeError: a command without ``settings``, an option that is also a parameter of the command,
@@ -118,7 +122,7 @@ def config_options(*configs: type, required: Collection[str] = ()) -> Callable[[
     """
     def decorate(command: F) -> F:
         own = inspect.signature(command, eval_str=True).parameters
-        generated = config_parameters(configs, required)
+        generated = config_parameters(configs, required, panel)
         if clash := {p.name for p in generated} & set(own):
             raise TypeError(f"{command.__name__}: parameters {sorted(clash)} are also configuration fields")
         if SETTINGS not in own:

@@ -10,7 +10,7 @@ files made with one recognizer (rows, thresholds) can be checked against another
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import nonmember
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,10 +21,14 @@ from PIL import Image
 from taxonlens.choices import Choice
 from taxonlens.data.treeoflife import LabelSet, hub_treeoflife, read_treeoflife, subset_leaves
 from taxonlens.errors import DataError
+from taxonlens.models.device import Device, Precision
 from taxonlens.models.encoders import Encoder, load_encoder
+from taxonlens.models.text import LabelTextType, PromptTemplates
 from taxonlens.predict.rows import prediction_row
-from taxonlens.recognize.decode import Prediction, TreeDecoder
-from taxonlens.recognize.zeroshot import PerRankClassifier, ZeroShotClassifier
+from taxonlens.recognize.answers import AnswerFormat
+from taxonlens.recognize.decode import DecodingMethod, Prediction, TreeDecoder
+from taxonlens.recognize.rerank import RerankMethod
+from taxonlens.recognize.zeroshot import Combine, PerRankClassifier, ZeroShotClassifier
 from taxonlens.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
@@ -123,6 +127,61 @@ def _is_treeoflife_names(path: Path) -> bool:
     with path.open(encoding="utf-8") as f:
         head = f.read(64).lstrip()
     return head.startswith("[")
+
+
+@dataclass(frozen=True)
+class RecognizerOptions:
+    """What :func:`build_recognizer` builds from, as ``predict``, ``calibrate`` and the
+    thresholds file name it: one set of options with one meaning (``precision`` is the model's
+    number format everywhere). Each field's help is the command line's."""
+
+    model: str = field(default="bioclip-2", metadata={
+        "help": "encoder: bioclip, bioclip-2, hf-hub:ORG/REPO, a model folder, an open_clip ARCH[:FILE|:TAG], or a "
+                "tiny preset"})
+    taxonomy: str | None = field(default=None, metadata={
+        "help": "label tree (.json/.csv/.tsv/.jsonl or a built-in name), or a TreeOfLife txt_emb_species.json; "
+                "default: the TreeOfLife labels of the model, as pybioclip"})
+    labels: Path | None = field(default=None, metadata={
+        "help": "plain labels, one per line, instead of a taxonomy"})
+    subset: str | None = field(default=None, metadata={
+        "help": "only these taxa: RANK=NAME[,NAME...] or a CSV whose first column is headed by a rank (as "
+                "pybioclip's --subset)"})
+    text_type: LabelTextType = field(default=LabelTextType.taxonomic, metadata={
+        "help": "label text embedded for each taxon"})
+    templates: PromptTemplates = field(default=PromptTemplates.photo, metadata={
+        "help": "photo (one caption) or openai (80 templates averaged)"})
+    method: DecodingMethod = field(default=DecodingMethod.exact, metadata={
+        "help": "exact (most probable leaf) or greedy (top-down)"})
+    scores: Scores = field(default=Scores.leaves, metadata={
+        "help": "leaves (each leaf's text scored) or per-rank (each rank's taxa embedded and scored on their own, "
+                "combined by --combine)"})
+    combine: Combine = field(default=Combine.fuse, metadata={
+        "help": "with --scores per-rank: fuse (product over ranks: the tree-fusion path) or leaves (mean of ranks "
+                "spread over the leaves)"})
+    precision: Precision = field(default=Precision.auto, metadata={
+        "help": "number format of the model: auto (bf16 on GPUs that support it, fp16 on older ones, on the CPU "
+                "bf16 where it is fast), fp32, bf16 or fp16"})
+    device: Device = field(default=Device.auto, metadata={
+        "help": "where the model runs: auto (a CUDA GPU, then Apple MPS, else the CPU), cpu, cuda or mps"})
+    memory: Path | None = field(default=None, metadata={
+        "help": "classify by nearest exemplars in a memory from `taxonlens index build` (instead of label text)"})
+    classifier: Path | None = field(default=None, metadata={
+        "help": "classify with a few-shot classifier from `taxonlens fewshot fit` (instead of label text)"})
+    rerank: str | None = field(default=None, metadata={
+        "help": "RAR: a multimodal LLM (preset, folder or hub name) that reranks the top --rerank-k candidates"})
+    rerank_k: int = field(default=5, metadata={"help": "candidates the LLM ranks"})
+    rerank_method: RerankMethod = field(default=RerankMethod.score, metadata={
+        "help": "score (option likelihoods) or generate (a ranked list)"})
+    rerank_answer: AnswerFormat = field(default=AnswerFormat.letter, metadata={
+        "help": "how the ranker answers: letter or name (as fine-tuned)"})
+    rerank_system: bool = field(default=True, metadata={
+        "help": "ask the ranker with the reference system prompt"})
+
+    def build(self, thresholds: dict[str, float] | None = None, cache_dir: str | Path | None = None,
+              progress: Callable[[int], None] | None = None) -> Recognizer:
+        """:func:`build_recognizer` with these options."""
+        return build_recognizer(**{f.name: getattr(self, f.name) for f in fields(self)}, thresholds=thresholds,
+                                cache_dir=cache_dir, progress=progress)
 
 
 def build_recognizer(
