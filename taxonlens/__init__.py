@@ -11,10 +11,8 @@ on first use (so ``import taxonlens`` is fast and does not import torch)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from taxonlens.errors import TaxonlensError
+from taxonlens.exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -48,13 +46,4 @@ __all__ = [  # the names of _LAZY, and two defined here
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'taxonlens' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # the next look-up is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

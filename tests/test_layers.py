@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "taxonlens"
 #: bottom first
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("textio", "journal", "resources", "choices"),  # choices: closed sets of string options (StrEnum)
+    ("textio", "journal", "resources", "choices", "exports"),  # choices: closed sets of string options (StrEnum)
     ("tables",),  # CSV / TSV / JSON lines / Parquet rows, read and written one way
     ("taxonomy", "models"),  # the tree; encoders and LMMs (presets, hub files)
     ("data",),  # records, manifests, image folders, VQA benchmarks, TreeOfLife label sets

@@ -89,6 +89,25 @@ def build_exemplar_memory(records: Sequence[Record], model: str | Encoder, out: 
     return memory
 
 
+def read_encoder_meta(directory: Path, meta_name: str, what: str, how: str, encoder: Encoder) -> dict:
+    """The JSON metadata file ``meta_name`` of a folder built from ``encoder``'s features (an exemplar
+    memory, a few-shot classifier): it names the encoder and its fingerprint.
+
+    Raises:
+        DataError: no such file (``what`` the folder is not; ``how`` to make one), or a folder made
+            with another encoder, precision or weights (features of different models do not compare).
+    """
+    meta_file = directory / meta_name
+    if not meta_file.is_file():
+        raise DataError(f"{directory} is not {what} (no {meta_name}); {how}")
+    meta = json.loads(meta_file.read_text())
+    if meta["fingerprint"] != encoder.fingerprint():
+        raise DataError(f"{directory} was built with encoder {meta['encoder']!r} at another precision or "
+                        "with other weights; use that --model and --precision (features of different "
+                        "models do not compare)")
+    return meta
+
+
 class MemoryClassifier:
     """Leaf probabilities from the ``k`` best classes retrieved in an exemplar memory: a softmax of
     their best cosine similarities times the encoder's logit scale; other leaves get 0.
@@ -108,15 +127,8 @@ class MemoryClassifier:
             DataError: not a memory folder, or one built by another encoder.
         """
         directory = Path(directory)
-        meta_file = directory / EXEMPLARS_FILE
-        if not meta_file.is_file():
-            raise DataError(f"{directory} is not an exemplar memory (no {EXEMPLARS_FILE}); "
-                            "build one with `taxonlens index build`")
-        meta = json.loads(meta_file.read_text())
-        if meta["fingerprint"] != encoder.fingerprint():
-            raise DataError(f"{directory} was built with encoder {meta['encoder']!r} at another precision or "
-                            "with other weights; use that --model and --precision (embeddings of different "
-                            "models do not compare)")
+        read_encoder_meta(directory, EXEMPLARS_FILE, "an exemplar memory", "build one with `taxonlens index build`",
+                          encoder)
         taxonomy = load_taxonomy(directory / TAXONOMY_FILE, allow_homonyms=True)
         return cls(VectorMemory.load(directory), taxonomy, encoder.logit_scale, k), taxonomy
 

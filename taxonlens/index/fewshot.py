@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from taxonlens.data import Record
 from taxonlens.data.records import record_leaves
 from taxonlens.errors import DataError
-from taxonlens.index.exemplars import encode_records
+from taxonlens.index.exemplars import encode_records, read_encoder_meta
 from taxonlens.models.encoders import Encoder
 from taxonlens.recognize.fewshot import _FewShotClassifier, classifier_class, sample_shots
 from taxonlens.taxonomy import Taxonomy, load_taxonomy, save_taxonomy
@@ -78,15 +78,9 @@ def load_fewshot(directory: str | Path, encoder: Encoder) -> tuple[_FewShotClass
         DataError: not a classifier folder, or one fitted on another encoder's features.
     """
     directory = Path(directory)
-    meta_file = directory / META_FILE
-    if not meta_file.is_file():
-        raise DataError(f"{directory} is not a few-shot classifier (no {META_FILE}); fit one with "
-                        "`taxonlens fewshot fit`")
-    meta = json.loads(meta_file.read_text())
-    if meta["fingerprint"] != encoder.fingerprint():
-        raise DataError(f"{directory} was fitted on the features of encoder {meta['encoder']!r} at another precision "
-                        "or with other weights; use that --model and --precision")
-    digest = hashlib.sha256(meta_file.read_bytes())
+    meta = read_encoder_meta(directory, META_FILE, "a few-shot classifier", "fit one with `taxonlens fewshot fit`",
+                             encoder)
+    digest = hashlib.sha256((directory / META_FILE).read_bytes())
     digest.update((directory / TENSORS_FILE).read_bytes())
     clf = classifier_class(meta["method"]).from_state(meta["params"], load_file(directory / TENSORS_FILE))
     return clf, load_taxonomy(directory / TAXONOMY_FILE, allow_homonyms=True), digest.hexdigest()[:16]

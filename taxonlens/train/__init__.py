@@ -9,8 +9,7 @@ open_clip, which takes seconds).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from taxonlens.exports import lazy_exports
 
 #: public name -> the module that defines it
 _LAZY = {
@@ -100,13 +99,4 @@ __all__ = [  # the names of _LAZY
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'taxonlens.train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # the next look-up is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
