@@ -8,8 +8,11 @@ status 2; no traceback.
 
 from __future__ import annotations
 
+import re
+
 import typer
 
+from taxonlens.choices import Choice
 from taxonlens.cli import (
     attributes,
     bench,
@@ -24,7 +27,7 @@ from taxonlens.cli import (
     vqa,
 )
 from taxonlens.cli.common import err_console
-from taxonlens.errors import TaxonlensError
+from taxonlens.errors import ChoiceError, TaxonlensError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Recognise organisms across the tree of life with consistent taxonomy paths.")
@@ -63,8 +66,32 @@ def main() -> None:
 
 def usage_message(error: typer.TyperException) -> str:
     """The one-line message of a usage error, without the "Value error, " that typer's pydantic
-    coercion puts before a rejected choice."""
-    return " ".join(error.format_message().replace(": Value error, ", ": ").split())
+    coercion puts before a rejected choice; a rejected choice whose set says why that value is not
+    in it (``--text-type mixed`` for labels: mixed is for training) gets that reason appended."""
+    message = " ".join(error.format_message().replace(": Value error, ", ": ").split())
+    rejected = _REJECTED.search(message)
+    if rejected:
+        value, offered = rejected.group(1), set(re.findall(r"'([^']*)'", rejected.group(2)))
+        for kind in _choice_sets():
+            if {str(m) for m in kind} == offered and kind._missing_.__func__ is not Choice._missing_.__func__:
+                try:
+                    kind(value)
+                except ChoiceError as e:
+                    return f"{message.rstrip('.')}: {str(e).split(': ', 1)[-1]}"
+    return message
+
+
+_REJECTED = re.compile(r"'([^']*)' is not one of (.*)$")
+
+
+def _choice_sets() -> list[type[Choice]]:
+    """Every :class:`Choice` subclass defined so far."""
+    found, todo = [], [Choice]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return found
 
 
 __all__ = ["app", "main"]

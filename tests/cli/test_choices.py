@@ -56,6 +56,7 @@ def test_text_type_mixed_is_for_training_only(monkeypatch, capsys):
         main()
     err = capsys.readouterr().err
     assert info.value.code == 2 and "'mixed' is not one of 'taxonomic', 'scientific'" in err
+    assert "mixed is for training; label embeddings need a fixed text type" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize(("argv", "message"), [
