@@ -284,5 +284,5 @@ def test_unknown_name_and_precision():
     with pytest.raises(TaxonlensError, match="unknown encoder 'no-such-model'.*tiny-clip") as info:
         load_encoder("no-such-model")
     assert not isinstance(info.value, EncoderWeightsError)
-    with pytest.raises(TaxonlensError, match="unknown precision 'fp16'"):
-        load_encoder("tiny-clip", precision="fp16")
+    with pytest.raises(TaxonlensError, match="unknown precision 'fp8'"):  # fp16 is a precision (GPUs)
+        load_encoder("tiny-clip", precision="fp8")
