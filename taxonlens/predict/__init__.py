@@ -8,7 +8,7 @@ into a resumable table, and back-off thresholds calibrated on labelled photos.
 """
 
 from taxonlens.predict.files import OUTPUT_FORMATS, expand_inputs, predict_files
-from taxonlens.predict.recognizer import Recognizer, build_recognizer, plain_labels
+from taxonlens.predict.recognizer import Recognizer, RecognizerOptions, build_recognizer, plain_labels
 from taxonlens.predict.rows import prediction_row
 from taxonlens.predict.thresholds import Calibration, calibrate_thresholds, read_thresholds, write_thresholds
 
@@ -16,6 +16,7 @@ __all__ = [
     "OUTPUT_FORMATS",
     "Calibration",
     "Recognizer",
+    "RecognizerOptions",
     "build_recognizer",
     "calibrate_thresholds",
     "expand_inputs",
