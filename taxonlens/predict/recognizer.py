@@ -238,30 +238,48 @@ def build_recognizer(
     Raises:
         TaxonlensError: an unknown model, taxonomy or option, missing weights or label files, a bad subset.
     """
-    from taxonlens.data import taxonomy_or_benchmark
-
     if sum(x is not None for x in (taxonomy, labels, memory, classifier)) > 1:
         raise DataError("give one of a taxonomy, a labels file, a memory or a classifier")
     scores = Scores(scores)
     if scores == Scores.per_rank and (memory is not None or classifier is not None):
         raise DataError("--scores per-rank embeds label text; it does not apply to a memory or a classifier")
     encoder = load_encoder(model, precision=precision, device=device)
-    label_set: LabelSet | None = None
     if memory is not None or classifier is not None:
         if subset:
             raise DataError("--subset applies to label sets, not to an exemplar memory or a classifier")
-        if memory is not None:
-            from taxonlens.index.exemplars import MemoryClassifier
+        clf, tax, described = _image_classifier(encoder, memory, classifier, rerank_k)
+        common: dict[int, str] = {}
+    else:
+        clf, tax, common, described = _text_classifier(encoder, model, taxonomy, labels, subset, text_type, templates,
+                                                       scores, combine, cache_dir, progress)
+    return Recognizer(encoder, clf, TreeDecoder(tax, thresholds), method, common,
+                      _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system, device), described)
 
-            clf, tax = MemoryClassifier.load(memory, encoder, k=max(rerank_k, 10))
-            described = {"memory": str(Path(memory).resolve())}
-        else:
-            from taxonlens.index.fewshot import load_fewshot
 
-            clf, tax, fingerprint = load_fewshot(classifier, encoder)
-            described = {"classifier": fingerprint}
-        return Recognizer(encoder, clf, TreeDecoder(tax, thresholds), method, {},
-                          _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system, device), described)
+def _image_classifier(encoder: Encoder, memory: str | Path | None, classifier: str | Path | None, rerank_k: int
+                      ) -> tuple[object, Taxonomy, dict]:
+    """The classifier of an exemplar memory or a few-shot classifier folder, its tree, and what
+    identifies it (for :attr:`Recognizer.labels`)."""
+    if memory is not None:
+        from taxonlens.index.exemplars import MemoryClassifier
+
+        clf, tax = MemoryClassifier.load(memory, encoder, k=max(rerank_k, 10))
+        return clf, tax, {"memory": str(Path(memory).resolve())}
+    from taxonlens.index.fewshot import load_fewshot
+
+    clf, tax, fingerprint = load_fewshot(classifier, encoder)
+    return clf, tax, {"classifier": fingerprint}
+
+
+def _text_classifier(encoder: Encoder, model: str, taxonomy: str | Path | Taxonomy | None, labels: str | Path | None,
+                     subset: str | None, text_type: str, templates: str, scores: str, combine: str,
+                     cache_dir: str | Path | None, progress: Callable[[int], None] | None
+                     ) -> tuple[object, Taxonomy, dict[int, str], dict]:
+    """The zero-shot classifier of a label source (see :func:`build_recognizer`), its tree, its
+    common names and what identifies it (for :attr:`Recognizer.labels`)."""
+    from taxonlens.data import taxonomy_or_benchmark
+
+    label_set: LabelSet | None = None
     if labels is not None:
         tax = plain_labels(labels)
     elif isinstance(taxonomy, Taxonomy):
@@ -273,28 +291,22 @@ def build_recognizer(
     else:
         tax = taxonomy_or_benchmark(taxonomy, allow_homonyms=True)
     if label_set is not None:
-        if scores != "leaves":
+        if scores != Scores.leaves:
             raise DataError("TreeOfLife labels hold species embeddings only; --scores per-rank needs a taxonomy")
         if label_set.embeddings.shape[1] != encoder.embed_dim:
             raise DataError(f"the label embeddings have {label_set.embeddings.shape[1]} dimensions, the model "
                             f"{model!r} {encoder.embed_dim}: they belong to another model")
         if subset:
             label_set = label_set.subset(subset_leaves(label_set.taxonomy, subset))
-        clf = ZeroShotClassifier.from_labels(encoder, label_set)
-        tax, common = label_set.taxonomy, label_set.common_names
-        described = {"embeddings": label_set.fingerprint}
-    else:
-        if subset:
-            tax = tax.subset(subset_leaves(tax, subset))
-        if scores == "leaves":
-            clf = ZeroShotClassifier(encoder, tax, None, text_type, templates, cache_dir=cache_dir, progress=progress)
-        else:
-            clf = PerRankClassifier(encoder, tax, text_type, templates, combine, cache_dir=cache_dir)
-        common = {}
-        described = {"text_type": text_type, "templates": templates, "scores": scores,
-                     **({"combine": combine} if scores == "per-rank" else {})}
-    return Recognizer(encoder, clf, TreeDecoder(tax, thresholds), method, common,
-                      _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system, device), described)
+        return (ZeroShotClassifier.from_labels(encoder, label_set), label_set.taxonomy, label_set.common_names,
+                {"embeddings": label_set.fingerprint})
+    if subset:
+        tax = tax.subset(subset_leaves(tax, subset))
+    if scores == Scores.leaves:
+        clf = ZeroShotClassifier(encoder, tax, None, text_type, templates, cache_dir=cache_dir, progress=progress)
+        return clf, tax, {}, {"text_type": text_type, "templates": templates, "scores": scores}
+    clf = PerRankClassifier(encoder, tax, text_type, templates, combine, cache_dir=cache_dir)
+    return clf, tax, {}, {"text_type": text_type, "templates": templates, "scores": scores, "combine": combine}
 
 
 def _reranker(model: str | None, taxonomy: Taxonomy, k: int, method: str, answer: str,
@@ -305,4 +317,5 @@ def _reranker(model: str | None, taxonomy: Taxonomy, k: int, method: str, answer
     from taxonlens.recognize.answers import SYSTEM_PROMPT
     from taxonlens.recognize.rerank import LMMReranker
 
-    return LMMReranker(load_lmm(model, device=device), taxonomy, k, method, answer=answer, system=SYSTEM_PROMPT if system else None)
+    return LMMReranker(load_lmm(model, device=device), taxonomy, k, method, answer=answer,
+                       system=SYSTEM_PROMPT if system else None)
