@@ -83,6 +83,13 @@ def run_file(out: str | Path) -> Path:
     return out.with_name(out.name + ".run.json")
 
 
+def differing_settings(recorded: Mapping[str, object], settings: Mapping[str, object]) -> list[str]:
+    """The names whose values differ between settings recorded in a file and ``settings`` (as
+    they would be written: tuples and lists compare alike), in order of first appearance."""
+    now = json.loads(json.dumps(settings))
+    return [k for k in dict.fromkeys([*recorded, *now]) if recorded.get(k) != now.get(k)]
+
+
 def claim_run(out: str | Path, settings: Mapping[str, object], overwrite: bool = False,
               companions: Sequence[Path] = ()) -> None:
     """Make ``out`` the output of a run with ``settings``, before any row is written.
@@ -111,7 +118,7 @@ def claim_run(out: str | Path, settings: Mapping[str, object], overwrite: bool =
             saved = json.loads(record.read_text(encoding="utf-8"))["settings"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DataError(f"{record}: unreadable run settings ({e}); pass --overwrite or another --out") from None
-        differ = [k for k in dict.fromkeys([*saved, *settings]) if saved.get(k) != settings.get(k)]
+        differ = differing_settings(saved, settings)
         if differ:
             raise DataError(f"{out} was written with another {', '.join(differ)}; pass --overwrite or another --out")
     tmp = record.with_name(f".{record.name}.tmp")

@@ -60,12 +60,12 @@ def predict(
 ) -> None:
     """Name the organism in each photo: a consistent taxonomy path, a confidence per rank, the rank
     reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal."""
-    from taxonlens.predict import OUTPUT_FORMATS, expand_inputs, predict_files, read_thresholds
-    from taxonlens.tables import check_writable, table_format
+    from taxonlens.predict import expand_inputs, predict_files, read_thresholds
+    from taxonlens.predict.files import check_output
 
     options = settings.build(RecognizerOptions)
     _check_counts(top_k=top_k, batch_size=batch_size, rerank_k=options.rerank_k)
-    table_format(check_writable(out), "output", OUTPUT_FORMATS)
+    check_output(out)
     if thresholds is not None:
         read_thresholds(thresholds)  # a malformed file fails before the model loads
     files = expand_inputs(paths)
@@ -152,12 +152,12 @@ def embed(
     """One unit image embedding per photo, for your own analyses or `index build --embeddings`.
     Unreadable files are listed, and written as rows with an error."""
     from taxonlens.models.encoders import load_encoder
-    from taxonlens.predict import OUTPUT_FORMATS, expand_inputs
+    from taxonlens.predict import expand_inputs
     from taxonlens.predict.embed import embed_files
-    from taxonlens.tables import check_writable, table_format
+    from taxonlens.predict.files import check_output
 
     _check_counts(batch_size=batch_size)
-    table_format(check_writable(out), "output", OUTPUT_FORMATS)
+    check_output(out)
     files = expand_inputs(paths)
     encoder = load_encoder(model, precision=precision, device=device)
     with progress_bar() as bar:

@@ -20,8 +20,8 @@ from PIL import Image
 from taxonlens.errors import ImageError
 from taxonlens.index.embeddings import COLUMNS, embedding_row
 from taxonlens.models.encoders import Encoder
-from taxonlens.predict.files import OUTPUT_FORMATS, journal_photos
-from taxonlens.tables import check_writable, table_format, write_table
+from taxonlens.predict.files import check_output, journal_photos
+from taxonlens.tables import write_table
 
 
 def embed_files(encoder: Encoder, paths: Sequence[str], out: str | Path, batch_size: int = 32,
@@ -35,8 +35,7 @@ def embed_files(encoder: Encoder, paths: Sequence[str], out: str | Path, batch_s
     Raises:
         DataError: an unknown format, an unwritable ``out``, or ``out`` written by another encoder.
     """
-    out = check_writable(out)
-    table_format(out, "output", OUTPUT_FORMATS)
+    out = check_output(out)
     model = encoder.fingerprint()
 
     def work(names: list[str], images: list[Image.Image]) -> list[dict]:

@@ -51,6 +51,18 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[str]:
     return files
 
 
+def check_output(out: str | Path) -> Path:
+    """``out`` when a table of photo rows can be written there (its folder exists and is writable,
+    its suffix is one of :data:`OUTPUT_FORMATS`): commands check it before any model loads.
+
+    Raises:
+        DataError: what is wrong with ``out``.
+    """
+    out = check_writable(out)
+    table_format(out, "output", OUTPUT_FORMATS)
+    return out
+
+
 def photo_key(path: str | Path) -> list:
     """``[resolved path, size, modification time in ns]`` of a photo file (size and time ``None``
     when it cannot be read): what tells one photo from another across runs."""
@@ -160,8 +172,7 @@ def predict_files(
     Raises:
         DataError: an unknown format, an unwritable ``out``, or ``out`` written with other settings.
     """
-    out = check_writable(out)
-    table_format(out, "output", OUTPUT_FORMATS)
+    out = check_output(out)
     output_format = RowFormat(output_format)
 
     def work(names: list[str], images: list[Image.Image]) -> list[dict]:

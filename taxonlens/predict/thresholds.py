@@ -21,12 +21,11 @@ import torch
 
 from taxonlens.data.images import load_image
 from taxonlens.errors import DataError, ImageError
+from taxonlens.journal import differing_settings
 from taxonlens.predict.recognizer import Recognizer
 from taxonlens.tables import check_writable
 
 FORMAT = "taxonlens-thresholds/1"
-RECOGNIZER_KEYS = ("model", "taxonomy", "labels", "method", "rerank")
-"""The recognizer settings thresholds depend on: all of them."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ def write_thresholds(calibration: Calibration, recognizer: Recognizer, out: str 
            "never_trusted": [r for r, t in thresholds.items() if t is None],
            "precision_target": calibration.targets,
            "n_photos": calibration.n_photos,
-           "recognizer": {k: recognizer.settings[k] for k in RECOGNIZER_KEYS},
+           "recognizer": recognizer.settings,  # thresholds depend on all of them
            "reliability": calibration.reliability}
     _plot_reliability(calibration, reliability_plot_path(out))
     tmp = out.with_name(f".{out.name}.tmp")
@@ -187,8 +186,7 @@ def read_thresholds(path: str | Path, recognizer: Recognizer | None = None) -> d
         raise DataError(f"thresholds file {path}: expected the JSON written by `taxonlens calibrate`, or an "
                         "object {rank: minimum confidence}")
     if calibrated and recognizer is not None:
-        made, now = doc.get("recognizer", {}), recognizer.settings
-        differ = [k for k in RECOGNIZER_KEYS if made.get(k) != json.loads(json.dumps(now[k]))]
+        differ = differing_settings(doc.get("recognizer", {}), recognizer.settings)
         if differ:
             raise DataError(f"{path} was calibrated with another {', '.join(differ)}; calibrate again with the "
                             "options you predict with")
