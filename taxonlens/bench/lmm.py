@@ -12,11 +12,15 @@ from taxonlens.train.checkpoint import torch_threads
 
 
 def bench_answering(model: str = "tiny-qwen2.5-vl", n_questions: int = 64, n_options: int = 4, batch: int = 16,
-                    max_new_tokens: int = 5, threads: int | None = 1, seed: int = 0) -> dict[str, float | int | str]:
+                    max_new_tokens: int = 5, threads: int | None = 1, seed: int = 0, precision: str = "fp32",
+                    device: str = "cpu") -> dict[str, float | int | str]:
     """Questions per second of ``generate`` (greedy, ``max_new_tokens``, the reference protocol) and
     of letter ``score`` (one batched forward pass over question x option), on synthworld photos
-    at 112 px, best of 2 after a warm-up; ``threads`` torch threads during the run (None: as set)."""
-    lmm = load_lmm(model, seed=seed)
+    at 112 px, best of 2 after a warm-up; ``threads`` torch threads during the run (None: as set).
+
+    ``model`` may be a ``random:NAME`` architecture (``random:qwen2.5-vl-130m``): at a real width
+    the model's arithmetic, not Python, sets the ratio."""
+    lmm = load_lmm(model, precision, seed, device)
     tax = random_taxonomy(max(n_questions, n_options), seed=seed)
     world = SynthWorld.create(tax, tax.n_leaves, 1, novel_fraction=0.0, size=112, seed=seed)
     images = [world.photo(i, 0).image for i in range(n_questions)]
@@ -34,6 +38,7 @@ def bench_answering(model: str = "tiny-qwen2.5-vl", n_questions: int = 64, n_opt
 
         _, gen_s = timed(generate, repeats=2)
         _, score_s = timed(score, repeats=2)
-    return {"model": model, "questions": n_questions, "options": n_options, "threads": threads or torch.get_num_threads(),
+    return {"model": model, "parameters": sum(p.numel() for p in lmm.model.parameters()),
+            "precision": str(lmm.model.dtype).removeprefix("torch."), "device": str(lmm.device), "questions": n_questions, "options": n_options, "threads": threads or torch.get_num_threads(),
             "generate_questions_per_s": n_questions / gen_s, "score_questions_per_s": n_questions / score_s,
             "score_over_generate": gen_s / score_s}

@@ -8,10 +8,21 @@ from typing import Annotated
 import typer
 
 from taxonlens.bench.cells import table
-from taxonlens.cli.common import DeviceOpt, OverwriteOpt, SplitOpt, console, print_skipped, progress_bar, read_records
+from taxonlens.cli.common import (
+    DeviceOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    QuantizeOpt,
+    SplitOpt,
+    console,
+    print_skipped,
+    progress_bar,
+    read_records,
+)
 from taxonlens.errors import TaxonlensError
 from taxonlens.knowledge.descriptions import DescriptionMethod
-from taxonlens.models.device import Device
+from taxonlens.models.device import Device, Precision
+from taxonlens.models.mllm import Quantization
 from taxonlens.tables import check_writable
 
 app = typer.Typer(no_args_is_help=True, help="Finedefics attribute knowledge: mine attribute names, "
@@ -34,6 +45,8 @@ def attributes_mine(
     n: Annotated[int, typer.Option("--n", help="Names kept, the most often given first (--model).")] = 10,
     max_new_tokens: Annotated[int, typer.Option()] = 160,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    quantize: QuantizeOpt = Quantization.none,
 ) -> None:
     """The attribute names that tell the species of a super-category apart, from one source: --model,
     --from-file or --synthworld."""
@@ -50,7 +63,8 @@ def attributes_mine(
         from taxonlens.models.mllm import load_lmm
 
         photos = example_images(read_records(manifest), images) if manifest is not None else []
-        mined = mine_with_lmm(load_lmm(model, device=device), super_category, photos, n, max_new_tokens)
+        lmm = load_lmm(model, precision, device=device, quantize=quantize)
+        mined = mine_with_lmm(lmm, super_category, photos, n, max_new_tokens)
     mined.save(out)
     console.print(f"{len(mined.attributes)} attributes of {mined.super_category} ({mined.source}) in {out}: "
                   f"{', '.join(mined.attributes)}", highlight=False)
@@ -68,6 +82,8 @@ def attributes_extract(
     max_new_tokens: Annotated[int, typer.Option()] = 16,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    quantize: QuantizeOpt = Quantization.none,
 ) -> None:
     """Ask the model one short question per attribute and photo; append one JSON line per photo. Where
     the photos carry known values (synthworld), print the accuracy per attribute."""
@@ -77,7 +93,7 @@ def attributes_extract(
     check_writable(out)
     mined = MinedAttributes.load(attributes)  # first: a bad attributes file fails before the model loads
     records = read_records(manifest, split=split)
-    lmm = load_lmm(model, device=device)
+    lmm = load_lmm(model, precision, device=device, quantize=quantize)
     with progress_bar() as bar:
         task = bar.add_task("extracting", total=len(records))
         written, failures = extract_records(lmm, records, mined.attributes, out, organism, batch_size, max_new_tokens,
@@ -111,6 +127,8 @@ def attributes_describe(
     max_new_tokens: Annotated[int, typer.Option()] = 64,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    quantize: QuantizeOpt = Quantization.none,
 ) -> None:
     """One description per photo from its attribute values; writes the described JSONL and a manifest
     whose records carry the values and the description (what the Finedefics trainer reads)."""
@@ -124,7 +142,7 @@ def attributes_describe(
     if method == DescriptionMethod.lmm and model is not None:
         from taxonlens.models.mllm import load_lmm
 
-        answerer = load_lmm(model, device=device)
+        answerer = load_lmm(model, precision, device=device, quantize=quantize)
     with progress_bar() as bar:
         task = bar.add_task("describing", total=None)
         written, described, failures = describe_manifest(

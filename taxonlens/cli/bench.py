@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from taxonlens.bench.vqa import VQAMode
-from taxonlens.cli.common import console, print_figures, print_wide, say
+from taxonlens.cli.common import DeviceOpt, PrecisionOpt, console, print_figures, print_wide, say
+from taxonlens.models.device import Device, Precision
 from taxonlens.recognize.fewshot import FewShotMethod
 from taxonlens.tables import check_writable
 
@@ -95,16 +96,20 @@ def bench_index(
 
 @app.command("lmm")
 def bench_lmm(
-    model: Annotated[str, typer.Option(help="Multimodal LLM (a tiny preset by default).")] = "tiny-qwen2.5-vl",
+    model: Annotated[str, typer.Option(help="Multimodal LLM: a tiny preset, random:ARCHITECTURE (random:qwen2.5-vl-130m: "
+                                            "a realistic width), a folder or a hub name.")] = "tiny-qwen2.5-vl",
     questions: Annotated[int, typer.Option()] = 64,
     options: Annotated[int, typer.Option()] = 4,
     threads: ThreadsOpt = 1,
+    precision: PrecisionOpt = Precision.fp32,
+    device: DeviceOpt = Device.cpu,
 ) -> None:
     """Asking a multimodal LLM: option scoring vs generation, questions per second."""
     from taxonlens.bench.lmm import bench_answering as run
 
     print_figures(f"answering multiple-choice questions, {model}", run(model, questions, options,
-                                                                         threads=threads or None))
+                                                                         threads=threads or None, precision=precision,
+                                                                         device=device))
 
 
 @app.command("rar")

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from taxonlens.bench.cells import figures_table
 from taxonlens.errors import TaxonlensError
-from taxonlens.models.device import Device
+from taxonlens.models.device import Device, Precision
+from taxonlens.models.mllm import Quantization
 
 if TYPE_CHECKING:
     from taxonlens.data import Record
@@ -35,6 +36,11 @@ LabelsTaxonomyOpt = Annotated[str | None, typer.Option(
 SplitOpt = Annotated[str | None, typer.Option(help="Only photos of this split.")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where the model runs: auto (a CUDA GPU, then Apple MPS, else the "
                                                 "CPU), cpu, cuda or mps.")]
+PrecisionOpt = Annotated[Precision, typer.Option(help="Number format of the model: auto (bf16 on GPUs that support "
+                                                      "it, fp16 on older ones, on the CPU bf16 where it is fast), "
+                                                      "fp32, bf16 or fp16.")]
+QuantizeOpt = Annotated[Quantization, typer.Option(help="Load a checkpoint's weights in 8 or 4 bits through "
+                                                        "bitsandbytes (pip install 'taxonlens[quantize]'; CUDA GPUs).")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Start OUT afresh instead of resuming it (a resumed OUT must "
                                                  "have been written with the same settings).")]
 

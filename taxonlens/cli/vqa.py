@@ -15,6 +15,8 @@ from taxonlens.cli.common import (
     LabelsTaxonomyOpt,
     ModelOpt,
     OverwriteOpt,
+    PrecisionOpt,
+    QuantizeOpt,
     SplitOpt,
     TaxonomyOpt,
     console,
@@ -24,7 +26,8 @@ from taxonlens.cli.common import (
     read_records,
 )
 from taxonlens.data.vqa_build import DistractorMode
-from taxonlens.models.device import Device
+from taxonlens.models.device import Device, Precision
+from taxonlens.models.mllm import Quantization
 from taxonlens.recognize.answers import AnswerFormat
 from taxonlens.recognize.vqa_answer import AnsweringMode
 from taxonlens.tables import check_writable
@@ -100,6 +103,8 @@ def vqa_answer(
     batch_size: Annotated[int, typer.Option()] = 16,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    quantize: QuantizeOpt = Quantization.none,
 ) -> None:
     """Answer every level of every record; print HCA, leaf accuracy, POR, S-POR, TOR on all records and on
     the leakage-free ones, beside the image-blind control."""
@@ -111,7 +116,7 @@ def vqa_answer(
     check_writable(out)
     records = read_vqa_benchmark(benchmark)
     tax = load_taxonomy(taxonomy or str(benchmark), allow_homonyms=True)
-    lmm = load_lmm(model, device=device)
+    lmm = load_lmm(model, precision, device=device, quantize=quantize)
     with progress_bar() as bar:
         task = bar.add_task(f"answering ({mode})", total=len(records))
         answer_benchmark(lmm, records, out, images, mode, tax, organism, progress=lambda n: bar.advance(task, n),
@@ -135,6 +140,8 @@ def vqa_ranker_data(
     k: Annotated[int, typer.Option(help="Candidates per photo.")] = 5,
     split: SplitOpt = "train",
     seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
 ) -> None:
     """RAR ranker fine-tuning data: per photo, the encoder's top-k candidates (the truth among them) as
     the options of one question at the label rank."""
@@ -142,7 +149,7 @@ def vqa_ranker_data(
     from taxonlens.predict import build_recognizer
     from taxonlens.recognize.rerank import ranker_records
 
-    recognizer = build_recognizer(model, taxonomy)
+    recognizer = build_recognizer(model, taxonomy, precision=precision, device=device)
     records = ranker_records(recognizer, read_records(data, recognizer.taxonomy, split), k, seed)
     write_vqa_benchmark(records, out)
     console.print(f"wrote {len(records)} ranking questions at the {recognizer.taxonomy.ranks[-1]} rank to {out}")

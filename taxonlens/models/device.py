@@ -5,6 +5,9 @@
 - :func:`resolve_precision`: ``auto`` is bf16 on GPUs that support it, fp16 on older GPUs and on
   MPS, and on the CPU bf16 only where it is measured fast (native bf16 matrix units), else fp32.
 
+- :func:`attention_implementation`: FlashAttention 2 on a CUDA GPU in bf16 or fp16 when the
+  ``flash-attn`` package is installed, else PyTorch's scaled-dot-product attention (``sdpa``).
+
 Nothing else in taxonlens calls ``torch.cuda`` or ``torch.backends`` for this.
 """
 
@@ -84,6 +87,17 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     if kind == "mps":
         return "fp16"
     return "bf16" if bf16_is_fast() else "fp32"
+
+
+def attention_implementation(device: str | torch.device, precision: str) -> str:
+    """The transformers ``attn_implementation`` of an LMM on ``device`` at a resolved ``precision``
+    (see the module docstring)."""
+    import importlib.util
+
+    if resolve_device(device).type == "cuda" and precision in ("bf16", "fp16") \
+            and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -3,7 +3,8 @@
 :func:`load_lmm` builds one by name, never downloading at import time:
 
 - a tiny preset (``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``, ``tiny-idefics2``; random weights,
-  built offline by :mod:`taxonlens.models.tiny_lmm`);
+  built offline by :mod:`taxonlens.models.tiny_lmm`), or ``random:NAME``: a real architecture
+  (``random:qwen2.5-vl-3b``) with random weights, for speed and memory at a real size;
 - a local directory written by ``save_pretrained`` (or :meth:`LMM.save`);
 - a Hugging Face name (``Qwen/Qwen2.5-VL-3B-Instruct``, ``Qwen/Qwen3-VL-2B-Instruct``,
   ``HuggingFaceM4/idefics2-8b``, any ``AutoModelForImageTextToText`` model), read from the
@@ -20,16 +21,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from enum import nonmember
 from pathlib import Path
 
 import torch
 from PIL import Image
 from safetensors import SafetensorError
 
+from taxonlens.choices import Choice
 from taxonlens.errors import TaxonlensError
-from taxonlens.models.device import resolve_device
+from taxonlens.models.device import DTYPES, attention_implementation, resolve_device, resolve_precision
 from taxonlens.models.hub import offline_help, state_fingerprint
-from taxonlens.models.presets import LMM_PRESETS
+from taxonlens.models.presets import LMM_PRESETS, RANDOM_PREFIX, is_built_offline
 
 #: The end-of-turn text of each chat family (what follows an answer).
 _END_OF_TURN = {"qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "qwen2_vl": "<|im_end|>",
@@ -299,29 +302,70 @@ class LMM:
         return directory
 
 
-def load_lmm(name: str, dtype: str = "float32", seed: int = 0, device: str | torch.device = "cpu") -> LMM:
+class Quantization(Choice):
+    """Weights loaded in fewer bits through bitsandbytes (an optional extra, CUDA GPUs):
+    ``none``, ``8bit`` (LLM.int8) or ``4bit`` (NF4, computing in the model's precision)."""
+
+    what = nonmember("quantization")
+    none = "none"
+    int8 = "8bit"
+    nf4 = "4bit"
+
+
+def _quantization_config(quantize: str, dtype: torch.dtype):
+    """transformers' ``BitsAndBytesConfig`` of ``quantize``.
+
+    Raises:
+        TaxonlensError: bitsandbytes is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TaxonlensError(f"--quantize {quantize} loads weights through bitsandbytes, which is not installed: "
+                             "pip install 'taxonlens[quantize]' (for CUDA GPUs), or use --quantize none")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == Quantization.int8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def load_lmm(name: str, precision: str = "fp32", seed: int = 0, device: str | torch.device = "cpu",
+             device_map: str | None = None, quantize: str = "none") -> LMM:
     """Build a multimodal LLM by name (see the module docstring).
 
     Args:
-        dtype: ``float32`` or ``bfloat16`` weights.
-        seed: seeds the random weights of a preset.
+        precision: a :class:`~taxonlens.models.device.Precision` (``auto``: the fast format of
+            ``device``, see :func:`~taxonlens.models.device.resolve_precision`).
+        seed: seeds the random weights of a preset or a ``random:NAME`` model.
         device: where the model runs (``auto``: a GPU when there is one, see
             :func:`~taxonlens.models.device.resolve_device`); answers and scores come back on the CPU.
+        device_map: a checkpoint spread over the GPUs by accelerate (``auto``, or a map), in
+            place of ``device``: for a model larger than one GPU.
+        quantize: a checkpoint's weights in 8 or 4 bits (:class:`Quantization`), on ``device``.
+
+    Attention is PyTorch's SDPA, or FlashAttention 2 where it applies (see
+    :func:`~taxonlens.models.device.attention_implementation`).
 
     Raises:
         LMMWeightsError: a directory or hub name whose files are missing or unreadable.
+        TaxonlensError: an unknown name; ``device_map`` or ``quantize`` for a model built here
+            (they are ways of loading a checkpoint); ``quantize`` without bitsandbytes.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if dtype not in ("float32", "bfloat16"):
-        raise TaxonlensError(f"unknown dtype {dtype!r}; use float32 or bfloat16")
-    torch_dtype = getattr(torch, dtype)
+    quantize = Quantization(quantize)
     device = resolve_device(device)
-    if name in LMM_PRESETS:
+    precision = resolve_precision(precision, device)
+    dtype, attention = DTYPES[precision], attention_implementation(device, precision)
+    if is_built_offline(name):
         from taxonlens.models.tiny_lmm import build_tiny_lmm
 
-        model, processor = build_tiny_lmm(name, seed)
-        return LMM(model.to(device, torch_dtype), processor, name)
+        if device_map is not None or quantize != Quantization.none:
+            raise TaxonlensError(f"{name} is built here with random weights; device_map and quantize are ways of "
+                                 "loading a checkpoint (a folder or a hub name): use device and precision")
+        model, processor = build_tiny_lmm(name, seed, dtype, device, attention)
+        return LMM(model.to(device, dtype), processor, name)
     path = Path(name).expanduser()
     local = path.is_dir()
     if local and not (path / "config.json").is_file():
@@ -329,15 +373,20 @@ def load_lmm(name: str, dtype: str = "float32", seed: int = 0, device: str | tor
         raise LMMWeightsError(f"{path} holds no config.json (found: {found}); a model folder is what "
                               "save_pretrained writes (config.json, weights, processor files)")
     if not local and (name.startswith((".", "/", "~")) or name.count("/") != 1):
-        raise TaxonlensError(f"unknown multimodal LLM {name!r}: not a preset ({', '.join(LMM_PRESETS)}), an existing "
-                             "folder, or a Hugging Face name ORG/NAME")
+        raise TaxonlensError(f"unknown multimodal LLM {name!r}: not a preset ({', '.join(LMM_PRESETS)}), "
+                             f"{RANDOM_PREFIX}ARCHITECTURE, an existing folder, or a Hugging Face name ORG/NAME")
+    placement: dict = {"device_map": device_map} if device_map is not None else {}
+    if quantize != Quantization.none:
+        placement = {"quantization_config": _quantization_config(quantize, dtype),
+                     "device_map": device_map or {"": str(device)}}
     try:
         with _no_progress_bars():
             processor = AutoProcessor.from_pretrained(str(path) if local else name)
-            model = AutoModelForImageTextToText.from_pretrained(str(path) if local else name, dtype=torch_dtype)
+            model = AutoModelForImageTextToText.from_pretrained(str(path) if local else name, dtype=dtype,
+                                                                attn_implementation=attention, **placement)
     except (OSError, ValueError, SafetensorError) as e:
         where = f"{path}: files could not be loaded ({str(e).splitlines()[0]})" if local else (
             f"multimodal LLM {name!r} could not be loaded; {offline_help(name)}, or pass a folder written by "
             "save_pretrained")
         raise LMMWeightsError(where) from None
-    return LMM(model.to(device).eval(), processor, name)
+    return LMM((model if placement else model.to(device)).eval(), processor, name)

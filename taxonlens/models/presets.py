@@ -40,11 +40,13 @@ ENCODER_ALIASES: dict[str, str] = {
 # Tiny multimodal LLMs (see :mod:`taxonlens.models.tiny_lmm`): ~1-3 M parameters, 112 px images,
 # a 1,024-token BPE vocabulary trained on the shipped taxonomies. ``mrope_section`` sums to
 # head_dim / 2 (32 / 2). The conformance tests in ``tests/models`` run every preset.
+#: Tokens of the tiny presets' byte-level BPE vocabulary (trained on the shipped taxonomies).
+TINY_LMM_VOCAB = 1024
 _TINY_LM = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
             "num_key_value_heads": 2, "head_dim": 32, "max_position_embeddings": 4096}
 LMM_PRESETS: dict[str, dict] = {
     "tiny-qwen2.5-vl": {
-        "family": "qwen", "arch": "qwen2_5_vl", "vocab_size": 1024, "image_size": 112,
+        "family": "qwen", "arch": "qwen2_5_vl", "vocab_size": TINY_LMM_VOCAB, "image_size": 112,
         "text": _TINY_LM | {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
                                                 "mrope_section": [4, 6, 6]}},
         "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "patch_size": 14,
@@ -52,7 +54,7 @@ LMM_PRESETS: dict[str, dict] = {
                    "fullatt_block_indexes": [1]},
     },
     "tiny-qwen3-vl": {
-        "family": "qwen", "arch": "qwen3_vl", "vocab_size": 1024, "image_size": 112,
+        "family": "qwen", "arch": "qwen3_vl", "vocab_size": TINY_LMM_VOCAB, "image_size": 112,
         "text": _TINY_LM | {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
                                                 "mrope_section": [6, 5, 5]}},
         "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "patch_size": 16,
@@ -60,7 +62,7 @@ LMM_PRESETS: dict[str, dict] = {
                    "num_position_embeddings": 64, "deepstack_visual_indexes": [1]},
     },
     "tiny-idefics2": {
-        "family": "idefics2", "arch": "idefics2", "vocab_size": 1024, "image_size": 112,
+        "family": "idefics2", "arch": "idefics2", "vocab_size": TINY_LMM_VOCAB, "image_size": 112,
         "text": _TINY_LM | {"sliding_window": None},
         "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
                    "image_size": 112, "patch_size": 14},
@@ -68,3 +70,12 @@ LMM_PRESETS: dict[str, dict] = {
                       "resampler_head_dim": 32, "num_key_value_heads": 1},
     },
 }
+
+#: The prefix of a random-weight model of an architecture: ``random:qwen2.5-vl-3b``.
+RANDOM_PREFIX = "random:"
+
+
+def is_built_offline(name: str) -> bool:
+    """Whether :func:`taxonlens.models.tiny_lmm.build_tiny_lmm` builds ``name`` (a tiny preset or
+    ``random:NAME``) rather than a checkpoint being loaded."""
+    return name in LMM_PRESETS or name.startswith(RANDOM_PREFIX)

@@ -1,6 +1,11 @@
-"""Tiny multimodal LLMs that build offline: a config from :data:`LMM_PRESETS`, a byte-level
-BPE tokenizer trained on the shipped taxonomies' names, the family's image processor and a
-short chat template. Random weights; small enough to train on synthworld on a CPU.
+"""Multimodal LLMs that build offline with random weights: a config, a byte-level BPE tokenizer
+trained on the shipped taxonomies' names, the family's image processor and a short chat template.
+
+- the tiny presets of :data:`LMM_PRESETS` (~1-3 M parameters): small enough to train on
+  synthworld on a CPU;
+- ``random:NAME``: the towers of a real or scaled architecture of
+  :mod:`taxonlens.models.architectures` (``random:qwen2.5-vl-3b``, ``random:qwen2.5-vl-130m``)
+  with the same tiny tokenizer, for speed and memory measured at a real width and depth.
 
 :func:`build_tiny_lmm` returns ``(model, processor)``; saved with ``save_pretrained``, the
 folder loads back through :func:`taxonlens.models.mllm.load_lmm` like any local checkpoint.
@@ -15,7 +20,9 @@ from collections.abc import Iterator
 import torch
 from transformers import AutoModelForImageTextToText, PreTrainedModel, PreTrainedTokenizerFast, ProcessorMixin
 
-from taxonlens.models.presets import LMM_PRESETS
+from taxonlens.errors import TaxonlensError
+from taxonlens.models.architectures import ARCHITECTURES, SCALED_ARCHITECTURES
+from taxonlens.models.presets import LMM_PRESETS, RANDOM_PREFIX, TINY_LMM_VOCAB
 from taxonlens.resources import BUILTIN_TAXONOMIES, taxonomy_file
 
 #: Special tokens of each family, in the order they get ids (after the trained vocabulary).
@@ -145,15 +152,53 @@ def _config(preset: dict, tokenizer: PreTrainedTokenizerFast):
                           image_token_id=ids["<image>"], tie_word_embeddings=False)
 
 
-def build_tiny_lmm(name: str, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """``(model, processor)`` of the tiny preset ``name`` (see :data:`LMM_PRESETS`), random
-    weights seeded by ``seed``, float32, in eval mode."""
-    preset = LMM_PRESETS[name]
+#: Family and preset architecture of each transformers config class of the architectures.
+_FAMILIES = {"Qwen2_5_VLConfig": ("qwen", "qwen2_5_vl"), "Qwen3VLConfig": ("qwen", "qwen3_vl"),
+             "Idefics2Config": ("idefics2", "idefics2")}
+
+
+def lmm_preset(name: str) -> dict:
+    """The preset of ``name``: a tiny preset as it is, or ``random:NAME``'s architecture as one
+    (its text and vision towers, the tiny tokenizer's 1,024 tokens, 112 px images).
+
+    Raises:
+        TaxonlensError: an unknown name.
+    """
+    if name in LMM_PRESETS:
+        return LMM_PRESETS[name]
+    known = {**ARCHITECTURES, **SCALED_ARCHITECTURES}
+    arch = known.get(name.removeprefix(RANDOM_PREFIX))
+    if arch is None or arch.builder not in _FAMILIES:
+        lmms = [f"{RANDOM_PREFIX}{n}" for n, a in known.items() if a.builder in _FAMILIES]
+        raise TaxonlensError(f"unknown multimodal LLM {name!r}; random-weight models: {', '.join(lmms)}")
+    family, kind = _FAMILIES[arch.builder]
+    text = {k: v for k, v in arch.config["text_config"].items() if k not in ("vocab_size", "tie_word_embeddings")}
+    preset = {"family": family, "arch": kind, "vocab_size": TINY_LMM_VOCAB,
+              "image_size": 112, "text": text, "vision": arch.config["vision_config"]}
+    if "perceiver_config" in arch.config:
+        preset["perceiver"] = arch.config["perceiver_config"]
+    return preset
+
+
+def build_tiny_lmm(name: str, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                   attention: str = "sdpa") -> tuple[PreTrainedModel, ProcessorMixin]:
+    """``(model, processor)`` of ``name`` (see :func:`lmm_preset`), random weights seeded by
+    ``seed``, in eval mode, with transformers' ``attention`` implementation.
+
+    A tiny preset is built in float32 on the CPU whatever ``dtype`` and ``device`` (its weights
+    are the same everywhere; :func:`~taxonlens.models.mllm.load_lmm` moves them); a
+    ``random:NAME`` model is built directly in ``dtype`` on ``device``, as a model of billions of
+    parameters must be.
+    """
+    preset = lmm_preset(name)
     tokenizer = tiny_tokenizer(preset["family"], preset["vocab_size"])
     processor = _processor(preset, tokenizer)
     config = _config(preset, tokenizer)
+    if name in LMM_PRESETS:
+        dtype, device = torch.float32, "cpu"
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attention)
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     return model.eval(), processor

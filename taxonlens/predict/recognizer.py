@@ -159,10 +159,10 @@ class RecognizerOptions:
         "help": "with --scores per-rank: fuse (product over ranks: the tree-fusion path) or leaves (mean of ranks "
                 "spread over the leaves)"})
     precision: Precision = field(default=Precision.auto, metadata={
-        "help": "number format of the model: auto (bf16 on GPUs that support it, fp16 on older ones, on the CPU "
+        "help": "number format of the models (the encoder and the --rerank LLM): auto (bf16 on GPUs that support it, fp16 on older ones, on the CPU "
                 "bf16 where it is fast), fp32, bf16 or fp16"})
     device: Device = field(default=Device.auto, metadata={
-        "help": "where the model runs: auto (a CUDA GPU, then Apple MPS, else the CPU), cpu, cuda or mps"})
+        "help": "where the models run: auto (a CUDA GPU, then Apple MPS, else the CPU), cpu, cuda or mps"})
     memory: Path | None = field(default=None, metadata={
         "help": "classify by nearest exemplars in a memory from `taxonlens index build` (instead of label text)"})
     classifier: Path | None = field(default=None, metadata={
@@ -253,7 +253,8 @@ def build_recognizer(
         clf, tax, common, described = _text_classifier(encoder, model, taxonomy, labels, subset, text_type, templates,
                                                        scores, combine, cache_dir, progress)
     return Recognizer(encoder, clf, TreeDecoder(tax, thresholds), method, common,
-                      _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system, device), described)
+                      _reranker(rerank, tax, rerank_k, rerank_method, rerank_answer, rerank_system, device,
+                                precision), described)
 
 
 def _image_classifier(encoder: Encoder, memory: str | Path | None, classifier: str | Path | None, rerank_k: int
@@ -310,12 +311,12 @@ def _text_classifier(encoder: Encoder, model: str, taxonomy: str | Path | Taxono
 
 
 def _reranker(model: str | None, taxonomy: Taxonomy, k: int, method: str, answer: str,
-              system: bool, device: str) -> LMMReranker | None:
+              system: bool, device: str, precision: str) -> LMMReranker | None:
     if not model:
         return None
     from taxonlens.models.mllm import load_lmm
     from taxonlens.recognize.answers import SYSTEM_PROMPT
     from taxonlens.recognize.rerank import LMMReranker
 
-    return LMMReranker(load_lmm(model, device=device), taxonomy, k, method, answer=answer,
+    return LMMReranker(load_lmm(model, precision, device=device), taxonomy, k, method, answer=answer,
                        system=SYSTEM_PROMPT if system else None)

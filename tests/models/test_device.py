@@ -73,7 +73,7 @@ def test_bf16_matches_fp32_within_tolerance():
     pixels = torch.stack([fp32.preprocess(i) for i in images])
     cosine = (fp32.encode_images(pixels) * bf16.encode_images(pixels)).sum(dim=1)
     assert cosine.min() > 0.99
-    full, half = load_lmm("tiny-qwen2.5-vl"), load_lmm("tiny-qwen2.5-vl", dtype="bfloat16")
+    full, half = load_lmm("tiny-qwen2.5-vl"), load_lmm("tiny-qwen2.5-vl", precision="bf16")
     options = [["A", "B", "C", "D"]] * len(images)
     for a, b in zip(full.option_logprobs(images, ["Which?"] * 3, options),
                     half.option_logprobs(images, ["Which?"] * 3, options)):

@@ -159,8 +159,8 @@ def test_bad_folders_and_names(tmp_path):
         load_lmm(str(tmp_path / "broken"))
     with pytest.raises(TaxonlensError, match="unknown multimodal LLM"):
         load_lmm("no-such-preset")
-    with pytest.raises(TaxonlensError, match="unknown dtype"):
-        load_lmm("tiny-idefics2", dtype="int8")
+    with pytest.raises(TaxonlensError, match="unknown precision 'int8'"):
+        load_lmm("tiny-idefics2", precision="int8")
 
 
 def test_single_token_options_are_read_from_one_pass_of_the_prompt(lmm, images):
