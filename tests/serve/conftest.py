@@ -30,15 +30,16 @@ def label_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="package")
+def model_name() -> str:
+    """The encoder of :func:`recognizer`, for a `taxonlens serve --model` that serves the same."""
+    return MODEL
+
+
+@pytest.fixture(scope="package")
 def recognizer(world_dir, label_cache):
     rec = build_recognizer(MODEL, world_dir / "taxonomy.json", precision="fp32", cache_dir=label_cache)
-    rec.decoder.thresholds = genus_level(rec.taxonomy.ranks)
+    rec.decoder.thresholds = {r: 0.0 for r in rec.taxonomy.ranks} | {"species": float("inf")}
     return rec
-
-
-def genus_level(ranks) -> dict[str, float]:
-    """Thresholds that trust every rank but species (never trusted)."""
-    return {r: 0.0 for r in ranks} | {"species": float("inf")}
 
 
 @pytest.fixture(scope="package")
