@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from taxonlens.data import read_manifest
-from taxonlens.data import load_image
+from taxonlens.data import load_image, read_manifest
 from taxonlens.demo import DECODERS, TEXT_ARMS, DemoSettings, demo_model, run_demo
 from taxonlens.errors import DataError
 
