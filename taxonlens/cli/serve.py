@@ -39,6 +39,8 @@ def serve(
                                                 "Retry-After.")] = 256,
     max_files: Annotated[int, typer.Option(help="Photos per request at most (more: 413).")] = 32,
     max_upload_mb: Annotated[float, typer.Option(help="Size of one photo at most, in MiB (more: 413).")] = 20.0,
+    threads: Annotated[int, typer.Option(help="torch threads of the model (0: as torch sets them); on a shared CPU, "
+                                              "no more than its free cores.")] = 0,
 ) -> None:
     """Serve the recognizer over HTTP: POST /v1/predict, taxonomy search, health, Prometheus metrics,
     OpenAPI at /docs and a web page at /. Without --model, serves the model `taxonlens demo` trained."""
@@ -74,6 +76,10 @@ def serve(
     if options.rerank_k < 1:
         raise TaxonlensError("--rerank-k must be at least 1")
     check_port(host, port)
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     with progress_bar() as bar:
         task = bar.add_task("loading the model and embedding labels", total=None)
         recognizer = options.build(cache_dir=cache_dir, progress=lambda n: bar.advance(task, n))

@@ -46,6 +46,8 @@ class LoadSpec:
         size: photo side in pixels.
         max_batch, max_wait_ms, max_queue: the server's micro-batching when on (off: 1 photo, no wait).
         timeout: seconds a client waits for one answer.
+        threads: torch threads of the model (0: leave as set); on a shared machine more threads than
+            free cores make every small batch wait for the busiest one.
     """
 
     model: str = "tiny-clip"
@@ -57,6 +59,7 @@ class LoadSpec:
     max_wait_ms: float = 10.0
     max_queue: int = 256
     timeout: float = 120.0
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.requests < 1 or not self.clients or min(self.clients) < 1:
@@ -214,11 +217,15 @@ class _Server:
 
 def bench_serve(spec: LoadSpec | None = None, progress: Callable[[str], None] | None = None) -> LoadResult:
     """Measure the service under load (see the module docstring); ``spec`` defaults to :class:`LoadSpec`'s."""
+    import torch
+
     from taxonlens.predict import build_recognizer
     from taxonlens.synthworld import SynthWorld, random_taxonomy
 
     spec = spec or LoadSpec()
     say = progress or (lambda message: None)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     world = SynthWorld.create(random_taxonomy(spec.species, seed=0), spec.species, 2, novel_fraction=0.0,
                               size=spec.size, seed=0)
     bodies = []
