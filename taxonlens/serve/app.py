@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
@@ -113,6 +115,11 @@ def create_app(recognizer: Recognizer, settings: ServeSettings | None = None, ab
         metrics.errors.labels(e.kind).inc()
         return JSONResponse({"detail": str(e)}, status_code=e.status)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):
+        metrics.errors.labels("bad_option").inc()
+        return await request_validation_exception_handler(request, e)
+
     @app.exception_handler(QueueFull)
     async def full(request: Request, e: QueueFull):
         metrics.errors.labels("queue_full").inc()
@@ -152,7 +159,6 @@ def create_app(recognizer: Recognizer, settings: ServeSettings | None = None, ab
             raise bad_option(e) from None
         uploads = await read_uploads(request, settings)
         images, where, errors = await run_in_threadpool(_decode_uploads, uploads, settings.max_pixels)
-        metrics.photos.labels("unreadable").inc(len(errors))
         if errors:
             metrics.errors.labels("unreadable_photo").inc(len(errors))
         rows: list[dict | None] = [None] * len(uploads)
@@ -162,7 +168,7 @@ def create_app(recognizer: Recognizer, settings: ServeSettings | None = None, ab
             return JSONResponse({"detail": "no photo could be read", "predictions": rows}, status_code=422)
         probs = await batcher.submit(images)
         answered = await run_in_threadpool(answerer.rows, probs, [uploads[i].name for i in where], top_k, rank)
-        metrics.photos.labels("predicted").inc(len(answered))
+        metrics.photos.inc(len(answered))
         for i, row in zip(where, answered):
             rows[i] = row
         return {"predictions": rows}

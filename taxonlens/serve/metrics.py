@@ -9,7 +9,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 class ServeMetrics:
     """Requests by route and status, latency per route, batch sizes and seconds, queue depth,
-    photos by outcome and errors by kind."""
+    photos predicted, and errors by kind: ``unreadable_photo``, ``too_large``, ``too_many_files``,
+    ``bad_multipart``, ``no_photos``, ``bad_option``, ``unauthorized``, ``queue_full``."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -20,7 +21,7 @@ class ServeMetrics:
                                     registry=r)
         self.batch_seconds = Histogram("taxonlens_batch_seconds", "Time to run the model on one batch", registry=r)
         self.queue_depth = Gauge("taxonlens_queue_depth", "Photos waiting to be encoded", registry=r)
-        self.photos = Counter("taxonlens_photos", "Photos received, by outcome", ["outcome"], registry=r)
+        self.photos = Counter("taxonlens_photos_predicted", "Photos answered with a prediction", registry=r)
         self.errors = Counter("taxonlens_errors", "Refused requests and unreadable photos, by kind", ["kind"],
                               registry=r)
 

@@ -172,12 +172,16 @@ def test_metrics_count_requests_batches_and_errors(client, photos):
     before = {"ok": _metric(client, "taxonlens_requests_total", route="/v1/predict", status="200"),
               "bad": _metric(client, "taxonlens_errors_total", kind="unreadable_photo"),
               "batches": _metric(client, "taxonlens_batch_size_count"),
-              "photos": _metric(client, "taxonlens_photos_total", outcome="predicted")}
+              "photos": _metric(client, "taxonlens_photos_predicted_total"),
+              "options": _metric(client, "taxonlens_errors_total", kind="bad_option")}
     for _ in range(2):
         client.post("/v1/predict", files=_files(("a.png", photos[1].read_bytes()), ("b.txt", b"text")))
     assert _metric(client, "taxonlens_requests_total", route="/v1/predict", status="200") == before["ok"] + 2
     assert _metric(client, "taxonlens_errors_total", kind="unreadable_photo") == before["bad"] + 2
-    assert _metric(client, "taxonlens_photos_total", outcome="predicted") == before["photos"] + 2
+    assert _metric(client, "taxonlens_photos_predicted_total") == before["photos"] + 2
+    client.post("/v1/predict?top_k=0", files=_files(("a.png", photos[1].read_bytes())))
+    client.post("/v1/predict?rank=tribe", files=_files(("a.png", photos[1].read_bytes())))
+    assert _metric(client, "taxonlens_errors_total", kind="bad_option") == before["options"] + 2
     assert _metric(client, "taxonlens_batch_size_count") == before["batches"] + 2
     assert _metric(client, "taxonlens_queue_depth") == 0
 
