@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint
+.PHONY: demo serve test lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed  ## the main job on the built-in offline default
 	HF_HUB_OFFLINE=1 $(BIN)/taxonlens demo
+
+serve: $(VENV)/.installed  ## the web page and HTTP API on 127.0.0.1:8000 (the demo's model unless MODEL=...)
+	HF_HUB_OFFLINE=1 $(BIN)/taxonlens serve $(if $(MODEL),--model $(MODEL))
 
 test: $(VENV)/.installed  ## the test suite
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q

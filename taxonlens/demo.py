@@ -24,15 +24,20 @@ import numpy as np
 import torch
 
 from taxonlens.data import read_manifest
+from taxonlens.errors import DataError
 from taxonlens.evaluate.metrics import hierarchical_report, reported_rank_accuracy
 from taxonlens.evaluate.report import Report, Sample
+from taxonlens.models.device import Precision
 from taxonlens.models.encoders import OpenCLIPEncoder
+from taxonlens.models.text import LabelTextType
 from taxonlens.predict import Recognizer, predict_files
+from taxonlens.predict.recognizer import RecognizerOptions
 from taxonlens.recognize.decode import TreeDecoder, flat_paths, rank_scores_from_logits
 from taxonlens.recognize.zeroshot import ZeroShotClassifier, rank_classifiers
 from taxonlens.synthworld import SynthWorld
 from taxonlens.taxonomy import load_taxonomy
 from taxonlens.train.contrastive import ContrastiveConfig, Example, synthworld_examples, train_contrastive
+from taxonlens.train.loop import MODEL_DIR
 
 DEMO_TAXONOMY = "inat21-plantae"
 TEXT_ARMS = ("scientific", "taxonomic", "mixed")
@@ -176,6 +181,40 @@ def write_report(results: dict, splits: dict[str, list[Example]], paths: dict, p
     rep.samples([Sample(novel[i].image, novel[i].path, paths["taxonomic"]["novel"]["consistent + back-off"][i])
                  for i in picks])
     return rep.write(path)
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """The recognizer the demo's ``predictions.csv`` came from, as files: what ``taxonlens serve``
+    serves when no model is named.
+
+    Attributes:
+        options: the recognizer options (the taxonomic model and the world's taxonomy).
+        thresholds: its back-off thresholds (calibrated on the validation photos).
+        cache_dir: the demo's label-embedding cache.
+    """
+
+    options: RecognizerOptions
+    thresholds: dict[str, float]
+    cache_dir: Path
+
+
+def demo_model(out: str | Path = DemoSettings.out) -> DemoModel:
+    """The model and thresholds a finished demo wrote under ``out``.
+
+    Raises:
+        DataError: the demo has not run (to the end) there.
+    """
+    out = Path(out)
+    model, report = out / "runs" / PREDICT_ARM / MODEL_DIR, out / "report.json"
+    world = out / "world" / "world.json"
+    if not (model.is_dir() and report.is_file() and world.is_file()):
+        raise DataError(f"no demo model in {out}: run `taxonlens demo` first, or pass --model")
+    taxonomy = out / "world" / json.loads(world.read_text())["taxonomy"]
+    thresholds = json.loads(report.read_text())["arms"][PREDICT_ARM]["thresholds"]
+    options = RecognizerOptions(model=str(model), taxonomy=str(taxonomy), text_type=LabelTextType(PREDICT_ARM),
+                                precision=Precision.fp32)  # as the demo predicted
+    return DemoModel(options, thresholds, out / "cache")
 
 
 def world_ranks(results: dict) -> list[str]:

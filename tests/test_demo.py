@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from taxonlens.data import read_manifest
-from taxonlens.demo import DECODERS, TEXT_ARMS, DemoSettings, run_demo
+from taxonlens.data import load_image, read_manifest
+from taxonlens.demo import DECODERS, TEXT_ARMS, DemoSettings, demo_model, run_demo
+from taxonlens.errors import DataError
 
 
 def test_demo_small_world(tmp_path):
@@ -37,6 +38,15 @@ def test_demo_small_world(tmp_path):
         reached = [r["rank_reached"] or "none" for f, r in rows.items() if split_of[f] == split]
         from_files = {k: 100.0 * reached.count(k) / len(reached) for k in set(reached)}
         assert from_files == pytest.approx(results["arms"]["taxonomic"][split]["consistent + back-off"]["reported_ranks"])
+    # the model `taxonlens serve` serves without --model is the one that wrote predictions.csv
+    served = demo_model(tmp_path)
+    recognizer = served.options.build(cache_dir=served.cache_dir)
+    recognizer.decoder.thresholds = served.thresholds
+    some = sorted(rows)[:4]
+    for name, p in zip(some, recognizer.predict([load_image(f) for f in some], top_k=1)):
+        assert " > ".join(p.path) == rows[name]["path"] and (p.rank_reached or "") == rows[name]["rank_reached"]
+    with pytest.raises(DataError, match="run `taxonlens demo` first"):
+        demo_model(tmp_path / "elsewhere")
     # a second run resumes: photos and trained models are kept, the figures are the same
     again = run_demo(settings)
     assert again["arms"]["taxonomic"]["test"] == results["arms"]["taxonomic"]["test"]

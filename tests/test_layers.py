@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("synthworld", "recognize"),  # the procedural world; classifiers and decoders
     ("index", "train"),  # exemplar memories; training loops
     ("predict",),  # the Recognizer and prediction files
-    ("bench", "demo"),
+    ("bench", "demo", "serve"),  # serve: the HTTP service over predict
     ("cli",),
     ("__main__", "taxonlens"),
 )

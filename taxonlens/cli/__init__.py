@@ -21,6 +21,7 @@ from taxonlens.cli import (
     fewshot,
     index,
     predict,
+    serve,
     synthworld,
     taxonomy,
     train,
@@ -44,6 +45,7 @@ app.command()(predict.predict)
 app.command()(predict.calibrate)
 app.command()(predict.embed)
 app.command()(demo.demo)
+app.command()(serve.serve)
 
 
 def main() -> None:

@@ -316,3 +316,44 @@ def bench_memory(
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=1))
     print_wide(result.render(), 160)
+
+
+@app.command("serve")
+def bench_serve(
+    model: Annotated[str, typer.Option(help="Encoder served (speed only; a tiny preset by default).")] = "tiny-clip",
+    clients: Annotated[list[int] | None, typer.Option("--clients", help="Concurrent clients of a level (repeat; "
+                                                                        "default 1, 4, 16 and 64).")] = None,
+    requests: Annotated[int, typer.Option(help="Requests (one photo each) sent at every level.")] = 256,
+    max_batch: Annotated[int, typer.Option(help="Photos encoded together with micro-batching on.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits for more photos, on (ms).")] = 10.0,
+    quick: Annotated[bool, typer.Option(help="A small run: 1 and 4 clients, 12 requests each.")] = False,
+    threads: ThreadsOpt = 1,
+    out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
+) -> None:
+    """`taxonlens serve` under load on 127.0.0.1: throughput, p50/p95/p99 latency and mean batch size
+    at each number of concurrent clients, micro-batching on and off; every request answered once;
+    memory after warm-up and at the end."""
+    from taxonlens.bench.cells import table
+    from taxonlens.serve.load import QUICK, LoadSpec
+    from taxonlens.serve.load import bench_serve as run
+
+    if out is not None:
+        check_writable(out)  # before the run, not after it
+    spec = QUICK if quick else LoadSpec()
+    spec = replace(spec, model=model, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads,
+                   **({} if quick else {"requests": requests}), **({"clients": tuple(clients)} if clients else {}))
+    result = run(spec, progress=say)
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+    columns = ["batching", "clients", "sent", "2xx", "503", "5xx", "other", "req/s", "p50", "p95", "p99", "batch"]
+    levels = table(f"taxonlens serve on 127.0.0.1, {spec.model}, one photo per request (latency in ms, mean batch "
+                   "size)", columns, left=["batching"])
+    for x in result.levels:
+        levels.add_row(x.batching, str(x.clients), str(x.sent), str(x.ok), str(x.refused), str(x.server_errors),
+                       str(x.other), f"{x.throughput:.1f}", f"{x.p50_ms:.1f}", f"{x.p95_ms:.1f}", f"{x.p99_ms:.1f}",
+                       f"{x.mean_batch:.2f}")
+    print_wide(levels, 120)
+    print_figures("memory of the process (MiB) and the gain of micro-batching", {
+        **{f"batching {mode}, {when}": mib for mode, m in result.memory_mib.items() for when, mib in m.items()},
+        **{f"throughput on / off at {c} clients": result.speedup(c) for c in spec.clients},
+        "every request answered once, no 5xx": str(all(x.answered_once for x in result.levels)).lower()})

@@ -69,14 +69,17 @@ def option_type(field: Field[Any], hints: dict[str, Any]) -> Any:
     return kind | None if optional else kind
 
 
-def field_parameter(field: Field[Any], hints: dict[str, Any], required: bool, panel: str = PANEL
-                    ) -> inspect.Parameter:
+def field_parameter(field: Field[Any], hints: dict[str, Any], required: bool, panel: str = PANEL,
+                    optional: bool = False) -> inspect.Parameter:
     """The typer option of ``field``: a keyword-only parameter ``Annotated[type, typer.Option(help=...)]``
-    whose default is the field's, unless ``required``."""
+    whose default is the field's, unless ``required`` (no default) or ``optional`` (``None``: the
+    command decides what leaving it out means)."""
     kind = option_type(field, hints)
     decls = (OPTION_NAMES[field.name],) if field.name in OPTION_NAMES else ()
     default = inspect.Parameter.empty
-    if not required:
+    if optional:
+        kind, default = kind | None, None
+    elif not required:
         default = field.default
         if isinstance(kind, type) and issubclass(kind, Choice) and default is not None:
             default = kind(default)
@@ -85,10 +88,11 @@ def field_parameter(field: Field[Any], hints: dict[str, Any], required: bool, pa
                              annotation=Annotated[kind, option])
 
 
-def config_parameters(configs: Collection[type], required: Collection[str], panel: str = PANEL
-                      ) -> list[inspect.Parameter]:
+def config_parameters(configs: Collection[type], required: Collection[str], panel: str = PANEL,
+                      optional: Collection[str] = ()) -> list[inspect.Parameter]:
     """The options of the fields of ``configs``, in field order, each field once (the first
-    configuration's; a field the others declare differently is an error).
+    configuration's; a field the others declare differently is an error); ``optional`` ones
+    default to ``None``.
 
     Raises:
         TypeError: a field of two configurations with different types or defaults, a required name
@@ -103,15 +107,17 @@ def config_parameters(configs: Collection[type], required: Collection[str], pane
             what = (hints[f.name], f.metadata["help"], inspect.Parameter.empty if f.name in required else f.default)
             if seen.setdefault(f.name, what) != what:
                 raise TypeError(f"{config.__name__}.{f.name} differs from the same field of another configuration")
-            params.setdefault(f.name, field_parameter(f, hints, f.name in required, panel))
-    if missing := set(required) - set(params):
-        raise TypeError(f"required options {sorted(missing)} are no configuration fields")
+            params.setdefault(f.name, field_parameter(f, hints, f.name in required, panel, f.name in optional))
+    if missing := (set(required) | set(optional)) - set(params):
+        raise TypeError(f"required or optional options {sorted(missing)} are no configuration fields")
     return list(params.values())
 
 
-def config_options(*configs: type, required: Collection[str] = (), panel: str = PANEL) -> Callable[[F], F]:
+def config_options(*configs: type, required: Collection[str] = (), panel: str = PANEL,
+                   optional: Collection[str] = ()) -> Callable[[F], F]:
     """Decorator of a typer command, placed under ``@app.command()``: one option per field of
-    ``configs`` (the union of their fields; ``required`` ones without a default) takes the place of
+    ``configs`` (the union of their fields; ``required`` ones without a default, ``optional`` ones
+    with the default ``None``, which the command resolves) takes the place of
     the command's ``settings`` parameter, which receives their parsed values as
     :class:`ConfigValues` (``settings.build(SomeConfig)`` makes the configuration); ``panel`` is
     the heading of these options in ``--help``.
@@ -122,7 +128,7 @@ def config_options(*configs: type, required: Collection[str] = (), panel: str = 
     """
     def decorate(command: F) -> F:
         own = inspect.signature(command, eval_str=True).parameters
-        generated = config_parameters(configs, required, panel)
+        generated = config_parameters(configs, required, panel, optional)
         if clash := {p.name for p in generated} & set(own):
             raise TypeError(f"{command.__name__}: parameters {sorted(clash)} are also configuration fields")
         if SETTINGS not in own:

@@ -1,7 +1,7 @@
 """Data: records, manifests, image folders, the hierarchical-VQA benchmark and safe image loading."""
 
 from taxonlens.data.folders import parse_inat_folder, read_image_folder
-from taxonlens.data.images import iter_images, load_image
+from taxonlens.data.images import iter_images, load_image, load_image_bytes
 from taxonlens.data.manifests import read_manifest, write_manifest
 from taxonlens.data.records import Record
 from taxonlens.data.vqa import (
@@ -18,6 +18,7 @@ __all__ = [
     "benchmark_taxonomy",
     "iter_images",
     "load_image",
+    "load_image_bytes",
     "parse_inat_folder",
     "read_image_folder",
     "read_manifest",

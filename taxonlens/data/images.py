@@ -9,9 +9,11 @@ pixels are composited onto white.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -50,27 +52,49 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     try:
         if p.stat().st_size == 0:
             raise ImageError(str(path), "empty file (0 bytes)")
+    except FileNotFoundError:
+        raise ImageError(str(path), "no such file") from None
+    except OSError as e:
+        raise ImageError(str(path), f"corrupt or truncated image ({e})") from None
+    return _decode(p, str(path), max_pixels)
+
+
+def load_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image held in memory (an upload) as :func:`load_image` decodes a file; ``name``
+    names it in errors.
+
+    Raises:
+        ImageError: empty, not an image, truncated, corrupt or larger than ``max_pixels``.
+    """
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | BinaryIO, name: str, max_pixels: int) -> Image.Image:
+    """The RGB image of a file or a binary stream; every failure an :class:`ImageError` naming ``name``."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides
-            with Image.open(p) as img:
+            with Image.open(source) as img:
                 w, h = img.size
                 if w * h > max_pixels:
-                    raise ImageError(str(path), f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+                    raise ImageError(name, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return _to_rgb(img)
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(str(path), "no such file") from None
+        raise ImageError(name, "no such file") from None
     except IsADirectoryError:
-        raise ImageError(str(path), "is a directory, not an image") from None
+        raise ImageError(name, "is a directory, not an image") from None
     except UnidentifiedImageError:
-        raise ImageError(str(path), "not a recognised image format") from None
+        raise ImageError(name, "not a recognised image format") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(str(path), f"refused as a decompression bomb ({e})") from None
+        raise ImageError(name, f"refused as a decompression bomb ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(str(path), f"corrupt or truncated image ({e})") from None
+        raise ImageError(name, f"corrupt or truncated image ({e})") from None
 
 
 def iter_images(

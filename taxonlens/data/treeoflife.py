@@ -221,6 +221,16 @@ def subset_leaves(taxonomy: Taxonomy, spec: str) -> np.ndarray:
         rank, names = rows[0][0], [r[0].strip() for r in rows[1:] if r[0].strip()]
     else:
         raise DataError(f"subset {spec!r}: give RANK=NAME[,NAME...] or an existing CSV file")
+    return named_leaves(taxonomy, rank, names, spec)
+
+
+def named_leaves(taxonomy: Taxonomy, rank: str, names: Sequence[str], spec: str) -> np.ndarray:
+    """Leaf indices under the taxa of ``rank`` called ``names`` (case-insensitive), sorted;
+    ``spec`` is what the user wrote, for the errors.
+
+    Raises:
+        DataError: an unknown rank, no names, or names that are not taxa of that rank (all are listed).
+    """
     rank = rank.strip().lower()
     if rank not in taxonomy.ranks:
         raise DataError(f"subset rank {rank!r} is not one of {', '.join(taxonomy.ranks)}")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from taxonlens.data.images import DEFAULT_MAX_PIXELS, iter_images, load_image
+from taxonlens.data.images import DEFAULT_MAX_PIXELS, iter_images, load_image, load_image_bytes
 from taxonlens.errors import ImageError
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -72,6 +72,21 @@ def test_bad_file_raises_image_error_with_reason(tmp_path: Path, case: str) -> N
     assert e.value.path == str(path)
     assert reason in e.value.reason
     assert str(e.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("case", ["truncated jpeg", "truncated png", "random bytes", "zero bytes", "text file", "bomb"])
+def test_bytes_in_memory_fail_as_their_file_does(tmp_path: Path, case: str) -> None:
+    path, reason = _bad_files(tmp_path)[case]
+    with pytest.raises(ImageError) as e:
+        load_image_bytes(path.read_bytes(), "upload.jpg")
+    assert e.value.path == "upload.jpg" and reason in e.value.reason
+
+
+def test_bytes_in_memory_decode_as_their_file_does(tmp_path: Path) -> None:
+    path = _noise(tmp_path / "a.png", (30, 20))
+    assert np.array_equal(np.asarray(load_image_bytes(path.read_bytes(), "a.png")), np.asarray(load_image(path)))
+    with pytest.raises(ImageError, match="30x20 = 600 pixels exceeds the limit of 599"):
+        load_image_bytes(path.read_bytes(), "a.png", max_pixels=599)
 
 
 def test_max_pixels_refuses_large_images(tmp_path: Path) -> None:
