@@ -2,9 +2,10 @@
 environment ``accelerate launch`` would set: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ...).
 
 ``python data_parallel_worker.py JOBS.json``: runs the jobs in order; each is
-``{"trainer": "contrastive" | "sft", "out": folder, "resume": bool, "kill_at": step | null}``.
-Every step's loss goes to ``OUT.steps.jsonl`` (main process); ``kill_at`` kills this process
-(SIGKILL) right after that step, as a crash would. The data and settings are :func:`contrastive_run`
+``{"trainer": "contrastive" | "sft", "out": folder, "resume": bool}`` with optionally ``"kill_at":
+step`` (this process kills itself with SIGKILL right after that step, as a crash would) or
+``"nest_at": step, "nested": job`` (the nested job runs right after that step, so one kill leaves
+two runs cut mid-run). Every step's loss goes to ``OUT.steps.jsonl`` (main process). The data and settings are :func:`contrastive_run`
 and :func:`sft_run`, which the test's one-process runs use too.
 """
 
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from taxonlens.data.vqa_build import build_vqa
 from taxonlens.synthworld import SynthWorld, random_taxonomy
-from taxonlens.train import ContrastiveConfig, SFTConfig, synthworld_examples, train_contrastive, train_sft
+from taxonlens.train.contrastive import ContrastiveConfig, synthworld_examples, train_contrastive
+from taxonlens.train.sft import SFTConfig, train_sft
 
 
 def contrastive_run(out: str | Path, resume: bool = False, progress=None, **settings):
@@ -45,19 +47,27 @@ def sft_run(out: str | Path, resume: bool = False, progress=None, **settings):
 RUNS = {"contrastive": contrastive_run, "sft": sft_run}
 
 
-def main(jobs_file: str) -> None:
+def run_job(job: dict) -> None:
+    """Train one job; at step ``nest_at`` it runs the job ``nested`` inside (both runs then stand
+    mid-run), and at step ``kill_at`` this process dies."""
     main_process = os.environ["RANK"] == "0"
+    steps = Path(f"{job['out']}.steps.jsonl")
+
+    def progress(log) -> None:
+        if main_process:
+            with open(steps, "a") as f:
+                f.write(json.dumps({"step": log.step, "loss": log.loss}) + "\n")
+        if log.step == job.get("nest_at"):
+            run_job(job["nested"])
+        if log.step == job.get("kill_at"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    RUNS[job["trainer"]](job["out"], job.get("resume", False), progress)
+
+
+def main(jobs_file: str) -> None:
     for job in json.loads(Path(jobs_file).read_text()):
-        steps, kill_at = Path(f"{job['out']}.steps.jsonl"), job.get("kill_at")
-
-        def progress(log, kill_at=kill_at, steps=steps):
-            if main_process:
-                with open(steps, "a") as f:
-                    f.write(json.dumps({"step": log.step, "loss": log.loss}) + "\n")
-            if log.step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        RUNS[job["trainer"]](job["out"], job.get("resume", False), progress)
+        run_job(job)
 
 
 if __name__ == "__main__":

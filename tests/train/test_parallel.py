@@ -24,9 +24,12 @@ _spec = importlib.util.spec_from_file_location("data_parallel_worker", WORKER)
 worker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(worker)
 contrastive_run, sft_run = worker.contrastive_run, worker.sft_run
-#: 2 processes vs 1: the same steps up to float32 rounding (sums split over processes and re-added)
+#: 2 processes vs 1: the same steps up to float32 rounding (sums split over the processes and
+#: re-added); AdamW divides every gradient by its running RMS, so a rounding difference in a
+#: near-zero gradient moves a weight by a small fraction of the learning rate (measured: at most
+#: 1.9e-5 after 6 steps at lr 1e-3 and 2e-3)
 LOSS_TOLERANCE = 1e-5
-WEIGHT_TOLERANCE = 1e-5
+WEIGHT_TOLERANCE = 1e-4
 
 
 def _steps(path: Path) -> list[tuple[int, float]]:
@@ -37,7 +40,7 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
 
 
-def _launch(tmp: Path, name: str, jobs: list[dict], timeout: float = 150) -> list[int]:
+def _launch(tmp: Path, name: str, jobs: list[dict], timeout: float = 300) -> list[int]:
     """Run the worker in 2 processes on 127.0.0.1 (the environment accelerate launch sets); their exit codes."""
     spec = tmp / f"{name}.json"
     spec.write_text(json.dumps(jobs))
@@ -60,21 +63,23 @@ def _launch(tmp: Path, name: str, jobs: list[dict], timeout: float = 150) -> lis
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Contrastive and SFT training, one process and two: uninterrupted, and killed (SIGKILL, both
-    processes) after step 3 (the step-2 checkpoint on disk) then resumed in a second launch."""
+    """Contrastive and SFT training, in one process and in two: uninterrupted, and cut mid-run by
+    SIGKILL of both processes (the contrastive run at its step 3 starts the SFT run, which kills
+    its process after its own step 3: each has its step-2 checkpoint on disk), then resumed in a
+    second launch."""
     tmp = tmp_path_factory.mktemp("parallel")
     one = {}
     for name, run in (("contrastive", contrastive_run), ("sft", sft_run)):
         losses = []
         one[name] = (run(tmp / f"{name}-1", progress=lambda log, losses=losses: losses.append((log.step, log.loss))),
                      losses)
+    killed = {"trainer": "contrastive", "out": str(tmp / "contrastive-killed"), "nest_at": 3,
+              "nested": {"trainer": "sft", "out": str(tmp / "sft-killed"), "kill_at": 3}}
     first = _launch(tmp, "first", [{"trainer": "contrastive", "out": str(tmp / "contrastive-2")},
-                                   {"trainer": "sft", "out": str(tmp / "sft-2")},
-                                   {"trainer": "contrastive", "out": str(tmp / "contrastive-killed"), "kill_at": 3}])
-    second = _launch(tmp, "second", [{"trainer": "contrastive", "out": str(tmp / "contrastive-killed"), "resume": True},
-                                     {"trainer": "sft", "out": str(tmp / "sft-killed"), "kill_at": 3}])
-    third = _launch(tmp, "third", [{"trainer": "sft", "out": str(tmp / "sft-killed"), "resume": True}])
-    return tmp, one, (first, second, third)
+                                   {"trainer": "sft", "out": str(tmp / "sft-2")}, killed])
+    second = _launch(tmp, "second", [{"trainer": t, "out": str(tmp / f"{t}-killed"), "resume": True}
+                                     for t in ("contrastive", "sft")])
+    return tmp, one, (first, second)
 
 
 @pytest.mark.parametrize("trainer", ["contrastive", "sft"])
@@ -97,10 +102,9 @@ def test_two_processes_train_as_one_with_the_same_global_batch(runs, trainer):
 
 @pytest.mark.parametrize("trainer", ["contrastive", "sft"])
 def test_two_processes_killed_after_a_checkpoint_resume_exactly(runs, trainer):
-    tmp, _, (first, second, third) = runs
-    killed_launch, rerun = (first, second) if trainer == "contrastive" else (second, third)
-    assert killed_launch[0] == -signal.SIGKILL and killed_launch[1] != 0  # both processes died mid-run
-    assert rerun == [0, 0]
+    tmp, _, (first, second) = runs
+    assert first[0] == -signal.SIGKILL and first[1] != 0  # both processes died mid-run
+    assert second == [0, 0]
     straight = _steps(tmp / f"{trainer}-2.steps.jsonl")
     killed = _steps(tmp / f"{trainer}-killed.steps.jsonl")
     # steps 1-3, then from the step-2 checkpoint: step 3 again, to the end
