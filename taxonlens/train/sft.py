@@ -428,8 +428,7 @@ def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], EpochTask], data_id: s
     """The epoch loop (:func:`~taxonlens.train.loop.train_epochs`) of a multimodal LLM.
 
     Loads ``config.model`` onto the run's device, seeds every generator with ``config.seed``,
-    turns on gradient checkpointing when asked (transformers' ``gradient_checkpointing_enable``,
-    non-reentrant), adds LoRA adapters (or, with ``full``, trains every weight), asks ``prepare(lmm)`` for the
+    turns on gradient checkpointing when asked (:func:`enable_gradient_checkpointing`), adds LoRA adapters (or, with ``full``, trains every weight), asks ``prepare(lmm)`` for the
     :class:`~taxonlens.train.loop.EpochTask`, and trains it with AdamW (the task's module without
     weight decay), a linear warmup, a cosine decay and gradient clipping at
     ``config.max_grad_norm``, every item of an epoch's plan in batches of ``config.batch_size``.
@@ -466,7 +465,7 @@ def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], EpochTask], data_id: s
             if not full:
                 lmm.model = model.merge_and_unload()
             if config.gradient_checkpointing:
-                lmm.model.gradient_checkpointing_disable()
+                lmm.model.activation_checkpointing_disable()
             model_dir = Path(config.out) / MODEL_DIR
             return lmm, lmm.save(model_dir) if write else model_dir
 
@@ -478,10 +477,11 @@ def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], EpochTask], data_id: s
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    """Recompute ``model``'s activations in the backward pass (transformers'
-    ``gradient_checkpointing_enable``, non-reentrant, so frozen inputs need no gradient; in
-    training mode only, where transformers also skips the KV cache)."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    """Recompute ``model``'s activations in the backward pass: transformers' gradient
+    checkpointing (``activation_checkpointing_enable``, the name transformers 5 gives
+    ``gradient_checkpointing_enable``), non-reentrant, so frozen inputs need no gradient; in
+    training mode only, where transformers also skips the KV cache."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def load_sft_checkpoint(path: str | Path) -> LMM:

@@ -90,8 +90,8 @@ def test_loss_is_the_cross_entropy_of_the_answer_tokens_only(deep, lmm):
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(deep):
     """One training step of tiny-qwen2.5-vl with LoRA, with and without recomputed activations: the
-    decoder layers run twice (forward, then again in the backward pass), the loss and every
-    adapter's gradient are the same to float32 rounding."""
+    forward pass keeps far fewer tensors for the backward pass, and the loss and every adapter's
+    gradient are the same to float32 rounding."""
     world, records, photos = deep
 
     def step(checkpointing: bool):
@@ -101,18 +101,17 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(deep):
         torch.manual_seed(0)
         lmm.add_lora(8, 16, 0.0, "language+head")
         lmm.model.train()
-        calls = []
-        layer = next(m for name, m in lmm.model.named_modules() if name.endswith("language_model.layers.0"))
-        layer.register_forward_hook(lambda *_: calls.append(1))
         examples = build_examples(lmm, records[:2], world.taxonomy.ranks, "name", system=None)[:4]
         batch, labels = sft_inputs(lmm, [photos(records[ex.record]) for ex in examples], examples)
-        loss = sft_loss(lmm.model, batch, labels)
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel()) or t, lambda t: t):
+            loss = sft_loss(lmm.model, batch, labels)
         loss.backward()
         grads = {n: p.grad for n, p in lmm.model.named_parameters() if p.requires_grad}
-        return float(loss), grads, len(calls)
+        return float(loss), grads, sum(kept)
 
     plain, checkpointed = step(False), step(True)
-    assert (plain[2], checkpointed[2]) == (1, 2)
+    assert checkpointed[2] < plain[2] / 2
     assert checkpointed[0] == pytest.approx(plain[0], abs=1e-6)
     assert checkpointed[1].keys() == plain[1].keys() and len(plain[1]) > 0
     for name, grad in plain[1].items():
