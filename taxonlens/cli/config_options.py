@@ -23,6 +23,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from taxonlens.choices import Choice
+from taxonlens.models.device import Device, Precision
 from taxonlens.models.text import LabelTextType, TextType
 from taxonlens.recognize.answers import AnswerFormat
 
@@ -32,7 +33,8 @@ C = TypeVar("C")
 #: option declarations of the fields whose option is not ``--field-name`` (``--x/--no-x`` for a bool)
 OPTION_NAMES: dict[str, str] = {"full_finetune": "--full/--lora"}
 #: fields typed ``str`` whose values are a closed set: the option offers exactly its members
-CHOICES: dict[str, type[Choice]] = {"text_type": TextType, "eval_text_type": LabelTextType, "answer": AnswerFormat}
+CHOICES: dict[str, type[Choice]] = {"text_type": TextType, "eval_text_type": LabelTextType, "answer": AnswerFormat,
+                                    "device": Device, "precision": Precision}
 #: the help section that lists the configuration options
 PANEL = "Training settings"
 #: the parameter of a decorated command that receives the parsed settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,23 @@ ResumeOpt = Annotated[bool, typer.Option(help="Continue an interrupted run in OU
 QuestionsArg = Annotated[Path, typer.Argument(help="Question sets (hierarchical-VQA JSONL, e.g. from `vqa build`).")]
 ImagesOpt = Annotated[Path | None, typer.Option(help="Folder the benchmark's image paths are relative to.")]
 RankNamesOpt = Annotated[str | None, typer.Option(help="Rank names for the questions (default: the benchmark's).")]
+NumProcessesOpt = Annotated[int, typer.Option(
+    min=1, help="Data-parallel processes on this machine: N > 1 runs this command N times through `accelerate "
+                "launch` (the same as `accelerate launch -m taxonlens train ...`; gloo on the CPU, a GPU each on "
+                "GPUs). --batch-size stays the global batch, split over the processes.")]
+
+
+def launched(num_processes: int) -> bool:
+    """Start this command in ``num_processes`` processes through accelerate when asked and not
+    already inside such a launch; True when it did (and they finished)."""
+    from taxonlens.train.parallel import launch, launched_processes
+
+    if num_processes == 1 or launched_processes() > 1:
+        return False
+    code = launch(sys.argv[1:], num_processes)
+    if code:
+        raise typer.Exit(code)
+    return True
 
 
 def epoch_and_loss(log: Any) -> str:
@@ -33,6 +51,11 @@ def epoch_and_loss(log: Any) -> str:
 @contextmanager
 def training_progress(title: str, describe: Callable[[Any], str] = epoch_and_loss) -> Iterator[Callable[[Any], None]]:
     """A progress bar for a training run; yields the ``progress`` callback a trainer calls with each step's log."""
+    from taxonlens.train.parallel import main_process
+
+    if not main_process():  # of several data-parallel processes, the main one shows the progress
+        yield lambda log: None
+        return
     with progress_bar() as bar:
         task = bar.add_task(title, total=None)
         yield lambda log: bar.update(task, completed=log.step, total=log.total_steps, description=describe(log))
@@ -40,7 +63,11 @@ def training_progress(title: str, describe: Callable[[Any], str] = epoch_and_los
 
 def print_run_end(result: Any, summary: str | None = None) -> None:
     """The end of a training run: its metrics, one JSON line per row (or a ``summary`` line instead), and
-    where its model was saved."""
+    where its model was saved (by the main process of a data-parallel run)."""
+    from taxonlens.train.parallel import main_process
+
+    if not main_process():
+        return
     if summary is None:
         for row in result.metrics:
             console.print(json.dumps(row))
@@ -58,9 +85,12 @@ def train_contrastive_cmd(
     resume: ResumeOpt = False,
     taxonomy: Annotated[str | None, typer.Option(help="Taxonomy of the evaluation (default: from the manifest).")
                         ] = None,
+    num_processes: NumProcessesOpt = 1,
 ) -> None:
     """CLIP loss with a learnable temperature on captioned images; checkpoints every epoch, exact resume,
     zero-shot evaluation on the val split per epoch."""
+    if launched(num_processes):
+        return
     from taxonlens.data import read_manifest
     from taxonlens.train.contrastive import train_contrastive
 
@@ -87,10 +117,13 @@ def train_finedefics_cmd(
     split: Annotated[str, typer.Option(help="Photos trained on.")] = "train",
     val_split: Annotated[str | None, typer.Option(help="Photos evaluated after every epoch (none if absent).")] = "val",
     resume: ResumeOpt = False,
+    num_processes: NumProcessesOpt = 1,
 ) -> None:
     """Finedefics: stage 1 aligns photos, attribute descriptions and species names inside the LLM (next-token
     prediction plus three contrasts with hard negatives); stage 2 tunes it on open-set and 4-option species
     questions. Checkpoints, exact resume, merged model in OUT/model. Options of the other stage are unused."""
+    if launched(num_processes):
+        return
     from taxonlens.taxonomy import Taxonomy
     from taxonlens.train.finedefics import train_stage1, train_stage2
 
@@ -122,9 +155,12 @@ def train_sft_cmd(
                                                                    "--taxonomy; e.g. --ranks species for ranker data).")
                      ] = None,
     resume: ResumeOpt = False,
+    num_processes: NumProcessesOpt = 1,
 ) -> None:
     """Fine-tune a multimodal LLM with LoRA to answer hierarchical multiple-choice questions; checkpoints,
     exact resume, accuracy per level on --val after every epoch, merged model in OUT/model."""
+    if launched(num_processes):
+        return
     from taxonlens.data.vqa import read_vqa_benchmark
     from taxonlens.train.sft import train_sft
 
@@ -146,11 +182,16 @@ def train_grpo_cmd(
     images: ImagesOpt = None,
     taxonomy: RankNamesOpt = None,
     resume: ResumeOpt = False,
+    num_processes: NumProcessesOpt = 1,
 ) -> None:
     """Reinforcement fine-tuning without thinking (GRPO; with --tara, TARA alignment to a biology
     foundation model) on hierarchical multiple-choice questions, each asked at one random rank;
     reward 1 for the true option. Checkpoints, exact resume, merged model in OUT/model. The starting
-    --model is usually an SFT run's OUT/model: a random model earns no reward and learns nothing."""
+    --model is usually an SFT run's OUT/model: a random model earns no reward and learns nothing.
+    Several processes (--num-processes, accelerate launch) run as trl runs them; --deepspeed zero2|zero3
+    trains through DeepSpeed."""
+    if launched(num_processes):
+        return
     from taxonlens.data.vqa import read_vqa_benchmark
     from taxonlens.train.grpo import shots_per_species, train_grpo
 

@@ -3,7 +3,10 @@
 - :func:`resolve_device`: ``auto`` is CUDA when a GPU is visible, then Apple's MPS, else the CPU;
   an explicit ``cuda`` or ``mps`` that is not there is a one-line error.
 - :func:`resolve_precision`: ``auto`` is bf16 on GPUs that support it, fp16 on older GPUs and on
-  MPS, and on the CPU bf16 only where it is measured fast (native bf16 matrix units), else fp32.
+  MPS, and on the CPU bf16 only where it is measured fast (native bf16 matrix units), else fp32;
+  for training (``training=True``) the CPU's and MPS's ``auto`` is fp32 (mixed precision there is
+  asked for by name).
+- :func:`autocast`: the mixed-precision context of a resolved precision on a device.
 
 - :func:`attention_implementation`: FlashAttention 2 on a CUDA GPU in bf16 or fp16 when the
   ``flash-attn`` package is installed, else PyTorch's scaled-dot-product attention (``sdpa``).
@@ -76,14 +79,16 @@ def bf16_is_fast() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
-    """``auto`` -> the fast format of ``device`` (see the module docstring); other values (a
-    :class:`Precision`) pass through as plain strings."""
+def resolve_precision(precision: str, device: str | torch.device = "cpu", training: bool = False) -> str:
+    """``auto`` -> the fast format of ``device`` (see the module docstring; with ``training``, fp32
+    on the CPU and MPS); other values (a :class:`Precision`) pass through as plain strings."""
     if Precision(precision) != Precision.auto:
-        return str(precision)
+        return str(Precision(precision))
     kind = resolve_device(device).type
     if kind == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if training:
+        return "fp32"
     if kind == "mps":
         return "fp16"
     return "bf16" if bf16_is_fast() else "fp32"
@@ -102,3 +107,9 @@ def attention_implementation(device: str | torch.device, precision: str) -> str:
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """The torch dtype of each resolved precision."""
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """torch's autocast to ``precision`` (resolved: fp32, bf16 or fp16) on ``device``'s kind;
+    disabled for fp32."""
+    return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")

@@ -1,4 +1,5 @@
-"""Data shipped inside the package: the built-in taxonomies (MIT, see LICENSE-taxonomies)."""
+"""Data shipped inside the package: the built-in taxonomies (MIT, see LICENSE-taxonomies) and the
+DeepSpeed ZeRO configurations of the LMM trainers."""
 
 from __future__ import annotations
 
@@ -18,3 +19,13 @@ def taxonomy_file(name_or_path: str | Path) -> Path:
     if name in BUILTIN_TAXONOMIES:
         return Path(str(resources.files(__package__) / BUILTIN_TAXONOMIES[name]))
     return Path(name_or_path)
+
+
+#: DeepSpeed configurations by name: ZeRO stage 2 and 3, batch size, clipping and precision left
+#: ``auto`` for the trainer to fill in
+DEEPSPEED_CONFIGS = {"zero2": "deepspeed-zero2.json", "zero3": "deepspeed-zero3.json"}
+
+
+def deepspeed_file(name: str) -> Path:
+    """The shipped DeepSpeed configuration ``name`` (a key of :data:`DEEPSPEED_CONFIGS`)."""
+    return Path(str(resources.files(__package__) / DEEPSPEED_CONFIGS[name]))

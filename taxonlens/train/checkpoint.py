@@ -228,7 +228,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 def open_run(out: Path, run_config: dict[str, Any], resume: bool, model: torch.nn.Module,
              optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
              ignore: Iterable[str], identities: Mapping[str, tuple[str, str]],
-             metrics_file: str = "metrics.jsonl") -> tuple[Checkpoint | None, list[dict[str, Any]]]:
+             metrics_file: str = "metrics.jsonl", writer: bool = True) -> tuple[Checkpoint | None, list[dict[str, Any]]]:
     """Prepare a run folder for a trainer: resume ``out/checkpoint.pt`` when asked (its states are
     loaded into the objects), write ``config.json``, and keep the metrics of the epochs the
     checkpoint covers.
@@ -238,6 +238,8 @@ def open_run(out: Path, run_config: dict[str, Any], resume: bool, model: torch.n
         identities: name -> ``(what it is now, how to fix a mismatch)`` of what a resumed run must
             share with its checkpoint besides the settings (``data``: a fingerprint of the training
             items; ``base model``: of the weights it starts from), stored in the checkpoint's extras.
+        writer: write ``config.json`` and the kept metrics (the main process of a data-parallel run;
+            the others only read).
 
     Returns:
         the checkpoint (``None`` for a fresh run) and the metrics rows kept.
@@ -254,10 +256,11 @@ def open_run(out: Path, run_config: dict[str, Any], resume: bool, model: torch.n
             if ckpt.extra.get(name) != now:
                 raise CheckpointError(f"{ckpt_path} was trained with other {name} (fingerprint "
                                       f"{ckpt.extra.get(name)}, now {now}); {fix}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
     metrics = read_metrics(out / metrics_file, ckpt.state.epoch if ckpt else 0)
-    write_jsonl(out / metrics_file, metrics)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(run_config, indent=1) + "\n")
+        write_jsonl(out / metrics_file, metrics)
     return ckpt, metrics
 
 

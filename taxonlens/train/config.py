@@ -3,11 +3,11 @@
 A trainer's configuration is a dataclass built from these pieces:
 
 - :class:`TrainConfig`: every trainer (output folder, seed, epochs, AdamW and its schedule,
-  checkpoints, threads);
+  checkpoints, threads, device and precision);
 - :class:`LoopConfig`: the trainers run by the epoch loop (:mod:`taxonlens.train.loop`): batch
   size and validation;
-- :class:`LMMConfig`: the fine-tuning of a multimodal LLM (model, LoRA, gradient clipping, the
-  questions' organism word);
+- :class:`LMMConfig`: the fine-tuning of a multimodal LLM (model, LoRA, gradient clipping,
+  gradient checkpointing, DeepSpeed, the questions' organism word);
 - :class:`QuestionConfig`: how a benchmark question is asked and answered (SFT, GRPO).
 
 Every field carries ``metadata={"help": ...}``; a trainer whose defaults differ from the shared
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from taxonlens.errors import TaxonlensError
+from taxonlens.models.device import Device, Precision
 from taxonlens.models.mllm import check_lora_targets
 from taxonlens.recognize.answers import SYSTEM_PROMPT, AnswerFormat
 
@@ -77,12 +78,21 @@ class TrainConfig:
         "help": "also write a checkpoint every this many optimizer steps (0: at the end of every epoch only)"})
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads for the run (None: leave as set; 1 gives steady step times with tiny models)"})
+    device: str = field(default="auto", metadata={
+        "help": "where the model trains: auto (a CUDA GPU, then Apple's MPS, else the CPU), cpu, cuda or mps; "
+                "under accelerate launch / --num-processes every process takes its own GPU"})
+    precision: str = field(default="auto", metadata={
+        "help": "autocast of the forward passes (weights and optimizer stay fp32): fp32, bf16, fp16 (with loss "
+                "scaling) or auto (bf16 on GPUs that support it, fp16 on older ones, fp32 on the CPU and MPS)"})
 
-    #: fields that do not change the weights a run produces (free to change on resume)
-    RESUMABLE_CHANGES = ("out", "threads")
+    #: fields that do not change the weights a run produces (free to change on resume; the thread
+    #: count and the device change only the rounding)
+    RESUMABLE_CHANGES = ("out", "threads", "device")
 
     def __post_init__(self) -> None:
         self.out = str(self.out)
+        Device(str(self.device).partition(":")[0])  # ChoiceError: unknown device ...
+        Precision(self.precision)
 
 
 @dataclass
@@ -121,8 +131,13 @@ class LMMConfig(TrainConfig):
                 "all-linear+head, or a regular expression over module names"})
     max_grad_norm: float = field(default=1.0, metadata={
         "help": "clip the trained weights' gradient norm to this (0: no clipping)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in the backward pass (less memory for large models; slower, and of no use "
+                "for tiny ones)"})
     organism: str = field(default="organism", metadata={
         "help": "the word the questions use for what the photo shows ('Given the organism in the image, ...')"})
+
+    RESUMABLE_CHANGES = (*TrainConfig.RESUMABLE_CHANGES, "gradient_checkpointing")
 
     def __post_init__(self) -> None:
         super().__post_init__()

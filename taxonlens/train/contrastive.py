@@ -53,6 +53,7 @@ from taxonlens.train.loop import (
     seed_everything,
     train_epochs,
 )
+from taxonlens.train.parallel import Placement
 
 
 # ------------------------------------------------------------------ config
@@ -72,8 +73,6 @@ class ContrastiveConfig(LoopConfig):
     augment: bool = field(default=True, metadata={
         "help": "use the encoder's training transform (random resized crop) rather than its evaluation "
                 "preprocessing"})
-    precision: str = field(default="fp32", metadata={
-        "help": "fp32, or bf16 autocast (fast on CPUs with AMX / AVX512-BF16 and on GPUs)"})
     eval_text_type: str | None = field(default=None, metadata={
         "help": "text type of the zero-shot label embeddings of the evaluation (None: text_type, or taxonomic "
                 "for mixed)"})
@@ -89,8 +88,6 @@ class ContrastiveConfig(LoopConfig):
         if self.eval_text_type is not None and self.eval_text_type not in FIXED_TEXT_TYPES:
             raise TaxonlensError(f"evaluation text type must be one of {', '.join(FIXED_TEXT_TYPES)}, "
                                  f"not {self.eval_text_type!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise TaxonlensError(f"unknown precision {self.precision!r}; use fp32 or bf16")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or not 0 <= self.warmup < 1:
             raise TaxonlensError("training needs epochs >= 1, batch size >= 2, lr > 0 and 0 <= warmup < 1")
         if self.eval_every < 0 or self.checkpoint_every < 0 or self.num_workers < 0:
@@ -333,8 +330,8 @@ def train_contrastive(
     if taxonomy is None:
         taxonomy = Taxonomy.from_paths(sorted({ex.path for ex in train + val}), allow_homonyms=True)
 
-    def build() -> LoopRun[OpenCLIPEncoder]:
-        encoder = load_encoder(config.encoder, precision="fp32", seed=config.seed)
+    def build(place: Placement) -> LoopRun[OpenCLIPEncoder]:
+        encoder = load_encoder(config.encoder, precision="fp32", seed=config.seed, device=place.device)
         model = encoder.model
         dataset = CaptionedImages(train, encoder.train_transform if config.augment else encoder.preprocess,
                                   config.text_type, config.seed)
@@ -343,7 +340,6 @@ def train_contrastive(
         from taxonlens.train.clip_loss import MultiPositiveClipLoss  # open_clip: imported when training starts
 
         loss_fn = MultiPositiveClipLoss()
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
         seed_everything(config.seed)
 
         def load(epoch: int, batches: list[list[int]]) -> torch.utils.data.DataLoader:
@@ -352,11 +348,14 @@ def train_contrastive(
                                                num_workers=config.num_workers, generator=torch.Generator())
 
         def loss(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-            pixels, tokens, groups = batch
-            with autocast:
-                image_features = model.encode_image(pixels, normalize=True)
-                text_features = model.encode_text(tokens, normalize=True)
-            return loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp(), groups), {}
+            """The CLIP loss of the whole step's batch: this process's share (``[b, 3, H, W]``
+            pixels, ``[b, L]`` tokens, ``[b]`` groups) encoded here, the features of every share
+            gathered (``[B, D]``), so every process computes the same loss."""
+            pixels, tokens, groups = (t.to(place.device) for t in batch)
+            image_features = place.gather(model.encode_image(pixels, normalize=True).float())
+            text_features = place.gather(model.encode_text(tokens, normalize=True).float())
+            with torch.autocast(place.device.type, enabled=False):  # the loss in float32
+                return loss_fn(image_features, text_features, model.logit_scale.exp(), place.gather(groups)), {}
 
         def clamp() -> None:
             with torch.no_grad():
@@ -367,9 +366,11 @@ def train_contrastive(
 
         task = EpochTask(lambda epoch: range(len(dataset)), loss, evaluate if val else None, after_step=clamp,
                          figures=lambda: {"logit_scale": encoder.logit_scale}, items="images", load=load,
-                         drop_last=True)
+                         drop_last=True, weight=None)
         identities = {"data": (data_fingerprint(train), "resume with the same training items in the same order")}
-        return LoopRun(model, optimizer, task, identities, lambda: (encoder, encoder.save(Path(config.out) / MODEL_DIR)))
+        model_dir = Path(config.out) / MODEL_DIR
+        return LoopRun(model, optimizer, task, identities,
+                       lambda write: (encoder, encoder.save(model_dir) if write else model_dir))
 
     return train_epochs(config, build, resume, progress)
 

@@ -49,6 +49,12 @@ Both stages: LoRA (target sets as in SFT) or full fine-tuning (``full_finetune``
 at epoch ends and every ``checkpoint_every`` steps with exact resume, ``metrics.jsonl`` per
 epoch (Stage I: every part's mean, the temperatures, and with validation photos the
 image->category retrieval of :func:`measure_alignment`; Stage II: closed-set accuracy).
+
+Data-parallel (``accelerate launch``, ``--num-processes``; :mod:`taxonlens.train.parallel`):
+Stage II's answers weigh their tokens, so N processes train as one with the same global batch.
+Stage I's contrasts are computed by each process over its share of the batch (its photos, their
+texts and their hard negatives: fewer in-batch negatives), and the shares count by photos; N
+processes are a different, equally valid Stage I run, not one process's losses.
 """
 
 from __future__ import annotations

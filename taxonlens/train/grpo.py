@@ -7,13 +7,19 @@ completion is at most ``max_new_tokens`` tokens. The reward of a completion is 1
 :func:`~taxonlens.recognize.answers.parse_answer` reads the true option from it (a letter or
 the option's name, whichever the model writes), else 0.
 
-trl's :class:`~trl.GRPOTrainer` does the rest, on the CPU as on a GPU: ``generations``
-completions sampled per question, advantages relative to their group (reward minus the group
+trl's :class:`~trl.GRPOTrainer` does the rest: ``generations`` completions sampled per question, advantages relative to their group (reward minus the group
 mean, over the group's standard deviation), the clipped policy ratio (``epsilon``) and a KL
 penalty (``beta``) to the reference model, which is the starting model (LoRA adapters off, or a
 frozen copy for full fine-tuning). With ``tara=True`` the trainer is
 :class:`~taxonlens.train.tara.TARATrainer`, which alternates a TARA alignment update with every
 GRPO update (see :mod:`taxonlens.train.tara`).
+
+trl runs on the device and in the precision of the training policy
+(:func:`~taxonlens.train.parallel.placement` of ``device`` and ``precision``; bf16 or fp16 become
+trl's mixed precision), under ``accelerate launch`` (or ``--num-processes``) in several processes
+as trl runs there (``questions_per_step`` is the global count, split over the processes), and
+with ``deepspeed`` (``zero2``, ``zero3`` or a JSON file) through DeepSpeed, as transformers'
+``Trainer`` does (:mod:`taxonlens.train.zero`).
 
 Start from a model that already answers in the asked format: with a 0/1 reward, a group whose
 answers are all wrong (or all right) has zero advantage and teaches nothing, so a random model
@@ -44,8 +50,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from taxonlens.data import VQARecord
 from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.models.mllm import LMM, load_lmm
@@ -53,6 +57,7 @@ from taxonlens.recognize.answers import parse_answer, question_text
 from taxonlens.train.checkpoint import CheckpointError, check_config, isolated_run, read_metrics, write_jsonl
 from taxonlens.train.config import LMMConfig, QuestionConfig, with_defaults
 from taxonlens.train.loop import METRICS_FILE, MODEL_DIR, StepLog, TrainResult
+from taxonlens.train.parallel import Placement, placement
 from taxonlens.train.sft import (
     ImageSource,
     SFTExample,
@@ -63,6 +68,7 @@ from taxonlens.train.sft import (
     epoch_examples,
     image_loader,
 )
+from taxonlens.train.zero import deepspeed_config
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
@@ -92,9 +98,10 @@ class RFTConfig(LMMConfig, QuestionConfig):
         "help": "GRPO: longest completion in tokens; answers are direct, without reasoning"})
     levels_per_record: int = field(default=1, metadata={
         "help": "GRPO: levels asked per record, drawn at random with the seed (0: every level that offers a choice)"})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations in the backward pass (less memory for large models; slower, and of no use "
-                "for tiny ones)"})
+    deepspeed: str | None = field(default=None, metadata={
+        "help": "train through DeepSpeed (installed separately) with ZeRO stage 2 (zero2: optimizer states and "
+                "gradients sharded over the processes), stage 3 (zero3: the weights too), or a DeepSpeed JSON "
+                "file"})
     tara: bool = field(default=False, metadata={
         "help": "alternate a TARA alignment update with every GRPO update"})
     bfm: str = field(default="tiny-clip", metadata={
@@ -111,8 +118,6 @@ class RFTConfig(LMMConfig, QuestionConfig):
         "help": "TARA: the projectors' learning rate over lr"})
     projector_hidden: int = field(default=0, metadata={
         "help": "TARA: hidden width of the projectors (0: twice the LMM's width)"})
-
-    RESUMABLE_CHANGES = (*LMMConfig.RESUMABLE_CHANGES, "gradient_checkpointing")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -228,13 +233,18 @@ def train_grpo(
         return _run(config, records, load, ranks, out, bool(checkpoints), progress)
 
 
-def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int, suppress: list[int]):
+def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int, suppress: list[int], place: Placement):
     from trl import GRPOConfig
 
+    completions = config.questions_per_step * config.generations
+    if completions % place.world:
+        raise TaxonlensError(f"{place.world} processes cannot share {config.questions_per_step} questions x "
+                             f"{config.generations} generations per step evenly; change questions_per_step")
     return GRPOConfig(
-        output_dir=str(out), use_cpu=not torch.cuda.is_available(), bf16=False, seed=config.seed,
+        output_dir=str(out), use_cpu=place.device.type == "cpu", bf16=place.precision == "bf16",
+        fp16=place.precision == "fp16", deepspeed=deepspeed_config(config.deepspeed), seed=config.seed,
         data_seed=config.seed, num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.questions_per_step * config.generations,
+        per_device_train_batch_size=completions // place.world,
         num_generations=config.generations, max_completion_length=config.max_new_tokens,
         temperature=config.temperature, learning_rate=config.lr, lr_scheduler_type="linear",
         warmup_steps=round(config.warmup * steps_per_epoch * config.epochs), weight_decay=config.weight_decay,
@@ -244,6 +254,7 @@ def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int, suppress: list
         save_steps=config.checkpoint_every or steps_per_epoch, save_total_limit=1, save_only_model=False,
         remove_unused_columns=False, dataloader_num_workers=0, log_completions=False,
         disable_dropout=True, cast_lm_head_to_fp32=False, gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         generation_kwargs={"suppress_tokens": suppress},
     )
 
@@ -253,7 +264,8 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
     from transformers import PrinterCallback, TrainerCallback, set_seed
 
     set_seed(config.seed)
-    lmm = load_lmm(config.model, seed=config.seed)
+    place = placement(config.device, config.precision)
+    lmm = load_lmm(config.model, seed=config.seed, device=place.device)
     use_cache = lmm.model.config.to_dict().get("use_cache")  # None: the top-level config does not set it
     if config.lora_r == 0 and config.beta > 0 and not Path(config.model).is_dir() and "/" not in config.model:
         raise TaxonlensError(f"full fine-tuning with a KL penalty reloads {config.model} as the reference; save it to "
@@ -277,7 +289,7 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
     if not steps_per_epoch:
         raise DataError(f"{len(examples)} training questions: fewer than questions_per_step "
                         f"({config.questions_per_step})")
-    args = _trl_args(config, out, steps_per_epoch, lmm.non_answer_token_ids)
+    args = _trl_args(config, out, steps_per_epoch, lmm.non_answer_token_ids, place)
     total_steps = steps_per_epoch * config.epochs
 
     class Journal(TrainerCallback):

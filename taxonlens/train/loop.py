@@ -15,7 +15,12 @@ module, what a resume must share with its checkpoint, how the result is saved) a
   settings, data or base weights is refused;
 - ``out/metrics.jsonl``: one row per epoch (train loss and its parts, learning rate, speed, the
   task's figures and, every ``eval_every`` epochs and after the last, the validation figures);
-- ``out/config.json``, and the trained model saved by the trainer (``out/model``).
+- ``out/config.json``, and the trained model saved by the trainer (``out/model``);
+- the run's :class:`~taxonlens.train.parallel.Placement`: the model and the batches on
+  ``config.device``, the forward passes under the autocast of ``config.precision`` (fp16 with
+  loss scaling), and under ``accelerate launch`` N data-parallel processes sharing every step's
+  global batch of ``batch_size`` items; the main process alone writes the run's files and
+  evaluates, every process resumes from the same checkpoint.
 
 GRPO (:mod:`taxonlens.train.grpo`) runs trl's loop instead.
 """
@@ -36,8 +41,10 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
+from taxonlens.errors import TaxonlensError
 from taxonlens.train.checkpoint import LoopState, isolated_run, open_run, save_checkpoint
 from taxonlens.train.config import LoopConfig
+from taxonlens.train.parallel import Placement, placement
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -156,6 +163,11 @@ class EpochTask:
         load: ``(epoch, batches of items) -> iterable of batches`` as ``loss`` takes them (a
             DataLoader, ...); ``None``: the lists of items themselves.
         drop_last: drop the last incomplete batch of every epoch (else it is trained).
+        weight: ``items -> their weight`` in the batch's loss, which is the weighted mean over the
+            items (default: one per item); with several processes each process's share of a step
+            counts by its weight (:meth:`~taxonlens.train.parallel.Placement.share_factor`). ``None``:
+            the loss is the whole step's batch on every process (the task gathers the shares with
+            :meth:`~taxonlens.train.parallel.Placement.gather`; the batch must split evenly).
     """
 
     plan: Callable[[int], Sequence[int]]
@@ -167,6 +179,7 @@ class EpochTask:
     items: str = "questions"
     load: Callable[[int, list[list[int]]], Iterable[Any]] | None = None
     drop_last: bool = False
+    weight: Callable[[list[int]], float] | None = len
 
 
 @dataclass
@@ -179,7 +192,8 @@ class LoopRun(Generic[M]):
         task: what is learned.
         identities: name -> ``(what it is now, how to fix a mismatch)`` of what a resumed run must
             share with its checkpoint (``data``, ``base model`` fingerprints).
-        save: after the last epoch: saves the result, returns it and its folder.
+        save: after the last epoch: ``save(write)`` returns the result and its folder, and saves it
+            there when ``write`` (the main process).
         checkpointed: the module whose state the checkpoint holds (default: ``model``).
         max_grad_norm: clip the gradient norm of the optimizer's parameters to this (0: no clipping).
     """
@@ -188,38 +202,44 @@ class LoopRun(Generic[M]):
     optimizer: torch.optim.Optimizer
     task: EpochTask
     identities: Mapping[str, tuple[str, str]]
-    save: Callable[[], tuple[M, Path]]
+    save: Callable[[bool], tuple[M, Path]]
     checkpointed: torch.nn.Module | None = None
     max_grad_norm: float = 0.0
 
 
 # --------------------------------------------------------------------- loop
-def train_epochs(config: LoopConfig, build: Callable[[], LoopRun[M]], resume: bool = False,
+def train_epochs(config: LoopConfig, build: Callable[[Placement], LoopRun[M]], resume: bool = False,
                  progress: Callable[[StepLog], None] | None = None) -> TrainResult[M]:
-    """Run the epoch loop in ``config.out``: ``build()`` (called inside the run's frame: torch on
-    ``config.threads`` threads, the caller's random states given back after) loads the model and
-    seeds the generators; the loop then trains ``config.epochs`` epochs of its task.
+    """Run the epoch loop in ``config.out``: ``build(placement)`` (called inside the run's frame:
+    torch on ``config.threads`` threads, the caller's random states given back after) loads the
+    model onto ``placement.device`` and seeds the generators; the loop then trains
+    ``config.epochs`` epochs of its task. Under ``accelerate launch`` every process runs this.
 
     Args:
         resume: continue from ``out/checkpoint.pt`` if it exists (same settings and identities
             required); without it, an existing checkpoint is an error.
-        progress: called with a :class:`StepLog` after every optimizer step.
+        progress: called with a :class:`StepLog` after every optimizer step (by every process,
+            with the loss of the whole step).
 
     Raises:
         CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run.
+        TaxonlensError: a device that is not here; a task whose batches must split evenly over
+            the processes and do not.
     """
     out = Path(config.out)
+    place = placement(config.device, config.precision)
     with isolated_run(out, resume, config.threads) as ckpt_path:
-        run = build()
+        run = build(place)
         tick = time.perf_counter()
-        metrics, steps = _epochs(config, run, out, ckpt_path, resume, progress)
+        metrics, steps = _epochs(config, run, place, out, ckpt_path, resume, progress)
         seconds = time.perf_counter() - tick
         run.model.eval()
-        model, model_dir = run.save()
+        model, model_dir = run.save(place.main)
+        place.barrier()
         return TrainResult(model, model_dir, ckpt_path, metrics, steps, seconds)
 
 
-def _epochs(config: LoopConfig, run: LoopRun, out: Path, ckpt_path: Path, resume: bool,
+def _epochs(config: LoopConfig, run: LoopRun, place: Placement, out: Path, ckpt_path: Path, resume: bool,
             progress: Callable[[StepLog], None] | None) -> tuple[list[dict[str, Any]], int]:
     task, optimizer, model = run.task, run.optimizer, run.model
     checkpointed = run.checkpointed if run.checkpointed is not None else model
@@ -230,17 +250,24 @@ def _epochs(config: LoopConfig, run: LoopRun, out: Path, ckpt_path: Path, resume
     run_config = asdict(config)
     identities = {name: now for name, (now, _) in run.identities.items()}
 
+    scaler = torch.amp.GradScaler(place.device.type, enabled=place.precision == "fp16")
+
     state, sums, seconds = LoopState(), {"loss": 0.0}, 0.0
     ckpt, metrics = open_run(out, run_config, resume, checkpointed, optimizer, scheduler,
-                             type(config).RESUMABLE_CHANGES, run.identities)
+                             type(config).RESUMABLE_CHANGES, run.identities, writer=place.main)
     if ckpt is not None:  # ``loss_sum``: a checkpoint written before the loop was shared
         sums = dict(ckpt.extra.get("sums") or {"loss": float(ckpt.extra["loss_sum"])})
         state, seconds = ckpt.state, float(ckpt.extra["seconds"])
+        if scaler.is_enabled() and "scaler" in ckpt.extra:
+            scaler.load_state_dict(ckpt.extra["scaler"])
         log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, checkpointed, optimizer, scheduler, state, run_config,
-                        {**identities, "sums": sums, "seconds": seconds})
+        if place.main:
+            scaled = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
+            save_checkpoint(ckpt_path, checkpointed, optimizer, scheduler, state, run_config,
+                            {**identities, "sums": sums, "seconds": seconds, **scaled})
+        place.barrier()
 
     lr = optimizer.param_groups[0]["lr"]
     model.train()
@@ -248,23 +275,37 @@ def _epochs(config: LoopConfig, run: LoopRun, out: Path, ckpt_path: Path, resume
         chosen = task.plan(state.epoch)
         batches = [[chosen[j] for j in b]
                    for b in epoch_batches(len(chosen), config.batch_size, config.seed, state.epoch, task.drop_last)]
-        todo = batches[state.batch:]
+        shares = [place.share(b) for b in batches[state.batch:]]
+        if task.weight is None and any(len(b) % place.world for b in batches):
+            raise TaxonlensError(f"{place.world} processes cannot split batches of {sorted({len(b) for b in batches})} "
+                                 "items evenly; choose a batch size divisible by the number of processes")
+        todo = [items for items, _ in shares]
         inputs = task.load(state.epoch, todo) if task.load is not None else todo
         tick = time.perf_counter()
-        for batch in inputs:
+        for batch, (items, counts) in zip(inputs, shares):
             step_start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            loss, parts = task.loss(batch)
+            with place.autocast():
+                loss, parts = task.loss(batch)
+            if place.world > 1 and task.weight is not None:  # this process's part of the step's mean
+                factor = place.share_factor(task.weight(items) if counts else 0.0)
+                loss, parts = loss * factor, {name: float(value) * factor for name, value in parts.items()}
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            place.average_gradients(params)
             if run.max_grad_norm:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, run.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             if task.after_step is not None:
                 task.after_step()
             state.step, state.batch = state.step + 1, state.batch + 1
             loss_value = float(loss.detach())
+            if place.world > 1:  # the step's loss and parts: the mean of the processes' parts
+                values = place.mean([loss_value, *parts.values()])
+                loss_value, parts = values[0], dict(zip(parts, values[1:]))
             for name, value in {"loss": loss_value, **parts}.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
             if progress is not None:
@@ -283,7 +324,7 @@ def _epochs(config: LoopConfig, run: LoopRun, out: Path, ckpt_path: Path, resume
         if task.figures is not None:
             row |= task.figures()
         last = state.epoch + 1 == config.epochs
-        if task.evaluate is not None and config.eval_every and ((state.epoch + 1) % config.eval_every == 0 or last):
+        if place.main and task.evaluate is not None and config.eval_every and ((state.epoch + 1) % config.eval_every == 0 or last):
             tick = time.perf_counter()
             model.eval()
             row["val"] = task.evaluate()
@@ -291,8 +332,9 @@ def _epochs(config: LoopConfig, run: LoopRun, out: Path, ckpt_path: Path, resume
             row["eval_seconds"] = time.perf_counter() - tick
             log.info("epoch %d: loss %.4f, validation %s", state.epoch + 1, row["train_loss"], json.dumps(row["val"]))
         metrics.append(row)
-        with open(out / METRICS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if place.main:
+            with open(out / METRICS_FILE, "a") as f:
+                f.write(json.dumps(row) + "\n")
         state.epoch, state.batch, sums, seconds = state.epoch + 1, 0, {"loss": 0.0}, 0.0
         checkpoint()
     return metrics, state.step

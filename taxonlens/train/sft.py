@@ -83,6 +83,7 @@ from taxonlens.train.loop import (
     seed_everything,
     train_epochs,
 )
+from taxonlens.train.parallel import Placement
 
 #: where a record's image comes from: a function of the record, a folder its paths are relative
 #: to, or ``None`` (the paths as written)
@@ -100,7 +101,7 @@ class TuneConfig(LoopConfig, LMMConfig):
 
     eval_batch_size: int = field(default=16, metadata={"help": "items per scoring call in the evaluation"})
 
-    RESUMABLE_CHANGES = (*LoopConfig.RESUMABLE_CHANGES, "eval_batch_size")
+    RESUMABLE_CHANGES = (*LoopConfig.RESUMABLE_CHANGES, "gradient_checkpointing", "eval_batch_size")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -345,8 +346,12 @@ def evaluate_sft(lmm: LMM, records: Sequence[VQARecord], images: ImageSource, ra
 def examples_task(lmm: LMM, examples: Sequence[SFTExample], image_of: Callable[[int], Image.Image],
                   plan: Callable[[int], list[int]], evaluate: Callable[[], dict[str, Any]] | None = None) -> EpochTask:
     """The task of learning prepared answers: item ``j`` is ``examples[j]`` with the image
-    ``image_of(examples[j].record)`` (read once per batch), its loss :func:`sft_loss`."""
+    ``image_of(examples[j].record)`` (read once per batch), its loss :func:`sft_loss`, each item
+    weighing its answer tokens (so data-parallel shares add up to the token mean of the batch)."""
     cache: dict[str, list[int]] = {}
+
+    def weight(items: list[int]) -> float:
+        return float(sum(len(_target_ids(lmm, examples[j].target, cache)) for j in items))
 
     def loss(items: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         group = [examples[j] for j in items]
@@ -355,7 +360,7 @@ def examples_task(lmm: LMM, examples: Sequence[SFTExample], image_of: Callable[[
         device = next(lmm.model.parameters()).device
         return sft_loss(lmm.model, batch.to(device), labels.to(device)), {}
 
-    return EpochTask(plan, loss, evaluate)
+    return EpochTask(plan, loss, evaluate, weight=weight)
 
 
 class _Trainable(torch.nn.Module):
@@ -422,8 +427,8 @@ def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], EpochTask], data_id: s
              progress: Callable[[StepLog], None] | None = None, full: bool = False) -> TrainResult[LMM]:
     """The epoch loop (:func:`~taxonlens.train.loop.train_epochs`) of a multimodal LLM.
 
-    Loads ``config.model``, seeds every generator with ``config.seed``, adds LoRA adapters
-    (or, with ``full``, trains every weight), asks ``prepare(lmm)`` for the
+    Loads ``config.model`` onto the run's device, seeds every generator with ``config.seed``,
+    turns on gradient checkpointing when asked (:func:`enable_gradient_checkpointing`), adds LoRA adapters (or, with ``full``, trains every weight), asks ``prepare(lmm)`` for the
     :class:`~taxonlens.train.loop.EpochTask`, and trains it with AdamW (the task's module without
     weight decay), a linear warmup, a cosine decay and gradient clipping at
     ``config.max_grad_norm``, every item of an epoch's plan in batches of ``config.batch_size``.
@@ -437,10 +442,12 @@ def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], EpochTask], data_id: s
         CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run
             (other settings, data or base weights).
     """
-    def build() -> LoopRun[LMM]:
-        lmm = load_lmm(config.model, seed=config.seed)
+    def build(place: Placement) -> LoopRun[LMM]:
+        lmm = load_lmm(config.model, seed=config.seed, device=place.device)
         base_id = lmm.fingerprint()
         seed_everything(config.seed)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(lmm.model)
         if full:
             lmm.model.requires_grad_(True)
         else:
@@ -454,16 +461,27 @@ def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], EpochTask], data_id: s
             groups.append({"params": list(task.module.parameters()), "weight_decay": 0.0})
         optimizer = adamw(groups, lr=config.lr, weight_decay=config.weight_decay)
 
-        def save() -> tuple[LMM, Path]:
+        def save(write: bool) -> tuple[LMM, Path]:
             if not full:
                 lmm.model = model.merge_and_unload()
-            return lmm, lmm.save(Path(config.out) / MODEL_DIR)
+            if config.gradient_checkpointing:
+                lmm.model.activation_checkpointing_disable()
+            model_dir = Path(config.out) / MODEL_DIR
+            return lmm, lmm.save(model_dir) if write else model_dir
 
         identities = {"data": (data_id, "resume with the same training data in the same order"),
                       "base model": (base_id, f"{config.model} has other weights now; resume on the same weights")}
         return LoopRun(model, optimizer, task, identities, save, trainable, config.max_grad_norm)
 
     return train_epochs(config, build, resume, progress)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute ``model``'s activations in the backward pass: transformers' gradient
+    checkpointing (``activation_checkpointing_enable``, the name transformers 5 gives
+    ``gradient_checkpointing_enable``), non-reentrant, so frozen inputs need no gradient; in
+    training mode only, where transformers also skips the KV cache."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def load_sft_checkpoint(path: str | Path) -> LMM:
@@ -501,6 +519,7 @@ __all__ = [
     "check_records",
     "data_fingerprint",
     "default_ranks",
+    "enable_gradient_checkpointing",
     "epoch_examples",
     "evaluate_sft",
     "examples_task",

@@ -251,7 +251,11 @@ class TARATrainer(GRPOTrainer):
         w_v, w_l = self.tara.visual_weight, self.tara.label_weight
         loss = (w_v * visual + w_l * label) / (w_v + w_l)
         self.align_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under several processes the LMM's gradients are averaged by DDP, the projectors' here
+        if self.accelerator.num_processes > 1:
+            for p in self.aligner.parameters():
+                if p.grad is not None:  # (a projector whose loss weighs 0 has none, in every process)
+                    p.grad = self.accelerator.reduce(p.grad, reduction="mean")
         if self.tara.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.lmm_params + list(self.aligner.parameters()), self.tara.max_grad_norm)
         self.align_optimizer.step()
@@ -269,6 +273,8 @@ class TARATrainer(GRPOTrainer):
         super()._save_checkpoint(model, trial)
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+        if not self.args.should_save:  # one writer: the main process
+            return
         folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         torch.save({"aligner": self.aligner.state_dict(), "optimizer": self.align_optimizer.state_dict()},
                    os.path.join(folder, ALIGNMENT_FILE))

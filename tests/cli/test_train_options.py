@@ -58,7 +58,7 @@ def test_finedefics_keeps_its_flag_names_and_has_few_parameters_of_its_own() -> 
     assert {"--full", "--lora", "--w-ntp", "--open-fraction", "--stage"} <= opts
     config_fields = {f.name for config in CONFIGS["finedefics"] for f in fields(config)}
     assert {p.name for p in params} - config_fields == {"manifest", "stage", "taxonomy", "split", "val_split",
-                                                        "resume"}
+                                                        "resume", "num_processes"}
 
 
 def _capture(monkeypatch, target: str) -> list:

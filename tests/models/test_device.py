@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from taxonlens.errors import TaxonlensError
-from taxonlens.models.device import bf16_is_fast, resolve_device, resolve_precision
+from taxonlens.models.device import autocast, bf16_is_fast, resolve_device, resolve_precision
 from taxonlens.models.encoders import load_encoder
 from taxonlens.models.mllm import load_lmm
 
@@ -31,6 +31,16 @@ def test_auto_is_this_machine_and_an_absent_gpu_is_a_clear_error():
             resolve_device("cuda")
     with pytest.raises(TaxonlensError, match="unknown device 'tpu'"):
         resolve_device("tpu")
+
+
+def test_training_trains_in_fp32_on_the_cpu_unless_asked_and_autocasts_what_it_resolves():
+    assert resolve_precision("auto", "cpu", training=True) == "fp32"
+    assert resolve_precision("bf16", "cpu", training=True) == "bf16"
+    x = torch.ones(2, 2)
+    with autocast(torch.device("cpu"), "fp32"):
+        assert (x @ x).dtype == torch.float32
+    with autocast(torch.device("cpu"), "bf16"):
+        assert (x @ x).dtype == torch.bfloat16
 
 
 def test_an_explicit_cpu_equals_the_default():

@@ -21,6 +21,7 @@ from taxonlens.train.loop import (
     seed_everything,
     train_epochs,
 )
+from taxonlens.train.parallel import Placement
 
 X = torch.linspace(-1, 1, 10)[:, None]  # [10, 1]
 Y = 3 * X + 1
@@ -36,19 +37,20 @@ def fit(out: Path, resume: bool = False, stop_at: int | None = None, parts: bool
     ``stop_at``: the run dies after that step."""
     config = LoopConfig(**{"out": out, "epochs": 3, "batch_size": 4, "lr": 0.05, "checkpoint_every": 2, **settings})
 
-    def build() -> LoopRun[torch.nn.Module]:
+    def build(place: Placement) -> LoopRun[torch.nn.Module]:
         seed_everything(config.seed)
-        model = torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(1, 1))
+        model = torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(1, 1)).to(place.device)
         optimizer = adamw([{"params": list(model.parameters())}], lr=config.lr)
 
         def loss(items: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
             pred = model(X[items])
             return F.mse_loss(pred, Y[items]), ({"abs": float((pred - Y[items]).detach().abs().mean())} if parts else {})
 
-        def save() -> tuple[torch.nn.Module, Path]:
+        def save(write: bool) -> tuple[torch.nn.Module, Path]:
             folder = Path(config.out) / MODEL_DIR
-            folder.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), folder / "weights.pt")
+            if write:
+                folder.mkdir(parents=True, exist_ok=True)
+                torch.save(model.state_dict(), folder / "weights.pt")
             return model, folder
 
         task = EpochTask(lambda epoch: range(len(X)), loss, lambda: {"w": float(model[1].weight.detach())},

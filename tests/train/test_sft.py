@@ -18,6 +18,7 @@ from taxonlens.train.loop import epoch_batches
 from taxonlens.train.sft import (
     build_examples,
     check_records,
+    enable_gradient_checkpointing,
     epoch_examples,
     sft_inputs,
     sft_loss,
@@ -85,6 +86,36 @@ def test_loss_is_the_cross_entropy_of_the_answer_tokens_only(deep, lmm):
     by_hand = [-logp[r, t - 1, batch["input_ids"][r, t]] for r in range(4) for t in range(labels.shape[1])
                if labels[r, t] != -100]
     assert loss.item() == pytest.approx(float(torch.stack(by_hand).mean()), abs=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(deep):
+    """One training step of tiny-qwen2.5-vl with LoRA, with and without recomputed activations: the
+    forward pass keeps far fewer tensors for the backward pass, and the loss and every adapter's
+    gradient are the same to float32 rounding."""
+    world, records, photos = deep
+
+    def step(checkpointing: bool):
+        lmm = load_lmm("tiny-qwen2.5-vl")
+        if checkpointing:
+            enable_gradient_checkpointing(lmm.model)
+        torch.manual_seed(0)
+        lmm.add_lora(8, 16, 0.0, "language+head")
+        lmm.model.train()
+        examples = build_examples(lmm, records[:2], world.taxonomy.ranks, "name", system=None)[:4]
+        batch, labels = sft_inputs(lmm, [photos(records[ex.record]) for ex in examples], examples)
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel()) or t, lambda t: t):
+            loss = sft_loss(lmm.model, batch, labels)
+        loss.backward()
+        grads = {n: p.grad for n, p in lmm.model.named_parameters() if p.requires_grad}
+        return float(loss), grads, sum(kept)
+
+    plain, checkpointed = step(False), step(True)
+    assert checkpointed[2] < plain[2] / 2
+    assert checkpointed[0] == pytest.approx(plain[0], abs=1e-6)
+    assert checkpointed[1].keys() == plain[1].keys() and len(plain[1]) > 0
+    for name, grad in plain[1].items():
+        torch.testing.assert_close(checkpointed[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_evaluation_scores_the_options_in_the_trained_format(deep, lmm):
