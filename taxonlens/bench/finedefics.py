@@ -66,8 +66,6 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-import resource
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -84,6 +82,7 @@ from taxonlens.bench.vqa import SCORED_DECODERS, VQAWorld, vqa_figures, vqa_scor
 from taxonlens.data import Record, VQARecord
 from taxonlens.data.records import record_leaves
 from taxonlens.knowledge.extract import clean_answer
+from taxonlens.models.device import peak_memory_mb
 from taxonlens.models.mllm import LMM, load_lmm
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.finedefics import (
@@ -421,12 +420,6 @@ def _run(s: FinedeficsSpec, work: Path, out: Path | None, say: Callable[[str], N
 
 
 # ----------------------------------------------------------------------- cost
-def _peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def _cost_run(stage: str, preset: str, records: list[Record], taxonomy: Taxonomy, embeddings: np.ndarray,
               root: str, s: FinedeficsCostSpec, out: str) -> dict[str, Any]:
     """One stage on one preset, in a fresh process: step times and peak RSS growth."""
@@ -436,15 +429,15 @@ def _cost_run(stage: str, preset: str, records: list[Record], taxonomy: Taxonomy
               "threads": s.threads, "seed": s.world.seed, "out": out}
     seconds: list[float] = []
     peaks: list[float] = []
-    start = _peak_rss_mb()
+    start = peak_memory_mb("cpu")
     warm = load_lmm(preset, seed=s.world.seed).add_lora(targets="language+head")  # first-use imports, model size
     del warm
     gc.collect()
-    base = _peak_rss_mb()
+    base = peak_memory_mb("cpu")
 
     def step(log) -> None:
         seconds.append(log.seconds)
-        peaks.append(_peak_rss_mb())
+        peaks.append(peak_memory_mb("cpu"))
 
     weights = COST_STAGES[stage]
     if weights is None:

@@ -287,6 +287,30 @@ def bench_fewshot(
     print_wide(result.render(), 120)
 
 
+@app.command("device")
+def bench_device(
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    quick: Annotated[bool, typer.Option(help="Tiny models only, few photos (a CPU, a test).")] = False,
+    threads: ThreadsOpt = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
+) -> None:
+    """Every kind of model on one device: predict (ViT-B/16 with random weights, tiny-clip), LMM option
+    scoring and one step each of SFT, GRPO, GRPO+TARA and Finedefics Stage I (a tiny preset and
+    Qwen2.5-VL-3B's architecture with random weights): throughput and peak memory. scripts/gpu-check.sh
+    runs it on a GPU."""
+    from taxonlens.bench.device_check import DeviceCheckSpec
+    from taxonlens.bench.device_check import bench_device as run
+
+    if out is not None:
+        check_writable(out)
+    spec = DeviceCheckSpec(device=device, precision=precision, threads=threads or None)
+    result = run(spec.quick() if quick else spec, progress=say)
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+    print_wide(result.render(), 110)
+
+
 @app.command("memory")
 def bench_memory(
     batch: Annotated[int, typer.Option(help="Samples per GPU (the micro-batch).")] = 4,

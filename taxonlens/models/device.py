@@ -105,6 +105,28 @@ def attention_implementation(device: str | torch.device, precision: str) -> str:
     return "sdpa"
 
 
+def reset_peak_memory(device: str | torch.device) -> None:
+    """Start :func:`peak_memory_mb`'s count afresh on a CUDA GPU (elsewhere the count is the
+    process's, which never resets)."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: str | torch.device) -> float:
+    """Peak memory in MiB: on a CUDA GPU the most torch allocated there since
+    :func:`reset_peak_memory`; elsewhere this process's peak resident set size (``ru_maxrss``:
+    KiB on Linux, bytes on macOS)."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """The torch dtype of each resolved precision."""
 
