@@ -107,8 +107,11 @@ def _detection(i: int, det: object, categories: dict[str, str]) -> Detection | s
     tol = EDGE_TOLERANCE
     if x < -tol or y < -tol or x + w > 1 + tol or y + h > 1 + tol:
         return f"detection {i}: bbox {bbox} lies outside [0, 1] (normalised [x, y, width, height])"
-    x0, y0 = max(x, 0.0), max(y, 0.0)
-    return Detection(i, category, float(conf), (x0, y0, min(x + w, 1.0) - x0, min(y + h, 1.0) - y0))
+    if x < 0 or x + w > 1:  # within rounding of the edge: clipped
+        x, w = max(x, 0.0), min(x + w, 1.0) - max(x, 0.0)
+    if y < 0 or y + h > 1:
+        y, h = max(y, 0.0), min(y + h, 1.0) - max(y, 0.0)
+    return Detection(i, category, float(conf), (x, y, w, h))
 
 
 def _image(i: int, entry: object, categories: dict[str, str]) -> DetectorImage:
