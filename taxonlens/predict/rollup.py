@@ -4,13 +4,15 @@ The rule, in the spirit of SpeciesNet's rollup (an answer moves up the tree unti
 evidence supports it):
 
 1. Each classified box ``d`` votes for the taxon it reports (the end of its reached path after
-   back-off, else of its path; the root when no rank is trusted), with weight ``q_d``, the
-   detector's confidence that the box holds an animal.
-2. The photo's taxon ``A`` is the deepest taxon holding more than half the total weight of the
-   votes. When every box agrees, that is their common answer; when two equally confident boxes
-   disagree, it is the lowest common ancestor of their answers; a less confident minority (a box
-   on the background, say) does not pull the answer up. Taxa holding more than half the weight lie
-   on one path, so ``A`` is well defined (the root, with all of it, always qualifies).
+   back-off, else of its path; the root when no rank is trusted) and is an animal with
+   probability ``q_d``, the detector's confidence.
+2. A taxon *holds the photo* when, with probability at least 1/2, every animal in it lies within
+   the taxon: every box voting outside it is a false box, ``prod_{d outside} (1 - q_d) >= 1/2``.
+   The photo's taxon ``A`` is the lowest common ancestor of the deepest taxa that hold it. When
+   every box agrees, that is their common answer; when confident boxes disagree (two animals of
+   different species), it is the lowest common ancestor of their answers; a box the detector
+   doubts (below 0.5: a box on the background, say) does not pull a confident answer up; with no
+   confidences (all 1) it is the lowest common ancestor of all answers.
 3. The confidence at each rank of ``A``'s path is the noisy-OR of the marginals of the boxes that
    voted within ``A``: ``1 - prod_d (1 - m_d(taxon))``, the probability that at least one of them
    is that taxon. Agreeing boxes reinforce each other (two boxes at 0.6 give 0.84); disagreeing
@@ -61,20 +63,21 @@ def rollup(decoder: TreeDecoder, leaf_probs: torch.Tensor, predictions: Sequence
     Args:
         leaf_probs: ``[D, n_leaves]`` probabilities of the ``D`` boxes' crops.
         predictions: each box's decoded answer (``decoder.decode`` of ``leaf_probs``).
-        weights: each box's detector confidence ``[D]`` (all zero: equal weights).
+        weights: each box's detector confidence ``[D]``, in [0, 1].
         top_k: the answer and at most ``top_k - 1`` alternatives.
     """
     tax = decoder.taxonomy
     if not predictions:
         return Rollup(None, 0, 0)
     votes = [vote_node(decoder, p) for p in predictions]
-    w = np.asarray(weights, dtype=np.float64)
-    w = w if w.sum() > 0 else np.ones(len(votes))
-    share: dict[int, float] = {}
-    for node, weight in zip(votes, w):
-        for a in (0, *tax.path(node)):
-            share[a] = share.get(a, 0.0) + weight
-    answer = max((n for n, s in share.items() if s > w.sum() / 2), key=lambda n: tax.depth[n])
+    false = 1.0 - np.clip(np.asarray(weights, dtype=np.float64), 0.0, 1.0)  # each box's chance to be no animal
+    candidates = {a for node in votes for a in tax.path(node)}
+    holding = [n for n in candidates
+               if np.prod([f for node, f in zip(votes, false) if n not in tax.path(node)]) >= 0.5]
+    deepest = [n for n in holding if not any(m != n and n in tax.path(m) for m in holding)]
+    answer = deepest[0] if deepest else 0
+    for n in deepest[1:]:
+        answer = tax.lca(answer, n)
     within = [d for d, node in enumerate(votes) if answer == 0 or answer in tax.path(node)]
     if answer == 0:
         return Rollup(None, len(votes), len(within))

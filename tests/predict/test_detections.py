@@ -113,7 +113,8 @@ def test_tables_hold_a_row_per_box_and_a_rolled_up_row_per_photo(recognizer, sce
         image = load_image(scenes_dir / photo["file_name"])
         probs = recognizer.leaf_probs([crop_box(image, b["bbox"], 0.1) for b in mine])
         expect = rollup(decoder, probs, decoder.decode(probs, top_k=3), [b["detection_conf"] for b in mine], 3)
-        assert photo["path"] == list(expect.prediction.path) and photo["agreeing"] == expect.agreeing
+        assert photo["path"] == (list(expect.prediction.path) if expect.prediction else [])  # [] : the root
+        assert photo["agreeing"] == expect.agreeing
         if len({tuple(b["path"]) for b in mine}) == 1:  # agreeing boxes: the same answer, more confident
             assert photo["path"] == mine[0]["path"] and photo["score"] >= max(b["score"] for b in mine) - 1e-6
 

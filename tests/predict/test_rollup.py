@@ -1,5 +1,5 @@
 """The image-level rollup: agreeing boxes reinforce, disagreeing ones meet at their lowest common
-ancestor, a less confident minority does not pull the answer up."""
+ancestor, a box the detector doubts does not pull a confident answer up."""
 
 from __future__ import annotations
 
@@ -42,7 +42,14 @@ def test_disagreeing_boxes_are_reported_at_their_lowest_common_ancestor():
     assert alt[("Rosaceae", "Rosa", "Rosa canina")] == pytest.approx(1 - 0.3 * 0.9)
 
 
-def test_a_less_confident_minority_does_not_pull_the_answer_up():
+def test_confident_boxes_that_disagree_meet_at_their_common_ancestor_whatever_their_confidences():
+    decoder, probs, preds = boxes([0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1])
+    assert rollup(decoder, probs[:2], preds[:2], [0.95, 0.6]).prediction.path == ("Rosaceae", "Rosa")
+    all_sure = rollup(decoder, probs, preds, [1.0, 1.0, 1.0])  # no detector confidences: the LCA of all
+    assert all_sure.prediction.path == ("Rosaceae", "Rosa") and all_sure.agreeing == 3
+
+
+def test_a_box_the_detector_doubts_does_not_pull_the_answer_up():
     decoder, probs, preds = boxes([0.7, 0.1, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7])
     out = rollup(decoder, probs, preds, [0.9, 0.9, 0.3])  # the third: a box on the background
     assert out.prediction.path[-1] == "Rosa canina" and (out.boxes, out.agreeing) == (3, 2)
