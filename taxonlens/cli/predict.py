@@ -24,6 +24,7 @@ from taxonlens.predict.rows import RowFormat
 
 PANEL = "Recognizer"
 BatchOpt = Annotated[int, typer.Option(help="Photos per batch.")]
+DETECTIONS = "Camera-trap detections"
 
 
 def _recognizer(bar, options: RecognizerOptions):
@@ -42,7 +43,9 @@ def _check_counts(**counts: int) -> None:
 
 @config_options(RecognizerOptions, panel=PANEL)
 def predict(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="Image files and folders (searched recursively).")
+                     ] = None,
+    *,
     settings: ConfigValues,
     rank: Annotated[str | None, typer.Option(help="Answer at this rank (default: the deepest).")] = None,
     top_k: Annotated[int, typer.Option(help="Answers per photo: the best and top_k - 1 alternatives.")] = 5,
@@ -57,30 +60,59 @@ def predict(
     thresholds: Annotated[Path | None, typer.Option(help="Back-off thresholds JSON from `taxonlens calibrate` "
                                                          "(made with the same recognizer options).")] = None,
     batch_size: BatchOpt = 32,
+    detections: Annotated[Path | None, typer.Option(
+        help="MegaDetector batch output (instead of PATHS): classify its animal boxes; --out .json writes the file "
+             "back with classifications, a table writes a row per box and OUT.images.<ext> a row per photo.",
+        rich_help_panel=DETECTIONS)] = None,
+    min_conf: Annotated[float, typer.Option(help="Lowest detector confidence of a box classified.",
+                                            rich_help_panel=DETECTIONS)] = 0.2,
+    crop_pad: Annotated[float, typer.Option(help="Padding of each crop, a fraction of the box's side.",
+                                            rich_help_panel=DETECTIONS)] = 0.1,
+    image_root: Annotated[Path | None, typer.Option(help="Folder the detector's file names are relative to "
+                                                         "(default: the detections file's).",
+                                                    rich_help_panel=DETECTIONS)] = None,
 ) -> None:
     """Name the organism in each photo: a consistent taxonomy path, a confidence per rank, the rank
-    reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal."""
+    reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal.
+    With --detections, name the animals in a camera-trap detector's boxes instead."""
     from taxonlens.predict import expand_inputs, predict_files, read_thresholds
+    from taxonlens.predict.detections import check_detections_output, predict_detections
     from taxonlens.predict.files import check_output
 
     options = settings.build(RecognizerOptions)
     _check_counts(top_k=top_k, batch_size=batch_size, rerank_k=options.rerank_k)
-    check_output(out)
+    if (detections is None) == (not paths):
+        raise TaxonlensError("give photo PATHS or --detections FILE (one of them)")
+    if detections is not None and output_format != RowFormat.taxonlens:
+        raise TaxonlensError("--detections writes taxonlens rows or the detector's JSON; --format pybioclip does not apply")
+    check_output(out) if detections is None else check_detections_output(out)
     if thresholds is not None:
         read_thresholds(thresholds)  # a malformed file fails before the model loads
-    files = expand_inputs(paths)
+    files = expand_inputs(paths) if detections is None else []
     with progress_bar() as bar:
         recognizer = _recognizer(bar, options)
         if thresholds is not None:
             recognizer.decoder.thresholds = read_thresholds(thresholds, recognizer)
         if rank is not None:
             recognizer.taxonomy.rank_depth(rank)  # an unknown rank fails before any photo is read
+        if detections is not None:
+            task = bar.add_task("classifying boxes", total=None)
+            run = predict_detections(recognizer, detections, out, min_conf, crop_pad, image_root, batch_size, top_k,
+                                     rank, lambda n: bar.advance(task, n), overwrite)
+            return _detections_done(run)
         task = bar.add_task("predicting", total=len(files))
         written, failures = predict_files(recognizer, files, out, batch_size, top_k, rank,
                                           progress=lambda n: bar.advance(task, n), overwrite=overwrite,
                                           output_format=output_format)
     print_skipped(failures)
     console.print(f"{len(files) - len(failures)} photos predicted, {len(failures)} unreadable: {written}")
+
+
+def _detections_done(run) -> None:
+    """Print a finished ``predict --detections`` run: each photo's problems, then the counts."""
+    print_skipped(run.problems)
+    console.print(f"{run.classified} boxes classified in {run.photos} photos, {len(run.problems)} problems: "
+                  f"{', '.join(map(str, run.written))}")
 
 
 def _precision_at(values: list[str]) -> dict[str, float]:

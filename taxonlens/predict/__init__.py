@@ -4,9 +4,12 @@ into a resumable table, and back-off thresholds calibrated on labelled photos.
 - :mod:`~taxonlens.predict.recognizer`: :class:`Recognizer` and :func:`build_recognizer`;
 - :mod:`~taxonlens.predict.rows`: the rows written (ours, and pybioclip's shape);
 - :mod:`~taxonlens.predict.files`: :func:`predict_files`, resumable and keyed on what made a row;
-- :mod:`~taxonlens.predict.thresholds`: :func:`calibrate_thresholds` and the thresholds file.
+- :mod:`~taxonlens.predict.thresholds`: :func:`calibrate_thresholds` and the thresholds file;
+- :mod:`~taxonlens.predict.detections`: :func:`predict_detections`, camera-trap detector boxes
+  cropped and classified, rolled up per photo by :mod:`~taxonlens.predict.rollup`.
 """
 
+from taxonlens.predict.detections import predict_detections
 from taxonlens.predict.files import OUTPUT_FORMATS, expand_inputs, predict_files
 from taxonlens.predict.recognizer import Recognizer, RecognizerOptions, build_recognizer, plain_labels
 from taxonlens.predict.rows import prediction_row
@@ -21,6 +24,7 @@ __all__ = [
     "calibrate_thresholds",
     "expand_inputs",
     "plain_labels",
+    "predict_detections",
     "predict_files",
     "prediction_row",
     "read_thresholds",

@@ -2,12 +2,15 @@
 
 from taxonlens.knowledge.template import describe  # the one description template of the code base
 from taxonlens.synthworld.render import render
+from taxonlens.synthworld.scene import Scene, SceneSet
 from taxonlens.synthworld.traits import TRAIT_NAMES, TRAITS, assign_genomes, attributes, synthworld_attributes
 from taxonlens.synthworld.world import SynthDataset, SynthImage, SynthWorld, random_taxonomy, select_species
 
 __all__ = [
     "TRAITS",
     "TRAIT_NAMES",
+    "Scene",
+    "SceneSet",
     "SynthDataset",
     "SynthImage",
     "SynthWorld",

@@ -37,9 +37,9 @@ class Pose:
         y = self.cy + self.radius * (s * pts[:, 0] + c * pts[:, 1])
         return list(zip(x.tolist(), y.tolist()))
 
-    def body_frame(self, res: int) -> tuple[np.ndarray, np.ndarray]:
-        """Body-frame coordinates ``(u, v)``, each ``[res, res]``, of every pixel."""
-        y, x = np.mgrid[0:res, 0:res].astype(np.float32) + 0.5
+    def body_frame(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Body-frame coordinates ``(u, v)``, each ``[height, width]``, of every pixel."""
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
         dx, dy = (x - self.cx) / self.radius, (y - self.cy) / self.radius
         c, s = np.cos(self.angle), np.sin(self.angle)
         return c * dx + s * dy, -s * dx + c * dy
@@ -182,22 +182,70 @@ def _draw_markings(draw: ImageDraw.ImageDraw, genome: Genome, pose: Pose, tips: 
         draw.polygon(pose.to_image(_ellipse(np.asarray(c), r, r, 0.0, 12)), fill=colour)
 
 
-def _background(rng: np.random.Generator, res: int) -> Image.Image:
+def background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A ``width x height`` backdrop: a colour ramp from top to bottom and 4 to 12 pieces of
+    clutter (leaves, pebbles, twigs) sized to the shorter side."""
+    scale = min(width, height)
     base = _rgb(rng.random(), rng.uniform(0.3, 0.75), rng.uniform(0.05, 0.4))
     tilt = _rgb(rng.random(), rng.uniform(0.3, 0.75), rng.uniform(0.05, 0.4))
-    ramp = np.linspace(0.0, 1.0, res, dtype=np.float32)[:, None, None]
-    img = Image.fromarray((base * (1 - ramp) + tilt * ramp).repeat(res, axis=1).astype(np.uint8), "RGB")
+    ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    img = Image.fromarray((base * (1 - ramp) + tilt * ramp).repeat(width, axis=1).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(4, 13))):  # clutter: leaves, pebbles, twigs
         colour = tuple(int(c) for c in _rgb(rng.random(), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.7)))
-        c = rng.uniform(0, res, 2)
+        c = rng.uniform(0, 1, 2) * np.array([width, height])
         if rng.random() < 0.5:
-            r = rng.uniform(0.03, 0.12) * res
+            r = rng.uniform(0.03, 0.12) * scale
             draw.ellipse([c[0] - r, c[1] - r * rng.uniform(0.4, 1), c[0] + r, c[1] + r], fill=colour)
         else:
-            e = c + rng.uniform(-0.25, 0.25, 2) * res
+            e = c + rng.uniform(-0.25, 0.25, 2) * scale
             draw.line([tuple(c), tuple(e)], fill=colour, width=int(rng.integers(1, 4)) * SUPERSAMPLE)
     return img
+
+
+def paint(canvas: Image.Image, genome: Genome, pose: Pose, rng: np.random.Generator,
+          nuisance: float = 1.0) -> Image.Image:
+    """Paint an organism with ``genome`` at ``pose`` onto ``canvas`` (in place), partly hidden by a
+    leaf or stone in front with probability ``0.35 * nuisance``.
+
+    Returns:
+        the organism's mask on the canvas (mode ``L``, 255 where its body is drawn).
+    """
+    k = nuisance
+    width, height = canvas.size
+    polys, tips = body_shapes(genome)
+    mask = Image.new("L", (width, height), 0)
+    mdraw = ImageDraw.Draw(mask)
+    for poly in polys:
+        mdraw.polygon(pose.to_image(poly), fill=255)
+    body, pcol = genome[1], genome[5]
+    u, v = pose.body_frame(width, height)
+    second = pattern_mask(genome, u, v)[..., None]
+    base_rgb = _rgb(body.params[0], 0.3 + 0.4 * body.params[1], 0.75)
+    pat_rgb = _rgb(secondary_hue(body, pcol), 0.2 + 0.6 * pcol.params[1], 0.8)
+    skin = np.where(second, pat_rgb, base_rgb).astype(np.uint8)
+    canvas.paste(Image.fromarray(skin, "RGB"), (0, 0), mask)
+    draw = ImageDraw.Draw(canvas)
+    _draw_markings(draw, genome, pose, tips, mask, canvas)
+    if k > 0 and rng.random() < 0.35 * k:  # partial occlusion by a leaf or stone in front
+        c = np.array([pose.cx, pose.cy]) + rng.uniform(-0.45, 0.45, 2) * pose.radius * 2
+        r = rng.uniform(0.15, 0.3) * pose.radius * 2
+        colour = tuple(int(x) for x in _rgb(rng.random(), rng.uniform(0.2, 0.6), rng.uniform(0.1, 0.5)))
+        draw.ellipse([c[0] - r, c[1] - r * 0.6, c[0] + r, c[1] + r * 0.6], fill=colour)
+    return mask
+
+
+def develop(canvas: Image.Image, rng: np.random.Generator, nuisance: float = 1.0) -> Image.Image:
+    """The photo of a supersampled ``canvas``: downsampled by :data:`SUPERSAMPLE` (antialiased),
+    then, under nuisance, a random exposure and colour cast and sensor noise."""
+    k = nuisance
+    img = canvas.resize((canvas.width // SUPERSAMPLE, canvas.height // SUPERSAMPLE), Image.Resampling.BOX)
+    if k == 0:
+        return img
+    arr = np.asarray(img, dtype=np.float32)
+    arr = arr * rng.uniform(1 - 0.15 * k, 1 + 0.15 * k, 3) * rng.uniform(1 - 0.2 * k, 1 + 0.2 * k)  # light
+    arr += rng.normal(0.0, rng.uniform(1.0, 8.0) * k, arr.shape)  # sensor noise
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
 def render(genome: Genome, rng: np.random.Generator, size: int = 64, nuisance: float = 1.0) -> Image.Image:
@@ -218,30 +266,6 @@ def render(genome: Genome, rng: np.random.Generator, size: int = 64, nuisance: f
         cy=float(res / 2 + rng.uniform(-0.12, 0.12) * res * k),
         radius=0.4 * res * s,
     )
-    canvas = _background(rng, res) if k > 0 else Image.new("RGB", (res, res), (200, 200, 200))
-    polys, tips = body_shapes(genome)
-    mask = Image.new("L", (res, res), 0)
-    mdraw = ImageDraw.Draw(mask)
-    for poly in polys:
-        mdraw.polygon(pose.to_image(poly), fill=255)
-    body, pcol = genome[1], genome[5]
-    u, v = pose.body_frame(res)
-    second = pattern_mask(genome, u, v)[..., None]
-    base_rgb = _rgb(body.params[0], 0.3 + 0.4 * body.params[1], 0.75)
-    pat_rgb = _rgb(secondary_hue(body, pcol), 0.2 + 0.6 * pcol.params[1], 0.8)
-    skin = np.where(second, pat_rgb, base_rgb).astype(np.uint8)
-    canvas.paste(Image.fromarray(skin, "RGB"), (0, 0), mask)
-    draw = ImageDraw.Draw(canvas)
-    _draw_markings(draw, genome, pose, tips, mask, canvas)
-    if k > 0 and rng.random() < 0.35 * k:  # partial occlusion by a leaf or stone in front
-        c = np.array([pose.cx, pose.cy]) + rng.uniform(-0.45, 0.45, 2) * pose.radius * 2
-        r = rng.uniform(0.15, 0.3) * pose.radius * 2
-        colour = tuple(int(x) for x in _rgb(rng.random(), rng.uniform(0.2, 0.6), rng.uniform(0.1, 0.5)))
-        draw.ellipse([c[0] - r, c[1] - r * 0.6, c[0] + r, c[1] + r * 0.6], fill=colour)
-    img = canvas.resize((size, size), Image.Resampling.BOX)
-    if k == 0:
-        return img
-    arr = np.asarray(img, dtype=np.float32)
-    arr = arr * rng.uniform(1 - 0.15 * k, 1 + 0.15 * k, 3) * rng.uniform(1 - 0.2 * k, 1 + 0.2 * k)  # light
-    arr += rng.normal(0.0, rng.uniform(1.0, 8.0) * k, arr.shape)  # sensor noise
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    canvas = background(rng, res, res) if k > 0 else Image.new("RGB", (res, res), (200, 200, 200))
+    paint(canvas, genome, pose, rng, k)
+    return develop(canvas, rng, k)
