@@ -35,6 +35,9 @@ LabelsTaxonomyOpt = Annotated[str | None, typer.Option(
 SplitOpt = Annotated[str | None, typer.Option(help="Only photos of this split.")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where the model runs: auto (a CUDA GPU, then Apple MPS, else the "
                                                 "CPU), cpu, cuda or mps.")]
+WorkersOpt = Annotated[int | None, typer.Option(help="Processes that read, decode and preprocess photos while the "
+                                                   "model encodes (0: none, read between batches; default: half "
+                                                   "the cores, at most 8).", min=0)]
 OverwriteOpt = Annotated[bool, typer.Option(help="Start OUT afresh instead of resuming it (a resumed OUT must "
                                                  "have been written with the same settings).")]
 
@@ -43,6 +46,13 @@ def progress_bar() -> Progress:
     """The rich progress bar every long command shows."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=console, transient=False)
+
+
+def loader_workers(workers: int | None) -> int:
+    """``--workers``, or the default of this machine (:func:`~taxonlens.data.loader.default_workers`)."""
+    from taxonlens.data.loader import default_workers
+
+    return default_workers() if workers is None else workers
 
 
 def say(message: str) -> None:

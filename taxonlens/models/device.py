@@ -86,5 +86,11 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     return "bf16" if bf16_is_fast() else "fp32"
 
 
+def release_memory(device: str | torch.device) -> None:
+    """Hand a GPU's cached memory back after a batch ran out of it (nothing to do on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """The torch dtype of each resolved precision."""
