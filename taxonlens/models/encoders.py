@@ -18,7 +18,7 @@ import logging
 import os
 import pickle
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -120,8 +120,9 @@ class OpenCLIPEncoder:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode(), torch.autocast(self.device.type, self._dtype,
-                                                        enabled=self._dtype != torch.float32):
+            autocast = (torch.autocast(self.device.type, self._dtype) if self._dtype != torch.float32
+                        else nullcontext())
+            with torch.inference_mode(), autocast:
                 yield
         finally:
             self.model.train(was_training)
