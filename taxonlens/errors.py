@@ -46,3 +46,6 @@ class ImageError(TaxonlensError, OSError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+    def __reduce__(self) -> tuple:  # pickled whole (from a loader worker), not from its message
+        return type(self), (self.path, self.reason)

@@ -70,6 +70,34 @@ def bench_encode(
     print_figures(f"zero-shot prediction, {arch}", run(arch, images, batch, labels))
 
 
+@app.command("predict")
+def bench_predict(
+    model: Annotated[str, typer.Option(help="Encoder (an open_clip architecture gets random weights: speed "
+                                            "only).")] = "ViT-B-16",
+    photos: Annotated[int, typer.Option(help="Photo files (synthworld JPEGs) predicted in each arm.")] = 64,
+    batch: Annotated[int, typer.Option(help="Photos per batch.")] = 32,
+    labels: Annotated[int, typer.Option(help="Leaves scored and decoded.")] = 10_000,
+    workers: Annotated[int, typer.Option(help="Loader workers of the worker arm.", min=1)] = 1,
+    quick: Annotated[bool, typer.Option(help="A tiny model and 8 photos: checks the table, measures little.")
+                     ] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the result as JSON here.")] = None,
+) -> None:
+    """File-to-row throughput of `predict` with and without loader workers, against a plain open_clip
+    loop and the model's encode-only rate, at fp32 and the auto precision, with the fraction of this
+    CPU's measured matmul rate reached."""
+    from taxonlens.bench.predict import QUICK, PredictBenchSpec
+    from taxonlens.bench.predict import bench_predict as run
+
+    if out is not None:
+        check_writable(out)
+    spec = QUICK if quick else PredictBenchSpec(model=model, photos=photos, batch=batch, labels=labels,
+                                                workers=workers)
+    result = run(spec)
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+    print_wide(result.render(), 100)
+
+
 @app.command("labels")
 def bench_labels(
     labels: Annotated[int, typer.Option(help="Labels to embed.")] = 100_000,

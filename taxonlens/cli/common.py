@@ -41,6 +41,9 @@ PrecisionOpt = Annotated[Precision, typer.Option(help="Number format of the mode
                                                       "fp32, bf16 or fp16.")]
 QuantizeOpt = Annotated[Quantization, typer.Option(help="Load a checkpoint's weights in 8 or 4 bits through "
                                                         "bitsandbytes (pip install 'taxonlens[quantize]'; CUDA GPUs).")]
+WorkersOpt = Annotated[int | None, typer.Option(help="Processes that read, decode and preprocess photos while the "
+                                                   "model encodes (0: none, read between batches; default: half "
+                                                   "the cores, at most 8).", min=0)]
 OverwriteOpt = Annotated[bool, typer.Option(help="Start OUT afresh instead of resuming it (a resumed OUT must "
                                                  "have been written with the same settings).")]
 
@@ -49,6 +52,13 @@ def progress_bar() -> Progress:
     """The rich progress bar every long command shows."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=console, transient=False)
+
+
+def loader_workers(workers: int | None) -> int:
+    """``--workers``, or the default of this machine (:func:`~taxonlens.data.loader.default_workers`)."""
+    from taxonlens.data.loader import default_workers
+
+    return default_workers() if workers is None else workers
 
 
 def say(message: str) -> None:

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from taxonlens.cli.common import DeviceOpt, ModelOpt, SplitOpt, console, load_taxonomy, progress_bar, read_records
+from taxonlens.cli.common import (
+    DeviceOpt,
+    ModelOpt,
+    SplitOpt,
+    WorkersOpt,
+    console,
+    load_taxonomy,
+    loader_workers,
+    progress_bar,
+    read_records,
+)
 from taxonlens.index.memory import IndexKind
 from taxonlens.models.device import Device, Precision
 
@@ -30,6 +40,7 @@ def index_build(
     embeddings: Annotated[Path | None, typer.Option(help="Photo embeddings from `taxonlens embed` with the same "
                                                          "--model and --precision: those photos are not encoded "
                                                          "again.")] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """An image-exemplar memory: photo embeddings with their class, for retrieval (`predict --memory`)."""
     from taxonlens.index.embeddings import read_embeddings
@@ -44,5 +55,5 @@ def index_build(
         task = bar.add_task("encoding exemplars", total=None)
         memory = build_exemplar_memory(records, encoder, out, tax, kind, per_class, batch_size,
                                        progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                       known=known)
+                                       known=known, workers=loader_workers(workers))
     console.print(f"{len(memory):,} exemplars of {len(set(memory.labels.tolist())):,} classes in {out}")

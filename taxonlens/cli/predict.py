@@ -11,7 +11,9 @@ import typer
 from taxonlens.cli.common import (
     DeviceOpt,
     ModelOpt,
+    WorkersOpt,
     console,
+    loader_workers,
     print_figures,
     print_skipped,
     progress_bar,
@@ -71,6 +73,7 @@ def predict(
     image_root: Annotated[Path | None, typer.Option(help="Folder the detector's file names are relative to "
                                                          "(default: the detections file's).",
                                                     rich_help_panel=DETECTIONS)] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Name the organism in each photo: a consistent taxonomy path, a confidence per rank, the rank
     reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal.
@@ -98,12 +101,12 @@ def predict(
         if detections is not None:
             task = bar.add_task("classifying boxes", total=None)
             run = predict_detections(recognizer, detections, out, min_conf, crop_pad, image_root, batch_size, top_k,
-                                     rank, lambda n: bar.advance(task, n), overwrite)
+                                     rank, lambda n: bar.advance(task, n), overwrite, loader_workers(workers))
             return _detections_done(run)
         task = bar.add_task("predicting", total=len(files))
         written, failures = predict_files(recognizer, files, out, batch_size, top_k, rank,
                                           progress=lambda n: bar.advance(task, n), overwrite=overwrite,
-                                          output_format=output_format)
+                                          output_format=output_format, workers=loader_workers(workers))
     print_skipped(failures)
     console.print(f"{len(files) - len(failures)} photos predicted, {len(failures)} unreadable: {written}")
 
@@ -142,6 +145,7 @@ def calibrate(
                                            "diagram is drawn beside it (OUT.reliability.png).")] = Path(
         "thresholds.json"),
     batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
 ) -> None:
     """Back-off thresholds per rank: the lowest confidence at which answers at that rank are right at
     least --target-precision of the time on labelled photos, with a reliability diagram per rank."""
@@ -161,7 +165,7 @@ def calibrate(
         task = bar.add_task("calibrating", total=None)
         calibration = calibrate_thresholds(recognizer, manifest, target_precision, batch_size,
                                            lambda done, total: bar.update(task, completed=done, total=total),
-                                           precision_at=targets)
+                                           precision_at=targets, workers=loader_workers(workers))
     written = write_thresholds(calibration, recognizer, out)
     print_figures(f"thresholds on {calibration.n_photos} photos ({written}; reliability: "
                   f"{reliability_plot_path(written).name})",
@@ -180,6 +184,7 @@ def embed(
                          ] = Precision.auto,
     device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
 ) -> None:
     """One unit image embedding per photo, for your own analyses or `index build --embeddings`.
     Unreadable files are listed, and written as rows with an error."""
@@ -194,7 +199,8 @@ def embed(
     encoder = load_encoder(model, precision=precision, device=device)
     with progress_bar() as bar:
         task = bar.add_task("embedding", total=len(files))
-        written, failures = embed_files(encoder, files, out, batch_size, lambda n: bar.advance(task, n), overwrite)
+        written, failures = embed_files(encoder, files, out, batch_size, lambda n: bar.advance(task, n), overwrite,
+                                        loader_workers(workers))
     print_skipped(failures)
     console.print(f"{len(files) - len(failures)} photos embedded ({encoder.embed_dim} dimensions), "
                   f"{len(failures)} unreadable: {written}")

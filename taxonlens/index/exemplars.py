@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taxonlens.data import Record, load_image
+from taxonlens.data import Record
+from taxonlens.data.loader import PhotoLoader
 from taxonlens.data.records import record_leaves
-from taxonlens.errors import DataError, ImageError
+from taxonlens.errors import DataError
 from taxonlens.index.memory import VectorMemory
 from taxonlens.models.encoders import Encoder, load_encoder
 from taxonlens.taxonomy import Taxonomy, load_taxonomy, save_taxonomy
@@ -27,7 +28,7 @@ TAXONOMY_FILE, EXEMPLARS_FILE = "taxonomy.csv", "exemplars.json"
 
 def encode_records(encoder: Encoder, records: Sequence[Record], batch_size: int = 32,
                    progress: Callable[[int, int], None] | None = None,
-                   known: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
+                   known: Mapping[str, np.ndarray] | None = None, workers: int = 0) -> tuple[np.ndarray, list[int]]:
     """Unit image features of the records' photos: float32 ``[M, D]`` and the indices of the
     ``M`` records whose photo could be read (unreadable ones are skipped). ``progress`` gets
     (photos done, photos).
@@ -35,25 +36,29 @@ def encode_records(encoder: Encoder, records: Sequence[Record], batch_size: int 
     Args:
         known: features already computed by this encoder, by resolved photo path
             (:func:`~taxonlens.index.embeddings.read_embeddings`); those photos are not read.
+        workers: processes that read and preprocess the photos (0: this one; see
+            :class:`~taxonlens.data.loader.PhotoLoader`).
+
+    Raises:
+        TaxonlensError: a ``batch_size`` too large for the device's memory (naming one that fits).
     """
     known = known or {}
     rows: dict[int, np.ndarray] = {}
-    for start in range(0, len(records), batch_size):
-        images, which = [], []
-        for i in range(start, min(start + batch_size, len(records))):
-            cached = known.get(str(Path(records[i].image).resolve()))
-            if cached is not None:
-                rows[i] = cached
-                continue
-            try:
-                images.append(encoder.preprocess(load_image(records[i].image)))
-                which.append(i)
-            except ImageError:
-                continue
-        if images:
-            rows.update(zip(which, encoder.encode_images(torch.stack(images)).float().numpy()))
+    todo = []
+    for i, r in enumerate(records):
+        cached = known.get(str(Path(r.image).resolve()))
+        if cached is not None:
+            rows[i] = cached
+        else:
+            todo.append(i)
+    loader, start = PhotoLoader.of(encoder, batch_size, workers), 0
+    for batch in loader.batches([records[i].image for i in todo]):
+        if batch.read:
+            feats = loader.run(lambda b: encoder.encode_images(b.pixels), batch).float().numpy()
+            rows.update(zip((todo[start + k] for k in batch.read), feats))
+        start += len(batch.paths)
         if progress:
-            progress(min(start + batch_size, len(records)), len(records))
+            progress(len(records) - len(todo) + start, len(records))
     kept = sorted(rows)
     return (np.stack([rows[i] for i in kept]) if kept else np.zeros((0, 0), np.float32)), kept
 
@@ -62,10 +67,11 @@ def build_exemplar_memory(records: Sequence[Record], model: str | Encoder, out: 
                           taxonomy: Taxonomy | None = None, kind: str = "flat", per_class: int = 0,
                           batch_size: int = 32, seed: int = 0,
                           progress: Callable[[int, int], None] | None = None,
-                          known: Mapping[str, np.ndarray] | None = None) -> VectorMemory:
+                          known: Mapping[str, np.ndarray] | None = None, workers: int = 0) -> VectorMemory:
     """Encode labelled photos (``per_class`` drawn per class with ``seed``, 0 for all) and save
     them as a memory under ``out``. Unreadable photos are skipped; photos in ``known`` (their
-    features by resolved path, from ``taxonlens embed`` with this encoder) are not encoded again.
+    features by resolved path, from ``taxonlens embed`` with this encoder) are not encoded again;
+    the others are read by ``workers`` processes (see :func:`encode_records`).
 
     Raises:
         DataError: a photo whose path is not a class of ``taxonomy``, or no readable photo.
@@ -76,7 +82,7 @@ def build_exemplar_memory(records: Sequence[Record], model: str | Encoder, out: 
     taxonomy = taxonomy or Taxonomy.from_paths(sorted({tuple(r.path) for r in records}), allow_homonyms=True)
     classes = record_leaves(records, taxonomy)
     picked = sample_shots(np.asarray(classes), per_class, seed) if per_class else np.arange(len(records))
-    feats, kept = encode_records(encoder, [records[i] for i in picked], batch_size, progress, known)
+    feats, kept = encode_records(encoder, [records[i] for i in picked], batch_size, progress, known, workers)
     if not kept:
         raise DataError("no readable photo to put in the memory")
     labels = np.asarray(classes)[picked[kept]]

@@ -127,6 +127,12 @@ def peak_memory_mb(device: str | torch.device) -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
+def release_memory(device: str | torch.device) -> None:
+    """Hand a GPU's cached memory back after a batch ran out of it (nothing to do on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """The torch dtype of each resolved precision."""
 

@@ -18,7 +18,7 @@ import logging
 import os
 import pickle
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -54,6 +54,10 @@ class Encoder(Protocol):
 
     name: str
     embed_dim: int
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (inputs are moved there; features come back on the CPU)."""
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One RGB image -> float ``[3, H, W]`` model input."""
@@ -111,18 +115,26 @@ class OpenCLIPEncoder:
 
     @contextmanager
     def _inference(self) -> Iterator[None]:
-        """Eval mode and no autograd for the duration, restoring a training model after."""
+        """Eval mode, no autograd and autocast at the model's precision for the duration, restoring a
+        training model after."""
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            autocast = (torch.autocast(self.device.type, self._dtype) if self._dtype != torch.float32
+                        else nullcontext())
+            with torch.inference_mode(), autocast:
                 yield
         finally:
             self.model.train(was_training)
 
+    def _pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` on the model's device and in its number format; the copy does not wait
+        for the device when ``pixels`` are pinned (see :class:`~taxonlens.data.loader.PhotoLoader`)."""
+        return pixels.to(self.device, non_blocking=True).to(self._dtype)
+
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         with self._inference():
-            f = self.model.encode_image(pixels.to(self.device, self._dtype))
+            f = self.model.encode_image(self._pixels(pixels))
         return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
 
     def patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -130,7 +142,7 @@ class OpenCLIPEncoder:
         (ViT: after the final layer norm, class token left out, ``C`` = width, ``P`` = (H / patch)^2;
         ResNet: the last stage's ``h x w`` feature map, before attention pooling), row-major."""
         with self._inference():
-            grid = self.model.visual.forward_intermediates(pixels.to(self.device, self._dtype), indices=1,
+            grid = self.model.visual.forward_intermediates(self._pixels(pixels), indices=1,
                                                            intermediates_only=True,
                                                            normalize_intermediates=True)["image_intermediates"][-1]
         grid = grid.float().flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, hw, C]

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from taxonlens.data.loader import PhotoBatch, PhotoLoader
 from taxonlens.data.megadetector import (
     Detection,
     DetectorFile,
@@ -122,6 +123,7 @@ def predict_detections(
     rank: str | None = None,
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
+    workers: int = 0,
 ) -> DetectionRun:
     """Classify the animal boxes of a MegaDetector file into ``out`` (see the module docstring).
 
@@ -131,6 +133,7 @@ def predict_detections(
         image_root: the folder the file names are relative to (default: the detector file's).
         batch_size: photos read at a time (all their boxes are classified together).
         progress: called with the number of photos done.
+        workers: loader processes that read and decode the photos (0: in this process).
 
     Raises:
         DataError: a bad ``out``, ``min_conf`` or ``crop_pad``; a file that is not MegaDetector's
@@ -149,7 +152,8 @@ def predict_detections(
     settings = {**run_settings(recognizer, top_k, rank, "detections"), "detections": _file_digest(md.path),
                 "min_conf": min_conf, "crop_pad": crop_pad, "image_root": str(root.resolve())}
 
-    def work(names: list[str], images: list[Image.Image]) -> list[dict]:
+    def work(batch: PhotoBatch) -> list[dict]:
+        names, images = [batch.paths[k] for k in batch.read], batch.images
         crops, owner, dets = [], [], []
         for n, (name, img) in enumerate(zip(names, images)):
             for det in boxes[name].values():
@@ -169,7 +173,8 @@ def predict_detections(
                                    "row": recognizer.row(name, image.prediction)}
         return entries
 
-    rows, _ = journal_photos(list(boxes), out, settings, overwrite, batch_size, work,
+    loader = PhotoLoader(None, batch_size, workers, recognizer.encoder.device, keep_images=True)
+    rows, _ = journal_photos(list(boxes), out, settings, overwrite, loader, work,
                              lambda path, reason: {"file": path, "error": reason, "crops": [], "image": None},
                              progress)
     return _write(recognizer, md, root, min_conf, {entry["file"]: entry for entry in rows}, out)

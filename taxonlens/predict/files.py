@@ -20,9 +20,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from PIL import Image
-
-from taxonlens.data.images import IMAGE_SUFFIXES, load_image
+from taxonlens.data.images import IMAGE_SUFFIXES
+from taxonlens.data.loader import PhotoBatch, PhotoLoader
 from taxonlens.errors import DataError, ImageError
 from taxonlens.journal import append_journal, claim_run, read_journal
 from taxonlens.predict.recognizer import Recognizer
@@ -96,16 +95,17 @@ def _output_rows(rows: Sequence[dict], out: Path, output_format: str, ranks: Seq
     return list(rows), None
 
 
-def journal_photos(paths: Sequence[str], out: Path, settings: dict, overwrite: bool, batch_size: int,
-                   work: Callable[[list[str], list[Image.Image]], list[dict]],
+def journal_photos(paths: Sequence[str], out: Path, settings: dict, overwrite: bool, loader: PhotoLoader,
+                   work: Callable[[PhotoBatch], list[dict]],
                    error_row: Callable[[str, str], dict],
                    progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[ImageError]]:
     """The resumable loop over photo files that ``predict`` and ``embed`` share.
 
     Claims ``out`` for ``settings`` (:func:`~taxonlens.journal.claim_run`), then reads every photo
-    not yet in ``out``'s journal (new, changed since, or unreadable before), ``batch_size`` at a
-    time, and appends one entry per photo: ``work(paths, images)`` gives the rows of the readable
-    ones, ``error_row(path, reason)`` the row of an unreadable one (every row has an ``error``).
+    not yet in ``out``'s journal (new, changed since, or unreadable before) with ``loader`` (in its
+    workers, a batch at a time), and appends one entry per photo: ``work(batch)`` gives the rows of
+    the batch's readable photos, ``error_row(path, reason)`` the row of an unreadable one (every
+    row has an ``error``).
 
     Returns:
         every photo's latest row, in journal order, and the files that could not be read now.
@@ -126,25 +126,22 @@ def journal_photos(paths: Sequence[str], out: Path, settings: dict, overwrite: b
         progress(len(seen) - len(todo))
     failures: list[ImageError] = []
     with append_journal(journal) as log:  # a line cut by a crash is removed first
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            images, named, rows = [], [], {}
-            for path, key in batch:
-                try:
-                    images.append(load_image(path))
-                    named.append((path, key))
-                except ImageError as e:
-                    failures.append(e)
-                    rows[key[0]] = error_row(path, e.reason)
-            if images:
-                rows.update(zip((key[0] for _, key in named), work([path for path, _ in named], images)))
-            for _, key in batch:
-                entry = {"photo": key, "row": rows[key[0]]}
+        start = 0
+        for batch in loader.batches([path for path, _ in todo]):
+            keys = [key for _, key in todo[start:start + len(batch.paths)]]
+            start += len(batch.paths)
+            rows = dict(zip(batch.read, loader.run(work, batch) if batch.read else []))
+            unread = (k for k in range(len(keys)) if k not in rows)
+            for k, e in zip(unread, batch.failures):
+                failures.append(e)
+                rows[k] = error_row(e.path, e.reason)
+            for k, key in enumerate(keys):
+                entry = {"photo": key, "row": rows[k]}
                 entries[key[0]] = entry  # a redone photo keeps its place, with its new row
                 log.write(json.dumps(entry, ensure_ascii=False) + "\n")
             log.flush()
             if progress:
-                progress(len(batch))
+                progress(len(keys))
     return [e["row"] for e in entries.values()], failures
 
 
@@ -158,11 +155,14 @@ def predict_files(
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
     output_format: str = "taxonlens",
+    workers: int = 0,
 ) -> tuple[Path, list[ImageError]]:
     """Predict every file of ``paths`` into ``out`` (see the module docstring).
 
     Args:
         output_format: ``taxonlens`` (one row per photo) or ``pybioclip`` (pybioclip's rows).
+        workers: processes that read and preprocess the photos (0: this one; see
+            :class:`~taxonlens.data.loader.PhotoLoader`).
         overwrite: start afresh instead of resuming an output written with other settings.
         progress: called with the number of photos done (those done before first, in one call).
 
@@ -171,16 +171,19 @@ def predict_files(
 
     Raises:
         DataError: an unknown format, an unwritable ``out``, or ``out`` written with other settings.
+        TaxonlensError: a ``batch_size`` too large for the device's memory (naming one that fits).
     """
     out = check_output(out)
     output_format = RowFormat(output_format)
+    loader = PhotoLoader.of(recognizer.encoder, batch_size, workers, recognizer.needs_images)
 
-    def work(names: list[str], images: list[Image.Image]) -> list[dict]:
-        return [recognizer.row(n, p) for n, p in zip(names, recognizer.predict(images, top_k, rank))]
+    def work(batch: PhotoBatch) -> list[dict]:
+        names = [batch.paths[k] for k in batch.read]
+        predictions = recognizer.predict_pixels(batch.pixels, batch.images, top_k, rank)
+        return [recognizer.row(n, p) for n, p in zip(names, predictions)]
 
     rows, failures = journal_photos(paths, out, run_settings(recognizer, top_k, rank, output_format), overwrite,
-                                    batch_size, work, lambda path, reason: recognizer.row(path, None, reason),
-                                    progress)
+                                    loader, work, lambda path, reason: recognizer.row(path, None, reason), progress)
     rows_out, columns = _output_rows(rows, out, output_format, recognizer.taxonomy.ranks)
     write_table(rows_out, out, "output", columns)
     return out, failures

@@ -84,15 +84,29 @@ class Recognizer:
         return {"model": self.encoder.fingerprint(), "taxonomy": self.taxonomy.fingerprint, "labels": self.labels,
                 "method": self.method, "rerank": rerank}
 
+    @property
+    def needs_images(self) -> bool:
+        """Whether the decoded images are needed beside their pixels (a reranker looks at them)."""
+        return self.reranker is not None
+
     def leaf_probs(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """``[B, n_leaves]`` probabilities of a batch of RGB images."""
-        pixels = torch.stack([self.encoder.preprocess(img) for img in images])
+        return self.pixel_probs(torch.stack([self.encoder.preprocess(img) for img in images]), images)
+
+    def pixel_probs(self, pixels: torch.Tensor, images: Sequence[Image.Image] = ()) -> torch.Tensor:
+        """``[B, n_leaves]`` probabilities of images already preprocessed by the encoder, ``pixels
+        [B, 3, H, W]`` (``images``: the images themselves, needed when :attr:`needs_images`)."""
         probs = self.classifier.predict_proba(self.encoder.encode_images(pixels))
         return self.reranker.rerank(images, probs) if self.reranker is not None else probs
 
     def predict(self, images: Sequence[Image.Image], top_k: int = 5, rank: str | None = None) -> list[Prediction]:
         """Predictions for a batch of images (see :meth:`TreeDecoder.decode`)."""
         return self.decoder.decode(self.leaf_probs(images), self.method, top_k=top_k, rank=rank)
+
+    def predict_pixels(self, pixels: torch.Tensor, images: Sequence[Image.Image] = (), top_k: int = 5,
+                       rank: str | None = None) -> list[Prediction]:
+        """:meth:`predict` of preprocessed images (see :meth:`pixel_probs`)."""
+        return self.decoder.decode(self.pixel_probs(pixels, images), self.method, top_k=top_k, rank=rank)
 
     def row(self, file_name: str, prediction: Prediction | None, error: str | None = None) -> dict:
         """One output row (see the module docstring); ``prediction`` is ``None`` for an unreadable file."""

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from taxonlens.data.images import load_image
-from taxonlens.errors import DataError, ImageError
+from taxonlens.data.loader import PhotoLoader
+from taxonlens.errors import DataError
 from taxonlens.journal import differing_settings
 from taxonlens.predict.recognizer import Recognizer
 from taxonlens.tables import check_writable
@@ -48,7 +48,7 @@ class Calibration:
 
 def calibrate_thresholds(recognizer: Recognizer, data: str | Path, precision: float = 0.9, batch_size: int = 32,
                          progress: Callable[[int, int], None] | None = None,
-                         precision_at: Mapping[str, float] | None = None) -> Calibration:
+                         precision_at: Mapping[str, float] | None = None, workers: int = 0) -> Calibration:
     """Back-off thresholds of ``recognizer`` from labelled photos (a manifest or an image
     folder; its ``val`` split when it has one), set on its decoder (see
     :meth:`~taxonlens.recognize.decode.TreeDecoder.calibrate`). Names compare case-insensitively.
@@ -56,10 +56,13 @@ def calibrate_thresholds(recognizer: Recognizer, data: str | Path, precision: fl
     Args:
         precision: the target precision of every rank not in ``precision_at``.
         precision_at: rank -> its own target.
+        workers: processes that read and preprocess the photos (0: this one; see
+            :class:`~taxonlens.data.loader.PhotoLoader`).
 
     Raises:
         DataError: no labelled photo, labels that are not classes of the recognizer's taxonomy,
             a target outside (0, 1] or a rank the taxonomy does not have.
+        TaxonlensError: a ``batch_size`` too large for the device's memory (naming one that fits).
     """
     from taxonlens.data import read_image_folder, read_manifest
     from taxonlens.data.records import record_leaves
@@ -80,21 +83,15 @@ def calibrate_thresholds(recognizer: Recognizer, data: str | Path, precision: fl
     if not records:
         raise DataError(f"{data}: no labelled photos to calibrate on")
     classes = record_leaves(records, recognizer.taxonomy)
-    probs, truth = [], []
-    for start in range(0, len(records), batch_size):
-        batch = records[start : start + batch_size]
-        images, leaves = [], []
-        for r, leaf in zip(batch, classes[start : start + batch_size]):
-            try:
-                images.append(load_image(r.image))
-                leaves.append(leaf)
-            except ImageError:
-                continue  # an unreadable photo says nothing about the thresholds
-        if images:
-            probs.append(recognizer.leaf_probs(images))
-            truth.extend(leaves)
+    probs, truth, start = [], [], 0
+    loader = PhotoLoader.of(recognizer.encoder, batch_size, workers, recognizer.needs_images)
+    for batch in loader.batches([r.image for r in records]):
+        if batch.read:  # an unreadable photo says nothing about the thresholds
+            probs.append(loader.run(lambda b: recognizer.pixel_probs(b.pixels, b.images), batch))
+            truth.extend(classes[start + k] for k in batch.read)
+        start += len(batch.paths)
         if progress:
-            progress(start + len(batch), len(records))
+            progress(start, len(records))
     if not truth:
         raise DataError(f"{data}: none of the labelled photos could be read")
     leaf_probs, true_leaves = torch.cat(probs), torch.tensor(truth)

@@ -138,6 +138,8 @@ class TreeDecoder:
         self.thresholds = dict(thresholds or {})
 
     # ------------------------------------------------------------ marginals
+    _FOLD_BLOCK = 8192  # deepest columns folded at once (measured: 2,048 to 8,192 equally fast)
+
     def internal_marginals(self, leaf_probs: torch.Tensor) -> torch.Tensor:
         """float32 ``[B, n_internal]``: the probability of every internal node, from the
         leaves up: each leaf's probability is added to its parent (or to itself, for a
@@ -150,11 +152,22 @@ class TreeDecoder:
         else:
             keep = self._target >= 0
             m.index_add_(1, self._target[keep], p[:, keep])
-        m = m.double()  # the folds add many small masses: accumulate them in float64
-        for lo, hi, plo, phi, parents in self._folds:
+        if not self._folds:
+            return m.float()
+        # The folds add many small masses: accumulate them in float64. The deepest columns are only
+        # ever added from, so only the shallower ones are held in float64, and the deepest are read
+        # into it a block at a time (the same additions in the same order, without a float64 copy
+        # of the whole matrix); a float32 value read back from float64 is itself.
+        deep = self._folds[0][0]
+        upper = m[:, :deep].double()
+        for i, (lo, hi, plo, phi, parents) in enumerate(self._folds):
             # into the parents' columns as a view of their own: source and destination are
             # then disjoint slices, which index_add_ accepts even for a single row
-            m[:, plo:phi].index_add_(1, parents, m[:, lo:hi])
+            source = m if i == 0 else upper
+            for start in range(lo, hi, self._FOLD_BLOCK):
+                end = min(hi, start + self._FOLD_BLOCK)
+                upper[:, plo:phi].index_add_(1, parents[start - lo:end - lo], source[:, start:end].double())
+        m[:, :deep] = upper
         return m.float()
 
     def gather(self, leaf_probs: torch.Tensor, internal: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
@@ -209,9 +222,24 @@ class TreeDecoder:
         return self.node_confidence(leaf_probs, self._leaf_nodes[leaves], internal)
 
     # -------------------------------------------------------------- decoding
+    _ARGMAX_BLOCK = 8192  # leaves per block of :meth:`exact`
+
     def exact(self, leaf_probs: torch.Tensor) -> torch.Tensor:
-        """Leaf of the most probable consistent path: a path's probability is its leaf's. ``[B]``."""
-        return leaf_probs.argmax(dim=1)
+        """Leaf of the most probable consistent path: a path's probability is its leaf's. ``[B]``.
+
+        The first maximum, as ``argmax``, found in two steps that read the probabilities once at
+        the speed of ``amax`` (``argmax`` over 450,000 leaves is about 3x slower): each block's
+        maximum, then ``argmax`` within the first block that holds the row's maximum."""
+        p, block = leaf_probs, self._ARGMAX_BLOCK
+        if p.shape[1] <= block:
+            return p.argmax(dim=1)
+        block_max = torch.stack([p[:, i:i + block].amax(dim=1) for i in range(0, p.shape[1], block)], dim=1)
+        best = block_max.amax(dim=1, keepdim=True)
+        if bool(best.isnan().any()):  # argmax takes the first NaN for the maximum
+            return p.argmax(dim=1)
+        start = (block_max == best).int().argmax(dim=1) * block  # [B] first block holding the maximum
+        cols = (start[:, None] + torch.arange(block)).clamp(max=p.shape[1] - 1)  # repeats the last leaf: never first
+        return start + p.gather(1, cols).argmax(dim=1)
 
     def greedy(self, leaf_probs: torch.Tensor, internal: torch.Tensor | None = None) -> torch.Tensor:
         """Leaf reached top-down by taking, at each node, the child of highest marginal. ``[B]``.

@@ -3,6 +3,8 @@ asserted: figures belong to `taxonlens bench`, not to the test suite)."""
 
 from __future__ import annotations
 
+import json
+
 from typer.testing import CliRunner
 
 from taxonlens.bench.decode import bench_decode
@@ -48,3 +50,17 @@ def test_lmm_answering_benchmark_times_both_modes():
 
     r = bench_answering("tiny-idefics2", n_questions=4, batch=2)
     assert r["generate_questions_per_s"] > 0 and r["score_questions_per_s"] > 0 and r["threads"] == 1
+
+
+def test_predict_benchmark_prints_every_arm_at_both_precisions(tmp_path):
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(app, ["bench", "predict", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "file-to-row throughput" in result.output and "of matmul bound" in result.output
+    doc = json.loads(out.read_text())
+    precisions = {r["precision"] for r in doc["rows"]}
+    arms = ["encode only", "plain open_clip loop", "predict, 0 workers", "predict, 1 workers"]
+    assert "fp32" in precisions and [r["arm"] for r in doc["rows"]] == arms * len(precisions)
+    assert all(r["photos_per_s"] > 0 and r["matmul_fraction"] > 0 for r in doc["rows"])
+    assert all(r["ratio_to_encode"] == 1.0 for r in doc["rows"] if r["arm"] == "encode only")
+    assert doc["figures"]["GFLOP per photo (counted)"] > 0

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from taxonlens.cli import app
 from taxonlens.data import load_image, read_manifest
-from taxonlens.errors import DataError
+from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.index.embeddings import read_embeddings
 from taxonlens.index.memory import VectorMemory
 from taxonlens.models.encoders import load_encoder
@@ -94,3 +94,24 @@ def test_index_build_reads_the_embeddings_instead_of_encoding(world_dir, photo_f
     json_rows.write_text(json.dumps({"image": "a.png"}) + "\n")
     with pytest.raises(DataError, match="written by `taxonlens embed`"):
         read_embeddings(json_rows)
+
+
+def test_a_batch_size_too_large_for_the_device_names_one_that_fits(encoder, photo_files, tmp_path):
+    """The device's memory is played by a test double: an encoder whose ``encode_images`` raises
+    torch.OutOfMemoryError for batches of more than 3 photos, as a GPU does when a batch does not
+    fit. The error names the size asked for and the largest halving that fits (8 -> 4 -> 2)."""
+
+    class SmallMemory:
+        def __getattr__(self, name):
+            return getattr(encoder, name)
+
+        def encode_images(self, pixels):
+            if len(pixels) > 3:
+                raise torch.OutOfMemoryError("CUDA out of memory (test double)")
+            return encoder.encode_images(pixels)
+
+    with pytest.raises(TaxonlensError, match=r"^--batch-size 8 does not fit in the memory of cpu; 2 does"):
+        embed_files(SmallMemory(), photo_files, tmp_path / "e.jsonl", batch_size=8)
+    out, _ = embed_files(SmallMemory(), photo_files, tmp_path / "e.jsonl", batch_size=2)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len(photo_files) and sum(bool(r["error"]) for r in rows) == 1

@@ -86,11 +86,11 @@ def _counting(recognizer, seen: list[int], kill_after: int | None = None):
         def __getattr__(self, name):
             return getattr(recognizer, name)
 
-        def predict(self, images, top_k=5, rank=None):
+        def predict_pixels(self, pixels, images=(), top_k=5, rank=None):
             if kill_after is not None and len(seen) >= kill_after:
                 raise Killed
-            seen.append(len(images))
-            return recognizer.predict(images, top_k, rank)
+            seen.append(len(pixels))
+            return recognizer.predict_pixels(pixels, images, top_k, rank)
 
     return Counting()
 
@@ -339,3 +339,18 @@ def test_cli_predict_without_weights_names_them(world_dir, tmp_path, monkeypatch
         main()
     err = capsys.readouterr().err
     assert info.value.code == 2 and "imageomics/bioclip-2" in err and "huggingface-cli download" in err
+
+
+def test_photos_read_in_worker_processes_give_the_same_rows(recognizer, photo_files, tmp_path):
+    """Two loader workers (decoding and preprocessing in other processes) against none: the same
+    rows in the same order, the corrupt file an error row in both, and the same journal."""
+    rows = {}
+    for workers in (0, 2):
+        out, failures = predict_files(recognizer, photo_files, tmp_path / f"w{workers}.jsonl", batch_size=4,
+                                      workers=workers)
+        assert [f.path for f in failures] == [f for f in photo_files if f.endswith("broken.png")]
+        rows[workers] = out.read_text()
+    assert rows[2] == rows[0]
+    errors = [json.loads(line)["error"] for line in rows[2].splitlines()]
+    assert sum(bool(e) for e in errors) == 1 and len(errors) == len(photo_files)
+    assert (tmp_path / "w2.jsonl.journal.jsonl").read_text() == (tmp_path / "w0.jsonl.journal.jsonl").read_text()

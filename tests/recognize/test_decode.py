@@ -649,3 +649,23 @@ def test_per_rank_targets_and_reliability_on_a_real_tree(real: dict[str, Taxonom
     top = conf[:, -1] >= 0.8  # the last bin, closed at 1
     assert rel["species"]["count"][-1] == int(top.sum())
     assert math.isclose(rel["species"]["accuracy"][-1], float(right[top, -1].double().mean()), abs_tol=1e-6)
+
+
+def test_blocked_argmax_and_folds_give_exactly_what_one_pass_gives():
+    """``exact`` reads block maxima first and the folds read the deepest columns a block at a time:
+    with blocks of a few leaves (so that every path through the blocks is taken) the leaves and
+    marginals are bit for bit those of one block (ties: the first; a NaN row: argmax's answer)."""
+    from taxonlens.synthworld import random_taxonomy
+
+    tax = random_taxonomy(300, seed=3)
+    probs = torch.softmax(3 * torch.randn(6, tax.n_leaves, generator=torch.Generator().manual_seed(0)), dim=1)
+    probs[1, [5, 250]] = 1.0  # a tie across blocks
+    probs[2, 17] = float("nan")
+    probs[3] = 0.0
+    whole, blocked = TreeDecoder(tax), TreeDecoder(tax)
+    whole._ARGMAX_BLOCK = whole._FOLD_BLOCK = 10**9
+    blocked._ARGMAX_BLOCK, blocked._FOLD_BLOCK = 7, 3
+    assert torch.equal(blocked.exact(probs), probs.argmax(dim=1)) and int(blocked.exact(probs)[1]) == 5
+    finite = probs[[0, 1, 3, 4, 5]]
+    assert torch.equal(blocked.exact(finite), finite.argmax(dim=1))
+    assert torch.equal(blocked.internal_marginals(finite), whole.internal_marginals(finite))
