@@ -86,7 +86,7 @@ def run_settings(recognizer: Recognizer, top_k: int, rank: str | None, output_fo
     return {**recognizer.settings, "top_k": top_k, "rank": rank, "thresholds": thresholds, "format": output_format}
 
 
-def _output_rows(rows: Sequence[dict], out: Path, output_format: str, ranks: Sequence[str]
+def output_rows(rows: Sequence[dict], out: Path, output_format: str, ranks: Sequence[str]
                  ) -> tuple[list[dict], list[str] | None]:
     """The rows as written to ``out`` in ``output_format``, and their columns."""
     if output_format == "pybioclip":
@@ -181,6 +181,6 @@ def predict_files(
     rows, failures = journal_photos(paths, out, run_settings(recognizer, top_k, rank, output_format), overwrite,
                                     batch_size, work, lambda path, reason: recognizer.row(path, None, reason),
                                     progress)
-    rows_out, columns = _output_rows(rows, out, output_format, recognizer.taxonomy.ranks)
+    rows_out, columns = output_rows(rows, out, output_format, recognizer.taxonomy.ranks)
     write_table(rows_out, out, "output", columns)
     return out, failures

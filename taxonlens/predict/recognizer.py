@@ -84,15 +84,19 @@ class Recognizer:
         return {"model": self.encoder.fingerprint(), "taxonomy": self.taxonomy.fingerprint, "labels": self.labels,
                 "method": self.method, "rerank": rerank}
 
-    def leaf_probs(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """``[B, n_leaves]`` probabilities of a batch of RGB images."""
-        pixels = torch.stack([self.encoder.preprocess(img) for img in images])
+    def leaf_probs(self, images: Sequence[Image.Image], pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, n_leaves]`` probabilities of a batch of RGB images; ``pixels``: the same images
+        already preprocessed, ``[B, 3, H, W]`` (as the Ray engine's read tasks give them; the
+        images are then needed only by a reranker)."""
+        if pixels is None:
+            pixels = torch.stack([self.encoder.preprocess(img) for img in images])
         probs = self.classifier.predict_proba(self.encoder.encode_images(pixels))
         return self.reranker.rerank(images, probs) if self.reranker is not None else probs
 
-    def predict(self, images: Sequence[Image.Image], top_k: int = 5, rank: str | None = None) -> list[Prediction]:
-        """Predictions for a batch of images (see :meth:`TreeDecoder.decode`)."""
-        return self.decoder.decode(self.leaf_probs(images), self.method, top_k=top_k, rank=rank)
+    def predict(self, images: Sequence[Image.Image], top_k: int = 5, rank: str | None = None,
+                pixels: torch.Tensor | None = None) -> list[Prediction]:
+        """Predictions for a batch of images (see :meth:`TreeDecoder.decode` and :meth:`leaf_probs`)."""
+        return self.decoder.decode(self.leaf_probs(images, pixels), self.method, top_k=top_k, rank=rank)
 
     def row(self, file_name: str, prediction: Prediction | None, error: str | None = None) -> dict:
         """One output row (see the module docstring); ``prediction`` is ``None`` for an unreadable file."""
