@@ -19,6 +19,7 @@ from taxonlens.cli.common import (
 from taxonlens.cli.config_options import ConfigValues, config_options
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.device import Device, Precision
+from taxonlens.predict.ray_engine import Engine, EngineOptions
 from taxonlens.predict.recognizer import RecognizerOptions
 from taxonlens.predict.rows import RowFormat
 
@@ -40,14 +41,16 @@ def _check_counts(**counts: int) -> None:
         raise TaxonlensError(f"{' and '.join(bad)} must be at least 1")
 
 
-@config_options(RecognizerOptions, panel=PANEL)
+@config_options(RecognizerOptions, EngineOptions, panel=PANEL)
 def predict(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively) and manifests "
+                                                     "(.csv/.tsv/.jsonl/.parquet with an image column).")],
     settings: ConfigValues,
     rank: Annotated[str | None, typer.Option(help="Answer at this rank (default: the deepest).")] = None,
     top_k: Annotated[int, typer.Option(help="Answers per photo: the best and top_k - 1 alternatives.")] = 5,
     out: Annotated[Path, typer.Option(help="Output .csv, .tsv, .jsonl or .parquet; an interrupted run resumes "
-                                           "(OUT.journal.jsonl and OUT.run.json beside it record how).")] = Path(
+                                           "(OUT.journal.jsonl and OUT.run.json beside it record how); with "
+                                           "--engine ray a folder of Parquet shards.")] = Path(
         "predictions.csv"),
     output_format: Annotated[RowFormat, typer.Option("--format", help="taxonlens (one row per photo, with "
                                                                       "paths, confidences and back-off) or "
@@ -61,11 +64,10 @@ def predict(
     """Name the organism in each photo: a consistent taxonomy path, a confidence per rank, the rank
     reached after back-off and the top-k alternatives. Unreadable files are listed, not fatal."""
     from taxonlens.predict import expand_inputs, predict_files, read_thresholds
-    from taxonlens.predict.files import check_output
 
-    options = settings.build(RecognizerOptions)
+    options, engine = settings.build(RecognizerOptions), settings.build(EngineOptions)
     _check_counts(top_k=top_k, batch_size=batch_size, rerank_k=options.rerank_k)
-    check_output(out)
+    _check_out(engine, out)
     if thresholds is not None:
         read_thresholds(thresholds)  # a malformed file fails before the model loads
     files = expand_inputs(paths)
@@ -76,11 +78,27 @@ def predict(
         if rank is not None:
             recognizer.taxonomy.rank_depth(rank)  # an unknown rank fails before any photo is read
         task = bar.add_task("predicting", total=len(files))
-        written, failures = predict_files(recognizer, files, out, batch_size, top_k, rank,
-                                          progress=lambda n: bar.advance(task, n), overwrite=overwrite,
-                                          output_format=output_format)
+        run = {"progress": lambda n: bar.advance(task, n), "overwrite": overwrite, "output_format": output_format}
+        if engine.engine == Engine.ray:
+            from taxonlens.predict.ray_engine import predict_ray, ray_cluster
+
+            with ray_cluster(engine.address):
+                written, failures = predict_ray(recognizer, files, out, engine, batch_size, top_k, rank, **run)
+        else:
+            written, failures = predict_files(recognizer, files, out, batch_size, top_k, rank, **run)
     print_skipped(failures)
     console.print(f"{len(files) - len(failures)} photos predicted, {len(failures)} unreadable: {written}")
+
+
+def _check_out(engine: EngineOptions, out: Path) -> None:
+    """A bad ``--out`` fails before any model loads: a table for the local engine, a folder of shards on Ray."""
+    from taxonlens.predict.files import check_output
+    from taxonlens.predict.ray_engine import check_shard_folder
+
+    if engine.engine == Engine.ray:
+        check_shard_folder(out)
+    else:
+        check_output(out)
 
 
 def _precision_at(values: list[str]) -> dict[str, float]:
@@ -137,8 +155,10 @@ def calibrate(
                    for r, t in calibration.thresholds.items()})
 
 
+@config_options(EngineOptions, panel="Engine")
 def embed(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively) and manifests.")],
+    settings: ConfigValues,
     model: ModelOpt = "bioclip-2",
     out: Annotated[Path, typer.Option(help="Output .parquet (or .jsonl, .csv, .tsv): file_name, embedding, dim, "
                                            "model fingerprint, error; an interrupted run resumes.")] = Path(
@@ -154,15 +174,22 @@ def embed(
     from taxonlens.models.encoders import load_encoder
     from taxonlens.predict import expand_inputs
     from taxonlens.predict.embed import embed_files
-    from taxonlens.predict.files import check_output
 
+    engine = settings.build(EngineOptions)
     _check_counts(batch_size=batch_size)
-    check_output(out)
+    _check_out(engine, out)
     files = expand_inputs(paths)
     encoder = load_encoder(model, precision=precision, device=device)
     with progress_bar() as bar:
         task = bar.add_task("embedding", total=len(files))
-        written, failures = embed_files(encoder, files, out, batch_size, lambda n: bar.advance(task, n), overwrite)
+        if engine.engine == Engine.ray:
+            from taxonlens.predict.ray_engine import embed_ray, ray_cluster
+
+            with ray_cluster(engine.address):
+                written, failures = embed_ray(encoder, files, out, engine, batch_size,
+                                              lambda n: bar.advance(task, n), overwrite)
+        else:
+            written, failures = embed_files(encoder, files, out, batch_size, lambda n: bar.advance(task, n), overwrite)
     print_skipped(failures)
     console.print(f"{len(files) - len(failures)} photos embedded ({encoder.embed_dim} dimensions), "
                   f"{len(failures)} unreadable: {written}")

@@ -52,7 +52,7 @@ from taxonlens.models.encoders import Encoder, load_encoder
 from taxonlens.predict.files import output_rows, photo_key, run_settings
 from taxonlens.predict.recognizer import Recognizer
 from taxonlens.predict.rows import RowFormat
-from taxonlens.tables import read_table, write_table
+from taxonlens.tables import TABLE_SUFFIXES, read_table, write_table
 
 SHARDS = "shards.parquet"
 """The manifest of shards inside an output folder: one row per finished shard."""
@@ -108,8 +108,8 @@ def check_shard_folder(out: str | Path) -> Path:
         DataError: ``out`` is a file, or its parent folder is missing or not writable.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; with --engine ray name a folder for the Parquet shards")
+    if (out.exists() and not out.is_dir()) or out.suffix.lower() in TABLE_SUFFIXES:
+        raise DataError(f"--out {out} names a table; with --engine ray name a folder for the Parquet shards")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise DataError(f"cannot write {out}: folder {parent} does not exist; create it or choose another path")
