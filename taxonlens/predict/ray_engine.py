@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ def _quiet_ray() -> None:
     are still in Ray's session logs)."""
     for name in ("ray", "ray.data", "ray.serve", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.")  # Ray Data's tuning hints
 
 
 @contextmanager
@@ -302,12 +304,14 @@ def _rows(paths: Sequence[tuple[str, int]], job: object, encoder: Encoder, optio
     workers, resources, threads = _worker_plan(options)
     payload = ray.put(_pack(job, {"encoder": encoder}))
     shape = tuple(encoder.preprocess(Image.new("RGB", (8, 8))).shape)
-    blocks = max(1, min(len(paths), math.ceil(len(paths) / (4 * batch_size))))
+    blocks = min(len(paths), max(2 * workers, math.ceil(len(paths) / (4 * batch_size))))  # every actor busy
     ds = ray.data.from_items([{"path": p, "shard": s} for p, s in paths], override_num_blocks=blocks)
     ds = ds.map_batches(_read_photos, fn_kwargs={"preprocess": encoder.preprocess, "shape": shape},
                         batch_size=batch_size, batch_format="numpy", num_cpus=_READ_CPUS)
+    model = Path(encoder.name).expanduser()  # a model folder, named the same on every worker
     ds = ds.map_batches(_EncodeWorker, batch_size=batch_size, batch_format="numpy", concurrency=workers,
-                        fn_constructor_kwargs={"payload": [payload], "model": encoder.name,
+                        fn_constructor_kwargs={"payload": [payload],
+                                               "model": str(model.resolve()) if model.is_dir() else encoder.name,
                                                "precision": encoder.precision, "fingerprint": encoder.fingerprint(),
                                                "device": "cuda" if options.gpus_per_worker else "cpu",
                                                "threads": threads}, **resources)
@@ -356,7 +360,7 @@ def _sharded(paths: Sequence[str], out: Path, settings: dict, job: object, encod
     if todo:
         for path, i, row in _rows(todo, job, encoder, options, batch_size):
             rows = pending.setdefault(i, {})
-            if path in rows:  # a batch redone after a worker died: its photo is already in
+            if i in finished or path in rows:  # a batch redone after a worker died: its photo is already in
                 continue
             rows[path] = row
             if progress:
