@@ -339,3 +339,16 @@ def test_cli_predict_without_weights_names_them(world_dir, tmp_path, monkeypatch
         main()
     err = capsys.readouterr().err
     assert info.value.code == 2 and "imageomics/bioclip-2" in err and "huggingface-cli download" in err
+
+
+def test_a_manifest_lists_photos_to_predict(world_dir, tmp_path):
+    from taxonlens.tables import write_table
+
+    files = photos(world_dir)[:3]
+    rows = [{"image": os.path.relpath(files[0], tmp_path)}, {"image": files[1]}, {"image": files[2]}]
+    manifest = write_table(rows, tmp_path / "list.parquet", "manifest")
+    listed = expand_inputs([manifest, files[0]])
+    assert [str(Path(f).resolve()) for f in listed] == [str(Path(f).resolve()) for f in [*files, files[0]]]
+    bad = write_table([{"file": "a.png"}], tmp_path / "bad.csv", "manifest")
+    with pytest.raises(DataError, match="bad.csv:2: no 'image'"):
+        expand_inputs([bad])
