@@ -58,7 +58,7 @@ def test_quick_run_fills_every_field(tmp_path):
     # bioclip's tower: ViT-B/16, about 86 M parameters over 197 tokens
     assert 80e6 < costs["vision_parameters"] < 90e6 and costs["vision_tokens"] == 197
     assert math.isclose(costs["gflops"], 2 * costs["vision_parameters"] * 197 / 1e9)
-    assert [(p["hardware"], p["units"]) for p in r["projection"]] == [list(u) for u in UNITS]
+    assert [[p["hardware"], p["units"]] for p in r["projection"]] == [list(u) for u in UNITS]
     for p in r["projection"]:
         hours = [p["hours"][str(k)] for k in PHOTOS]
         assert hours[0] > 0 and math.isclose(hours[1], 10 * hours[0])
