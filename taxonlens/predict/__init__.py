@@ -4,7 +4,9 @@ into a resumable table, and back-off thresholds calibrated on labelled photos.
 - :mod:`~taxonlens.predict.recognizer`: :class:`Recognizer` and :func:`build_recognizer`;
 - :mod:`~taxonlens.predict.rows`: the rows written (ours, and pybioclip's shape);
 - :mod:`~taxonlens.predict.files`: :func:`predict_files`, resumable and keyed on what made a row;
-- :mod:`~taxonlens.predict.thresholds`: :func:`calibrate_thresholds` and the thresholds file.
+- :mod:`~taxonlens.predict.thresholds`: :func:`calibrate_thresholds` and the thresholds file;
+- :mod:`~taxonlens.predict.ray_engine`: ``--engine ray``: the same rows from a Ray Data pipeline,
+  as Parquet shards resumed shard by shard (Ray imported only when used).
 """
 
 from taxonlens.predict.files import OUTPUT_FORMATS, expand_inputs, predict_files
