@@ -45,8 +45,11 @@ def test_quick_run_fills_every_field(tmp_path):
     engines = {(e["engine"], e["workers"]): e for e in r["engines"]}
     assert set(engines) == {("local", 0), ("ray", 1), ("ray", 2)}
     n = ScaleSpec.quick().photos
-    assert all(e["photos"] == n and e["images_per_s"] > 0 and 0 <= e["startup_s"] < e["seconds"]
-               for e in engines.values())
+    b = 2 * ScaleSpec.quick().batch_size
+    for e in engines.values():
+        assert e["photos"] == n and e["startup_s"] > 0 and e["seconds"] > 0
+        steady = (n - b) / (e["seconds"] - e["startup_s"]) if e["steady"] else n / e["seconds"]
+        assert e["steady"] == (e["seconds"] > e["startup_s"]) and math.isclose(e["images_per_s"], steady)
     local = engines["local", 0]["images_per_s"]
     for w in ("1", "2"):
         ray = engines["ray", int(w)]["images_per_s"]
