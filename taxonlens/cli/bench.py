@@ -442,3 +442,33 @@ def bench_serve(
         **{f"batching {mode}, {when}": mib for mode, m in result.memory_mib.items() for when, mib in m.items()},
         **{f"throughput on / off at {c} clients": result.speedup(c) for c in spec.clients},
         "every request answered once, no 5xx": str(all(x.answered_once for x in result.levels)).lower()})
+
+
+@app.command("scale")
+def bench_scale(
+    photos: Annotated[int, typer.Option(help="Photos on disk every engine predicts.")] = 512,
+    workers: Annotated[list[int] | None, typer.Option("--workers", help="Encoder actors of the Ray runs (repeat; "
+                                                                        "default 1 and 2).")] = None,
+    project_model: Annotated[str, typer.Option(help="Architecture projected: bioclip (ViT-B/16) or bioclip-2 "
+                                                    "(ViT-L/14).")] = "bioclip",
+    gpu_tflops: Annotated[float, typer.Option(help="Assumed dense bf16 peak of a GPU.")] = 989.0,
+    gpu_utilisation: Annotated[float, typer.Option(help="Assumed share of that peak an inference batch reaches.")
+                               ] = 0.35,
+    quick: Annotated[bool, typer.Option(help="The smallest run that fills every figure (a test's size).")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
+) -> None:
+    """Images/s of the local engine and the Ray engine (1 and 2 workers) on this machine from the same
+    photos, Ray's overhead per photo, and the hours for 1M and 10M photos on 1, 8 and 64 GPUs or
+    32-core CPU nodes, projected from the measured costs and `bench memory`'s figures."""
+    from taxonlens.bench.scale import ScaleSpec
+    from taxonlens.bench.scale import bench_scale as run
+
+    if out is not None:
+        check_writable(out)  # before the run, not after it
+    spec = ScaleSpec.quick() if quick else ScaleSpec(photos=photos)
+    spec = replace(spec, workers=tuple(workers or spec.workers), project_model=project_model, gpu_tflops=gpu_tflops,
+                   gpu_utilisation=gpu_utilisation)
+    result = run(spec, progress=say)
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+    print_wide(result.render(), 120)

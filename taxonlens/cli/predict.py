@@ -21,6 +21,7 @@ from taxonlens.cli.common import (
 from taxonlens.cli.config_options import ConfigValues, config_options
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.device import Device, Precision
+from taxonlens.predict.ray_engine import Engine, EngineOptions
 from taxonlens.predict.recognizer import RecognizerOptions
 from taxonlens.predict.rows import RowFormat
 
@@ -43,16 +44,18 @@ def _check_counts(**counts: int) -> None:
         raise TaxonlensError(f"{' and '.join(bad)} must be at least 1")
 
 
-@config_options(RecognizerOptions, panel=PANEL)
+@config_options(RecognizerOptions, EngineOptions, panel=PANEL)
 def predict(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Image files and folders (searched recursively).")
-                     ] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Image files, folders (searched recursively) and "
+                                                             "manifests (.csv/.tsv/.jsonl/.parquet with an image "
+                                                             "column).")] = None,
     *,
     settings: ConfigValues,
     rank: Annotated[str | None, typer.Option(help="Answer at this rank (default: the deepest).")] = None,
     top_k: Annotated[int, typer.Option(help="Answers per photo: the best and top_k - 1 alternatives.")] = 5,
     out: Annotated[Path, typer.Option(help="Output .csv, .tsv, .jsonl or .parquet; an interrupted run resumes "
-                                           "(OUT.journal.jsonl and OUT.run.json beside it record how).")] = Path(
+                                           "(OUT.journal.jsonl and OUT.run.json beside it record how); with "
+                                           "--engine ray a folder of Parquet shards.")] = Path(
         "predictions.csv"),
     output_format: Annotated[RowFormat, typer.Option("--format", help="taxonlens (one row per photo, with "
                                                                       "paths, confidences and back-off) or "
@@ -80,15 +83,15 @@ def predict(
     With --detections, name the animals in a camera-trap detector's boxes instead."""
     from taxonlens.predict import expand_inputs, predict_files, read_thresholds
     from taxonlens.predict.detections import check_detections_output, predict_detections
-    from taxonlens.predict.files import check_output
 
-    options = settings.build(RecognizerOptions)
+    options, engine = settings.build(RecognizerOptions), settings.build(EngineOptions)
     _check_counts(top_k=top_k, batch_size=batch_size, rerank_k=options.rerank_k)
     if (detections is None) == (not paths):
         raise TaxonlensError("give photo PATHS or --detections FILE (one of them)")
-    if detections is not None and output_format != RowFormat.taxonlens:
-        raise TaxonlensError("--detections writes taxonlens rows or the detector's JSON; --format pybioclip does not apply")
-    check_output(out) if detections is None else check_detections_output(out)
+    if detections is not None and (output_format != RowFormat.taxonlens or engine.engine == Engine.ray):
+        raise TaxonlensError("--detections writes taxonlens rows or the detector's JSON with the local engine; "
+                             "--format pybioclip and --engine ray do not apply")
+    _check_out(engine, out) if detections is None else check_detections_output(out)
     if thresholds is not None:
         read_thresholds(thresholds)  # a malformed file fails before the model loads
     files = expand_inputs(paths) if detections is None else []
@@ -104,9 +107,15 @@ def predict(
                                      rank, lambda n: bar.advance(task, n), overwrite, loader_workers(workers))
             return _detections_done(run)
         task = bar.add_task("predicting", total=len(files))
-        written, failures = predict_files(recognizer, files, out, batch_size, top_k, rank,
-                                          progress=lambda n: bar.advance(task, n), overwrite=overwrite,
-                                          output_format=output_format, workers=loader_workers(workers))
+        run = {"progress": lambda n: bar.advance(task, n), "overwrite": overwrite, "output_format": output_format}
+        if engine.engine == Engine.ray:
+            from taxonlens.predict.ray_engine import predict_ray, ray_cluster
+
+            with ray_cluster(engine.address):
+                written, failures = predict_ray(recognizer, files, out, engine, batch_size, top_k, rank, **run)
+        else:
+            written, failures = predict_files(recognizer, files, out, batch_size, top_k, rank,
+                                              workers=loader_workers(workers), **run)
     print_skipped(failures)
     console.print(f"{len(files) - len(failures)} photos predicted, {len(failures)} unreadable: {written}")
 
@@ -116,6 +125,17 @@ def _detections_done(run) -> None:
     print_skipped(run.problems)
     console.print(f"{run.classified} boxes classified in {run.photos} photos, {len(run.problems)} problems: "
                   f"{', '.join(map(str, run.written))}")
+
+
+def _check_out(engine: EngineOptions, out: Path) -> None:
+    """A bad ``--out`` fails before any model loads: a table for the local engine, a folder of shards on Ray."""
+    from taxonlens.predict.files import check_output
+    from taxonlens.predict.ray_engine import check_shard_folder
+
+    if engine.engine == Engine.ray:
+        check_shard_folder(out)
+    else:
+        check_output(out)
 
 
 def _precision_at(values: list[str]) -> dict[str, float]:
@@ -173,8 +193,10 @@ def calibrate(
                    for r, t in calibration.thresholds.items()})
 
 
+@config_options(EngineOptions, panel="Engine")
 def embed(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively) and manifests.")],
+    settings: ConfigValues,
     model: ModelOpt = "bioclip-2",
     out: Annotated[Path, typer.Option(help="Output .parquet (or .jsonl, .csv, .tsv): file_name, embedding, dim, "
                                            "model fingerprint, error; an interrupted run resumes.")] = Path(
@@ -191,16 +213,23 @@ def embed(
     from taxonlens.models.encoders import load_encoder
     from taxonlens.predict import expand_inputs
     from taxonlens.predict.embed import embed_files
-    from taxonlens.predict.files import check_output
 
+    engine = settings.build(EngineOptions)
     _check_counts(batch_size=batch_size)
-    check_output(out)
+    _check_out(engine, out)
     files = expand_inputs(paths)
     encoder = load_encoder(model, precision=precision, device=device)
     with progress_bar() as bar:
         task = bar.add_task("embedding", total=len(files))
-        written, failures = embed_files(encoder, files, out, batch_size, lambda n: bar.advance(task, n), overwrite,
-                                        loader_workers(workers))
+        if engine.engine == Engine.ray:
+            from taxonlens.predict.ray_engine import embed_ray, ray_cluster
+
+            with ray_cluster(engine.address):
+                written, failures = embed_ray(encoder, files, out, engine, batch_size,
+                                              lambda n: bar.advance(task, n), overwrite)
+        else:
+            written, failures = embed_files(encoder, files, out, batch_size, lambda n: bar.advance(task, n), overwrite,
+                                            loader_workers(workers))
     print_skipped(failures)
     console.print(f"{len(files) - len(failures)} photos embedded ({encoder.embed_dim} dimensions), "
                   f"{len(failures)} unreadable: {written}")

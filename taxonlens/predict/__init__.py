@@ -7,6 +7,8 @@ into a resumable table, and back-off thresholds calibrated on labelled photos.
 - :mod:`~taxonlens.predict.thresholds`: :func:`calibrate_thresholds` and the thresholds file;
 - :mod:`~taxonlens.predict.detections`: :func:`predict_detections`, camera-trap detector boxes
   cropped and classified, rolled up per photo by :mod:`~taxonlens.predict.rollup`.
+- :mod:`~taxonlens.predict.ray_engine`: ``--engine ray``: the same rows from a Ray Data pipeline,
+  as Parquet shards resumed shard by shard (Ray imported only when used).
 """
 
 from taxonlens.predict.detections import predict_detections

@@ -26,21 +26,29 @@ from taxonlens.errors import DataError, ImageError
 from taxonlens.journal import append_journal, claim_run, read_journal
 from taxonlens.predict.recognizer import Recognizer
 from taxonlens.predict.rows import RowFormat, flat_row, pybioclip_columns, pybioclip_rows
-from taxonlens.tables import TABLE_SUFFIXES, check_writable, table_format, write_table
+from taxonlens.tables import TABLE_SUFFIXES, check_writable, read_table, table_format, write_table
 
 OUTPUT_FORMATS = TABLE_SUFFIXES
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[str]:
-    """Image files named directly, and every image file under named folders (sorted).
+    """Image files named directly, every image file under named folders (sorted), and the photos
+    of named manifests (a ``.csv``, ``.tsv``, ``.jsonl`` or ``.parquet`` table with an ``image``
+    column, relative to the manifest's folder or absolute; in row order).
 
     Raises:
-        DataError: a path that does not exist, or no images at all.
+        DataError: a path that does not exist, a manifest without ``image`` values, or no images at all.
     """
     files: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
             files.extend(str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        elif p.suffix.lower() in TABLE_SUFFIXES:
+            for where, row in read_table(p, "manifest"):
+                image = row.get("image")
+                if not isinstance(image, str) or not image.strip():
+                    raise DataError(f"{where}: no 'image' (a manifest lists one photo path per row)")
+                files.append(str(p.parent / image))
         elif p.exists():
             files.append(str(p))
         else:
@@ -85,7 +93,7 @@ def run_settings(recognizer: Recognizer, top_k: int, rank: str | None, output_fo
     return {**recognizer.settings, "top_k": top_k, "rank": rank, "thresholds": thresholds, "format": output_format}
 
 
-def _output_rows(rows: Sequence[dict], out: Path, output_format: str, ranks: Sequence[str]
+def output_rows(rows: Sequence[dict], out: Path, output_format: str, ranks: Sequence[str]
                  ) -> tuple[list[dict], list[str] | None]:
     """The rows as written to ``out`` in ``output_format``, and their columns."""
     if output_format == "pybioclip":
@@ -184,6 +192,6 @@ def predict_files(
 
     rows, failures = journal_photos(paths, out, run_settings(recognizer, top_k, rank, output_format), overwrite,
                                     loader, work, lambda path, reason: recognizer.row(path, None, reason), progress)
-    rows_out, columns = _output_rows(rows, out, output_format, recognizer.taxonomy.ranks)
+    rows_out, columns = output_rows(rows, out, output_format, recognizer.taxonomy.ranks)
     write_table(rows_out, out, "output", columns)
     return out, failures

@@ -100,7 +100,7 @@ class Recognizer:
         return self.reranker.rerank(images, probs) if self.reranker is not None else probs
 
     def predict(self, images: Sequence[Image.Image], top_k: int = 5, rank: str | None = None) -> list[Prediction]:
-        """Predictions for a batch of images (see :meth:`TreeDecoder.decode`)."""
+        """Predictions for a batch of images (see :meth:`TreeDecoder.decode` and :meth:`leaf_probs`)."""
         return self.decoder.decode(self.leaf_probs(images), self.method, top_k=top_k, rank=rank)
 
     def predict_pixels(self, pixels: torch.Tensor, images: Sequence[Image.Image] = (), top_k: int = 5,

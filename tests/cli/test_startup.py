@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("open_clip", "transformers", "trl", "peft", "faiss", "matplotlib")
+HEAVY = ("open_clip", "transformers", "trl", "peft", "faiss", "matplotlib", "ray")
 
 
 def test_starting_the_cli_imports_no_model_library():

@@ -354,3 +354,16 @@ def test_photos_read_in_worker_processes_give_the_same_rows(recognizer, photo_fi
     errors = [json.loads(line)["error"] for line in rows[2].splitlines()]
     assert sum(bool(e) for e in errors) == 1 and len(errors) == len(photo_files)
     assert (tmp_path / "w2.jsonl.journal.jsonl").read_text() == (tmp_path / "w0.jsonl.journal.jsonl").read_text()
+
+
+def test_a_manifest_lists_photos_to_predict(world_dir, tmp_path):
+    from taxonlens.tables import write_table
+
+    files = photos(world_dir)[:3]
+    rows = [{"image": os.path.relpath(files[0], tmp_path)}, {"image": files[1]}, {"image": files[2]}]
+    manifest = write_table(rows, tmp_path / "list.parquet", "manifest")
+    listed = expand_inputs([manifest, files[0]])
+    assert [str(Path(f).resolve()) for f in listed] == [str(Path(f).resolve()) for f in [*files, files[0]]]
+    bad = write_table([{"file": "a.png"}], tmp_path / "bad.csv", "manifest")
+    with pytest.raises(DataError, match="bad.csv:2: no 'image'"):
+        expand_inputs([bad])
