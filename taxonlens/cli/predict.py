@@ -89,8 +89,8 @@ def predict(
     if (detections is None) == (not paths):
         raise TaxonlensError("give photo PATHS or --detections FILE (one of them)")
     if detections is not None and (output_format != RowFormat.taxonlens or engine.engine == Engine.ray):
-        raise TaxonlensError("--detections writes taxonlens rows or the detector's JSON with the local engine; "
-                             "--format pybioclip and --engine ray do not apply")
+        raise TaxonlensError("--detections writes taxonlens rows or the detector's JSON on the local engine: "
+                             "--format pybioclip does not apply, nor does --engine ray")
     _check_out(engine, out) if detections is None else check_detections_output(out)
     if thresholds is not None:
         read_thresholds(thresholds)  # a malformed file fails before the model loads
