@@ -129,17 +129,15 @@ def _predict_row(name: str, spec: DeviceCheckSpec, vw, device: str, precision: s
 
 def _score_row(name: str, spec: DeviceCheckSpec, vw, device: str, precision: str,
                say: Callable[[str], None]) -> dict[str, Any]:
+    from taxonlens.bench.lmm import letter_questions
     from taxonlens.models.mllm import load_lmm
-    from taxonlens.recognize.answers import LETTERS, SYSTEM_PROMPT, question_text
+    from taxonlens.recognize.answers import SYSTEM_PROMPT
 
     say(f"score: {name}, {spec.questions} questions")
     lmm = load_lmm(name, precision, device=device)
     records = vw.train
     images = [vw.load(records[i % len(records)]) for i in range(spec.questions)]
-    names = [vw.taxonomy.names[int(n)] for n in vw.taxonomy.leaves]
-    questions = [question_text("species", [names[(i + j) % len(names)] for j in range(4)], "organism")
-                 for i in range(spec.questions)]
-    letters = [list(LETTERS[:4])] * spec.questions
+    questions, letters = letter_questions(vw.taxonomy, spec.questions)
 
     def score() -> None:
         lmm.option_logprobs(images, questions, letters, batch_size=16, system=SYSTEM_PROMPT)
