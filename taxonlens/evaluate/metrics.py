@@ -57,6 +57,51 @@ def _mean_pct(values: Iterable[float], n: int) -> float:
     return sum(values) / n * 100
 
 
+# per record (lower-cased truth t and prediction p), in [0, 1]
+def _hca(t: list[str], p: list[str]) -> float:
+    return float(p == t)
+
+
+def _leaf(t: list[str], p: list[str]) -> float:
+    return float(bool(p) and p[-1] == t[-1])
+
+
+def _por(t: list[str], p: list[str]) -> float:
+    return sum(a == b for a, b in zip(p, t)) / len(t)
+
+
+def _s_por(t: list[str], p: list[str]) -> float:
+    n = 0
+    while n < min(len(t), len(p)) and p[n] == t[n]:
+        n += 1
+    return n / len(t)
+
+
+def _tor(t: list[str], p: list[str]) -> float:
+    if len(t) < 2:
+        return 0.0
+    hits = [a == b for a, b in zip(p, t)]
+    return sum(hits[j] and hits[j + 1] for j in range(len(hits) - 1)) / (len(t) - 1)
+
+
+_PER_RECORD = {"hca": _hca, "acc_leaf": _leaf, "por": _por, "s_por": _s_por, "tor": _tor}
+
+
+def per_record(truths: Paths, preds: Paths) -> dict[str, np.ndarray]:
+    """Each record's own value of :func:`hca` (``hca``), :func:`leaf_accuracy` (``acc_leaf``),
+    :func:`por`, :func:`s_por` and :func:`tor`, in percent, float64 ``[N]`` each: the means of
+    these are the metrics, and intervals over records (:mod:`taxonlens.evaluate.uncertainty`)
+    resample them.
+
+    >>> truths = [["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> preds = [["plantae", "Rosa", "Rosa rugosa"], ["Plantae", "Bellis", "Bellis perennis"]]
+    >>> per_record(truths, preds)["hca"].tolist()
+    [0.0, 100.0]
+    """
+    pairs = _lowered(truths, preds)
+    return {name: np.asarray([fn(t, p) * 100 for t, p in pairs], dtype=np.float64) for name, fn in _PER_RECORD.items()}
+
+
 def hca(truths: Paths, preds: Paths) -> float:
     """Hierarchical consistent accuracy: percent of records whose predicted list
     equals the true list exactly (same length, every level correct).
@@ -67,7 +112,7 @@ def hca(truths: Paths, preds: Paths) -> float:
     50.0
     """
     pairs = _lowered(truths, preds)
-    return _mean_pct((p == t for t, p in pairs), len(pairs))
+    return _mean_pct((_hca(t, p) for t, p in pairs), len(pairs))
 
 
 def leaf_accuracy(truths: Paths, preds: Paths) -> float:
@@ -80,7 +125,7 @@ def leaf_accuracy(truths: Paths, preds: Paths) -> float:
     50.0
     """
     pairs = _lowered(truths, preds)
-    return _mean_pct((bool(p) and p[-1] == t[-1] for t, p in pairs), len(pairs))
+    return _mean_pct((_leaf(t, p) for t, p in pairs), len(pairs))
 
 
 def por(truths: Paths, preds: Paths) -> float:
@@ -93,7 +138,7 @@ def por(truths: Paths, preds: Paths) -> float:
     83.33
     """
     pairs = _lowered(truths, preds)
-    return _mean_pct((sum(a == b for a, b in zip(p, t)) / len(t) for t, p in pairs), len(pairs))
+    return _mean_pct((_por(t, p) for t, p in pairs), len(pairs))
 
 
 def s_por(truths: Paths, preds: Paths) -> float:
@@ -108,14 +153,7 @@ def s_por(truths: Paths, preds: Paths) -> float:
     33.33
     """
     pairs = _lowered(truths, preds)
-
-    def prefix(t: list[str], p: list[str]) -> int:
-        n = 0
-        while n < min(len(t), len(p)) and p[n] == t[n]:
-            n += 1
-        return n
-
-    return _mean_pct((prefix(t, p) / len(t) for t, p in pairs), len(pairs))
+    return _mean_pct((_s_por(t, p) for t, p in pairs), len(pairs))
 
 
 def tor(truths: Paths, preds: Paths) -> float:
@@ -132,14 +170,7 @@ def tor(truths: Paths, preds: Paths) -> float:
     75.0
     """
     pairs = _lowered(truths, preds)
-
-    def ratio(t: list[str], p: list[str]) -> float:
-        if len(t) < 2:
-            return 0.0
-        hits = [a == b for a, b in zip(p, t)]
-        return sum(hits[j] and hits[j + 1] for j in range(len(hits) - 1)) / (len(t) - 1)
-
-    return _mean_pct((ratio(t, p) for t, p in pairs), len(pairs))
+    return _mean_pct((_tor(t, p) for t, p in pairs), len(pairs))
 
 
 def per_level_accuracy(truths: Paths, preds: Paths) -> dict[int, float]:
