@@ -23,32 +23,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from taxonlens.synthworld.spec import WorldSpec as WorldSpec  # the worlds benchmarks build (shared with train.pretrain)
+
 if TYPE_CHECKING:
-    from taxonlens.synthworld import SynthWorld
     from taxonlens.train.sft import SFTConfig
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WorldSpec:
-    """The synthworld a benchmark builds: :meth:`SynthWorld.create` over
-    ``random_taxonomy(n_species, seed)`` with ``images_per_species`` photos of ``size`` pixels,
-    ``nuisance`` and a ``novel_fraction`` of the species held out (split ``novel``)."""
-
-    n_species: int = 8
-    images_per_species: int = 15
-    novel_fraction: float = 0.25
-    size: int = 32
-    nuisance: float = 0.2
-    seed: int = 0
-
-    def create(self) -> SynthWorld:
-        """The world (in memory; ``.write(folder)`` writes it)."""
-        from taxonlens.synthworld import SynthWorld, random_taxonomy
-
-        return SynthWorld.create(random_taxonomy(self.n_species, self.seed), self.n_species, self.images_per_species,
-                                 self.novel_fraction, self.size, self.seed, self.nuisance)
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,45 @@ def train_grpo_cmd(
     first, last = sum(rewards[:tenth]) / tenth, sum(rewards[-tenth:]) / tenth
     print_run_end(result, f"{result.steps} steps in {result.seconds:.1f} s; mean reward {first:.3f} in the first "
                           f"tenth of the steps, {last:.3f} in the last")
+
+
+@app.command("pretrain-lmm")
+def train_pretrain_cmd(
+    out: Annotated[Path | None, typer.Option(help="Folder of the pretraining (default: the cache, "
+                                                  "$TAXONLENS_CACHE/pretrained/KEY, which every benchmark reuses).")
+                   ] = None,
+    quick: Annotated[bool, typer.Option(help="A minute-sized world and model, for a try (not a benchmark start).")
+                     ] = False,
+    species: Annotated[int | None, typer.Option(min=4, help="Species of the world (default 400).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="The LMM's epochs (default 4).")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as set).")] = 0,
+) -> None:
+    """Pretrain the starting point of the method benchmarks once: a small LMM (small-qwen2.5-vl) trained from
+    random weights to describe and caption the photos of a large synthworld (never its hierarchical questions),
+    and a BFM (tiny-clip with taxonomic captions) on the same photos; cached, resumed if interrupted. Prints what
+    the models know before any method runs."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from taxonlens.train.pretrain import PretrainSpec, pretrain
+
+    spec = PretrainSpec.quick() if quick else PretrainSpec()
+    if species is not None:
+        spec = replace(spec, world=replace(spec.world, n_species=species))
+    if epochs is not None:
+        spec = replace(spec, epochs=epochs)
+    with training_progress("pretraining", lambda log: f"epoch {log.epoch} loss {log.loss:.3f}") as show:
+        done = pretrain(spec, out, threads or None, say=console.print, progress=show)
+    known = done.knowledge
+    table = Table(title=f"what the pretrained models know (percent; {known['species']} species, chance of species "
+                        f"retrieval {known['chance']:.1f})")
+    splits = [s for s in ("seen", "novel") if s in known]
+    table.add_column("figure")
+    for split in splits:
+        table.add_column(f"{split} ({known[split]['photos']} photos)", justify="right")
+    for key in known[splits[0]]:
+        if key != "photos":
+            table.add_row(key.replace("_", " "), *(f"{known[s][key]:.1f}" for s in splits))
+    console.print(table)
+    console.print(f"LMM: {done.lmm}\nBFM: {done.bfm}")

@@ -53,6 +53,17 @@ LMM_PRESETS: dict[str, dict] = {
                    "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 128, "window_size": 112,
                    "fullatt_block_indexes": [1]},
     },
+    # tiny-qwen2.5-vl widened and deepened to ~21 M parameters (8 layers of 384, a 4-block vision
+    # tower of 192): the pretrained starting point of the method benchmarks (``train pretrain-lmm``)
+    "small-qwen2.5-vl": {
+        "family": "qwen", "arch": "qwen2_5_vl", "vocab_size": TINY_LMM_VOCAB, "image_size": 112,
+        "text": {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "head_dim": 64, "max_position_embeddings": 4096,
+                 "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]}},
+        "vision": {"depth": 2, "hidden_size": 128, "intermediate_size": 512, "num_heads": 2, "patch_size": 14,
+                   "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 256, "window_size": 112,
+                   "fullatt_block_indexes": [1]},
+    },
     "tiny-qwen3-vl": {
         "family": "qwen", "arch": "qwen3_vl", "vocab_size": TINY_LMM_VOCAB, "image_size": 112,
         "text": _TINY_LM | {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
