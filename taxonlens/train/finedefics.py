@@ -29,10 +29,10 @@ a part off (not computed): the ablation arms are configurations (``w_oac=0``; ``
 with ranks above the leaf, or a common name (a flat taxonomy without common names is refused).
 
 Negatives: the batch's other categories, plus per photo hard negatives: the descriptions,
-names and surface forms of the ``similar`` (3) training categories most similar to its own, by cosine of the
-encoder's text embeddings of the categories (:func:`leaf_embeddings`: the taxonomic label
-prompts the zero-shot classifier and ``vqa build --mode similar`` use; or embeddings passed
-in). They join the batch's candidate texts, so every photo also meets the others' hard
+names and surface forms of the ``similar`` (3) training categories most similar to its own, by
+cosine of the encoder's text embeddings of the categories (:func:`leaf_embeddings`: the
+taxonomic label prompts the zero-shot classifier and ``vqa build --mode similar`` use; or
+embeddings passed in). They join the batch's candidate texts, so every photo also meets the others' hard
 negatives. A category with fewer than ``similar`` others gets all of them, with a warning in
 the log (none: in-batch negatives only). Texts of one category are never negatives of its
 photos: the positives of a photo are all texts of its category in the batch (its own

@@ -17,6 +17,28 @@ batch share their name (and often their description), so a row may have several 
 columns; its loss is ``-log`` of the softmax mass on all of them (plain InfoNCE with one
 positive; 0 at perfect alignment and a low temperature, whatever the duplicates). A row without
 a positive (a hard negative's text, seen from the text side) only serves as a negative.
+
+Category-category contrast (CCC, :func:`category_nce`), within the text side. The paper
+("Analyzing and Boosting the Power of Fine-Grained Visual Recognition for Multi-modal LLMs",
+ICLR 2025; its abstract and Stage I, attribute-augmented alignment) names the object-attribute
+and attribute-category contrasts with hard negatives from similar categories; the CCC definition
+here is read from its reference code (``PKU-ICST-MIPL/Finedefics_ICLR2025``,
+``modeling_idefics2.py``, ``loss_ccc``), not from an equation of the paper. That code scores each
+category name of the batch against ``[the batch's names, the hard-negative names]`` (cosine /
+the OAC temperature) and takes the cross-entropy with the first column as target: with one photo
+per device, the anchor itself, so the term only pushes a name away from the names of the most
+similar categories (its positive is trivial; with more photos per device every row targets the
+first photo's name), weighted 0.5 like OAC and ACC beside NTP at 1. Here a category is written
+several ways, its *surface forms* (the scientific name, the taxonomic string "Animalia Chordata
+... Genus species", the common name where one is known;
+:func:`taxonlens.train.finedefics.surface_forms`), and the forms of one category are positives of
+each other: each form of a photo's category is an anchor, the other forms of its category its
+positives, the forms of every other category of the batch (in-batch and hard negatives) its
+negatives, the anchor itself left out of the softmax (as in SupCon), with its own temperature.
+This keeps the reference's push away from the similar categories' names and adds a pull between
+the ways one category is written, which the trivial positive lacks. A hard negative's forms, and
+a category written one way only, serve only as negatives; equal strings of two categories are
+one form of both.
 """
 
 from __future__ import annotations
@@ -131,7 +153,7 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, positive: torch.Tensor, temperatu
 
 def category_nce(forms: torch.Tensor, positive: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
     """InfoNCE of ``forms [F, H]`` against themselves, cosine similarities / ``temperature``, each
-    row's own column left out of its softmax (the similarity matrix is symmetric, so one direction).
+    row's own column left out of its softmax (one direction: the similarity matrix is symmetric).
 
     Args:
         positive: ``[F, F]`` bool, which other forms a form's category shares (the diagonal is
