@@ -7,14 +7,16 @@ II's distractors: the cosine of the text embeddings of the species' taxonomic la
 ``tiny-clip`` with its preset's random weights (:func:`~taxonlens.train.finedefics.leaf_embeddings`;
 a random text tower ranks prompts that share more tokens, i.e. more of the lineage, as closer).
 Training sees only the seen species' taxonomy, so no novel species' name is ever trained. Per
-seed, the tiny LMM (the preset's random weights for that seed) is trained four ways, LoRA on the
+seed, the tiny LMM (the preset's random weights for that seed) is trained five ways, LoRA on the
 language model and its output layer, lr 2e-3, alpha 32 (the recipe a random-weight tiny preset
 learns with):
 
 - ``stage2_only``: Stage II alone, from the preset;
-- ``occ_only+stage2``: Stage I with the object-category contrast alone (``w_ntp = w_oac = w_acc = 0``), then II;
-- ``contrast_no_ntp+stage2``: Stage I with the three contrasts (``w_ntp = 0``), then II;
-- ``finedefics``: Stage I with all four terms (the default weights), then II.
+- ``occ_only+stage2``: Stage I with the object-category contrast alone (not a term of the paper), then II;
+- ``contrast_no_ntp+stage2``: Stage I with the paper's three contrasts OAC, ACC, CCC (``w_ntp = 0``), then II;
+- ``occ_for_ccc+stage2``: Stage I with NTP, OAC, ACC and the object-category contrast in place of
+  CCC, then II (how the full arm was before CCC);
+- ``finedefics``: Stage I with NTP, OAC, ACC and CCC (the default weights), then II.
 
 The same budget: one batch size for both stages and one item per training photo per epoch in
 both (Stage I: the photo; Stage II: its open or its closed question), so an epoch is the same
@@ -48,8 +50,8 @@ arm); the 2-D projections of the first seed's seen test photos and names, before
 Stage I, are drawn side by side per arm in ``alignment.png``.
 
 Cost (:func:`bench_finedefics_cost`): seconds per optimizer step (median over the steps of a
-run) and peak memory of Stage I with all four terms, Stage I with next-token prediction alone
-(``w_oac = w_acc = w_occ = 0``) and Stage II, on every tiny preset, same photos and batch size.
+run) and peak memory of Stage I with the default terms (NTP, OAC, ACC, CCC), Stage I with
+next-token prediction alone (every contrast weighted 0) and Stage II, on every tiny preset, same photos and batch size.
 Memory is the growth of the peak resident set size (``resource.getrusage``'s ``ru_maxrss``)
 during the run, each run in a fresh process forked from a clean server process
 (multiprocessing ``forkserver``): torch's CPU tensors are not allocated through Python's
@@ -101,9 +103,10 @@ from taxonlens.train.sft import evaluate_sft, image_loader
 #: the arms, in table order, and their Stage I loss weights (``None``: no Stage I)
 STAGE1_WEIGHTS: dict[str, dict[str, float] | None] = {
     "stage2_only": None,
-    "occ_only+stage2": {"w_ntp": 0.0, "w_oac": 0.0, "w_acc": 0.0, "w_occ": 0.5},
-    "contrast_no_ntp+stage2": {"w_ntp": 0.0, "w_oac": 0.5, "w_acc": 0.5, "w_occ": 0.5},
-    "finedefics": {"w_ntp": 1.0, "w_oac": 0.5, "w_acc": 0.5, "w_occ": 0.5},
+    "occ_only+stage2": {"w_ntp": 0.0, "w_oac": 0.0, "w_acc": 0.0, "w_ccc": 0.0, "w_occ": 0.5},
+    "contrast_no_ntp+stage2": {"w_ntp": 0.0, "w_oac": 0.5, "w_acc": 0.5, "w_ccc": 0.5, "w_occ": 0.0},
+    "occ_for_ccc+stage2": {"w_ntp": 1.0, "w_oac": 0.5, "w_acc": 0.5, "w_ccc": 0.0, "w_occ": 0.5},
+    "finedefics": {"w_ntp": 1.0, "w_oac": 0.5, "w_acc": 0.5, "w_ccc": 0.5, "w_occ": 0.0},
 }
 ARMS = tuple(STAGE1_WEIGHTS)
 #: the splits asked: seen species' test photos, novel species' photos
@@ -115,7 +118,7 @@ SIMILAR_ENCODER = "tiny-clip"
 COST_PRESETS = ("tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-idefics2")
 COST_STAGES: dict[str, dict[str, float] | None] = {
     "stage1": STAGE1_WEIGHTS["finedefics"],
-    "stage1_ntp": {"w_ntp": 1.0, "w_oac": 0.0, "w_acc": 0.0, "w_occ": 0.0},
+    "stage1_ntp": {"w_ntp": 1.0, "w_oac": 0.0, "w_acc": 0.0, "w_ccc": 0.0, "w_occ": 0.0},
     "stage2": None,
 }
 #: the ratios the cost benchmark reports, ``(numerator stage, denominator stage)``
@@ -225,7 +228,7 @@ class FinedeficsSpec:
             recipe.epochs`` epochs of Stage II).
         stage1_epochs: Stage I's epochs.
         similar, open_fraction: hard negatives / distractors per photo, share of open questions.
-        seeds: one starting model and four arms per seed.
+        seeds: one starting model and five arms per seed.
         threads: torch CPU threads during the run.
     """
 

@@ -249,18 +249,18 @@ def bench_finedefics(
                              ] = 10,
     stage2_epochs: Annotated[int, typer.Option(help="Stage II epochs.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Photos per step, both stages.")] = 4,
-    seeds: Annotated[int, typer.Option(help="Seeds (one starting model and four arms each).")] = 3,
+    seeds: Annotated[int, typer.Option(help="Seeds (one starting model and five arms each).")] = 3,
     threads: ThreadsOpt = 1,
     out: Annotated[Path, typer.Option(help="Folder for result.json and alignment.png (cost.json with --cost).")
                    ] = Path("taxonlens-bench-finedefics"),
-    cost: Annotated[bool, typer.Option("--cost", help="Instead: seconds per step and peak memory of Stage I (all "
+    cost: Annotated[bool, typer.Option("--cost", help="Instead: seconds per step and peak memory of Stage I (default "
                                                       "terms), Stage I (NTP only) and Stage II on every tiny preset, "
                                                       "one epoch each.")] = False,
 ) -> None:
     """Finedefics on synthworld, same budget, several seeds: Stage II only vs Stage I (object-category contrast
-    only; the three contrasts; all four terms) + Stage II. Species-level 4-option and open-set accuracy, HCA, leaf,
-    POR, S-POR, TOR (mean +- sd over seeds) on seen and novel species, and image -> name alignment inside the LLM
-    before and after Stage I, with a plot. --cost: what each stage costs per step."""
+    only; the three contrasts OAC, ACC, CCC; NTP + OAC + ACC + OCC; NTP + OAC + ACC + CCC) + Stage II.
+    Species-level 4-option and open-set accuracy, HCA, leaf, POR, S-POR, TOR (mean +- sd over seeds) on seen and
+    novel species, and image -> name alignment inside the LLM before and after Stage I, with a plot. --cost: what each stage costs per step."""
     from taxonlens.bench import TinySFTSpec, WorldSpec
     from taxonlens.bench import finedefics as fd
 

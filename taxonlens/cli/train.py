@@ -120,8 +120,8 @@ def train_finedefics_cmd(
     num_processes: NumProcessesOpt = 1,
 ) -> None:
     """Finedefics: stage 1 aligns photos, attribute descriptions and species names inside the LLM (next-token
-    prediction plus three contrasts with hard negatives); stage 2 tunes it on open-set and 4-option species
-    questions. Checkpoints, exact resume, merged model in OUT/model. Options of the other stage are unused."""
+    prediction plus object-attribute, attribute-category and category-category contrasts with hard negatives);
+    stage 2 tunes it on open-set and 4-option species questions. Checkpoints, exact resume, merged model in OUT/model. Options of the other stage are unused."""
     if launched(num_processes):
         return
     from taxonlens.taxonomy import Taxonomy

@@ -4,29 +4,35 @@ multimodal LLM, then recognition-centric instruction tuning.
 Stage I, attribute-augmented alignment (:func:`train_stage1`): every training photo comes with
 an attribute description (``record.attributes["description"]``, what ``taxonlens attributes
 describe`` writes; synthworld manifests carry one) and its category (the taxonomy leaf of its
-path, named as the taxonomy writes it). The loss of a batch is
+path, named as the taxonomy writes it; its surface forms, :func:`surface_forms`: that name,
+the taxonomic string of its path and the common name some photo of it carries). The loss of a
+batch is
 
-    ``w_ntp * NTP + w_oac * OAC + w_acc * ACC + w_occ * OCC``
+    ``w_ntp * NTP + w_oac * OAC + w_acc * ACC + w_ccc * CCC + w_occ * OCC``
 
 - NTP: next-token prediction of the photo's description after :data:`DESCRIBE_QUESTION`
   (teacher-forced, :func:`~taxonlens.train.sft.sft_loss`);
-- OAC: object <-> attribute description, ACC: attribute description <-> category name, OCC:
-  object <-> category name, each a symmetric InfoNCE over the cosine similarities of global
-  representations (the LLM's last hidden state at an EOS token after the image alone or the
-  text alone) with its own learnable temperature (:mod:`taxonlens.train.finedefics_losses`).
+- OAC: object <-> attribute description, ACC: attribute description <-> category name, each a
+  symmetric InfoNCE over the cosine similarities of global representations (the LLM's last
+  hidden state at an EOS token after the image alone or the text alone) with its own learnable
+  temperature (:mod:`taxonlens.train.finedefics_losses`);
+- CCC: category <-> category, inside the LLM's text space: a category's surface forms are
+  positives of each other, the forms of the batch's other categories (the hard negatives among
+  them) negatives (:func:`~taxonlens.train.finedefics_losses.category_nce`, where the paper's
+  definition and its reference code are discussed);
+- OCC: object <-> category name, the same InfoNCE; not a term of the paper, weighted 0 by
+  default and kept as an ablation (an arm with OCC in place of CCC).
 
-OCC is the issue's third term, called "CCC (category-category)" there. Its ablation arm reads
-"object-category contrast only", and an InfoNCE of a category name against itself has no
-positive distinct from the anchor (the loss would be constant), so it is implemented as the
-object <-> category contrast. A weight of 0 switches a part off (not computed): the paper's
-ablation arms are configurations (``w_oac=0``; ``w_acc=0``; ``w_oac=w_acc=0`` for object-
-category contrast only).
+The defaults are the reference code's weights (1 for NTP, 0.5 for each of its three contrasts). A weight of 0 switches
+a part off (not computed): the ablation arms are configurations (``w_oac=0``; ``w_acc=0``;
+``w_ccc=0, w_occ=0.5``; ...). CCC needs every category written more than one way: a path
+with ranks above the leaf, or a common name (a flat taxonomy without common names is refused).
 
-Negatives: the batch's other categories, plus per photo hard negatives: the descriptions and
-names of the ``similar`` (3) training categories most similar to its own, by cosine of the
-encoder's text embeddings of the categories (:func:`leaf_embeddings`: the taxonomic label
-prompts the zero-shot classifier and ``vqa build --mode similar`` use; or embeddings passed
-in). They join the batch's candidate texts, so every photo also meets the others' hard
+Negatives: the batch's other categories, plus per photo hard negatives: the descriptions,
+names and surface forms of the ``similar`` (3) training categories most similar to its own, by
+cosine of the encoder's text embeddings of the categories (:func:`leaf_embeddings`: the
+taxonomic label prompts the zero-shot classifier and ``vqa build --mode similar`` use; or
+embeddings passed in). They join the batch's candidate texts, so every photo also meets the others' hard
 negatives. A category with fewer than ``similar`` others gets all of them, with a warning in
 the log (none: in-batch negatives only). Texts of one category are never negatives of its
 photos: the positives of a photo are all texts of its category in the batch (its own
@@ -77,6 +83,7 @@ from taxonlens.data.records import record_leaves
 from taxonlens.data.vqa_build import build_vqa
 from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.models.mllm import LMM
+from taxonlens.models.text import LabelTextType, taxon_name
 from taxonlens.recognize.answers import question_text
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.config import with_defaults
@@ -139,8 +146,11 @@ class Stage1Config(FinedeficsConfig):
         "help": "Stage I: weight of the object <-> attribute description contrast (0: off)"})
     w_acc: float = field(default=0.5, metadata={
         "help": "Stage I: weight of the attribute description <-> category name contrast (0: off)"})
-    w_occ: float = field(default=0.5, metadata={
-        "help": "Stage I: weight of the object <-> category name contrast (0: off)"})
+    w_ccc: float = field(default=0.5, metadata={
+        "help": "Stage I: weight of the category <-> category contrast (a category's surface forms - scientific, "
+                "taxonomic, common name - against the similar categories'; 0: off)"})
+    w_occ: float = field(default=0.0, metadata={
+        "help": "Stage I: weight of the object <-> category name contrast (an ablation, not in the paper; 0: off)"})
     temperature: float = field(default=0.07, metadata={
         "help": "Stage I: initial temperature of every contrast (learned), in [0.001, 0.5]"})
 
@@ -184,6 +194,16 @@ def record_descriptions(records: Sequence[Record]) -> list[str]:
 
     found = descriptions_for(records)
     return [found[r.image] for r in records]
+
+
+#: the label text types a category's surface forms are written in (:func:`surface_forms`)
+FORM_TYPES = (LabelTextType.scientific, LabelTextType.taxonomic, LabelTextType.common)
+
+
+def surface_forms(path: Sequence[str], common_name: str | None = None) -> tuple[str, ...]:
+    """The distinct ways :data:`FORM_TYPES` write a taxon (:func:`~taxonlens.models.text.taxon_name`):
+    its scientific name (``path[-1]``, first), its taxonomic string, its common name when known."""
+    return tuple(dict.fromkeys(taxon_name(path, t, common_name) for t in FORM_TYPES))
 
 
 def leaf_embeddings(encoder, taxonomy: Taxonomy) -> np.ndarray:
@@ -232,6 +252,7 @@ class AlignmentData:
         names: ``[C]`` their names, as the taxonomy writes them.
         category_descriptions: ``[C]`` the most frequent description of each category's photos.
         neighbours: ``[C]`` the most similar other categories of each (indices into ``names``).
+        forms: ``[C]`` the surface forms of each (:func:`surface_forms`; ``names[c]`` first).
     """
 
     records: list[Record]
@@ -241,6 +262,7 @@ class AlignmentData:
     names: list[str]
     category_descriptions: list[str]
     neighbours: list[list[int]]
+    forms: list[tuple[str, ...]]
 
     def batch(self, items: Sequence[int]) -> AlignmentBatch:
         """The :class:`~taxonlens.train.finedefics_losses.AlignmentBatch` of photos ``items``: their
@@ -248,11 +270,13 @@ class AlignmentData:
         own = [(self.category[i], self.descriptions[i], self.names[self.category[i]]) for i in items]
         hard = dict.fromkeys(n for i in items for n in self.neighbours[self.category[i]])
         return alignment_batch([c for c, _, _ in own],
-                               own + [(c, self.category_descriptions[c], self.names[c]) for c in hard])
+                               own + [(c, self.category_descriptions[c], self.names[c]) for c in hard],
+                               dict(enumerate(self.forms)))
 
     def fingerprint(self) -> str:
-        """A hash of the photos (image names), descriptions, categories and neighbours."""
-        h = hashlib.sha256(json.dumps([self.names, self.neighbours, self.category_descriptions]).encode())
+        """A hash of the photos (image names), descriptions, categories, neighbours and surface forms."""
+        h = hashlib.sha256(json.dumps([self.names, self.neighbours, self.category_descriptions,
+                                       self.forms]).encode())
         for r, d, c in zip(self.records, self.descriptions, self.category):
             h.update(json.dumps([r.image, d, c]).encode())
         return h.hexdigest()[:16]
@@ -261,7 +285,8 @@ class AlignmentData:
 def alignment_data(records: Sequence[Record], taxonomy: Taxonomy, embeddings: np.ndarray,
                    similar: int = 3) -> AlignmentData:
     """Stage I's :class:`AlignmentData` of ``records`` (each labelled with a class of ``taxonomy``,
-    each with a description), neighbours by ``embeddings [n_leaves, D]``.
+    each with a description), neighbours by ``embeddings [n_leaves, D]``; a category's common
+    name is the first one its photos carry.
 
     Raises:
         DataError: no photo, a photo without a description or not labelled with a class.
@@ -274,9 +299,14 @@ def alignment_data(records: Sequence[Record], taxonomy: Taxonomy, embeddings: np
     index = {leaf: c for c, leaf in enumerate(leaves)}
     category = [index[leaf] for leaf in leaf_of]
     counts = [Counter(d for d, c in zip(descriptions, category) if c == k) for k in range(len(leaves))]
-    return AlignmentData(records, descriptions, category, leaves,
-                         [taxonomy.names[taxonomy.leaves[leaf]] for leaf in leaves],
-                         [cnt.most_common(1)[0][0] for cnt in counts], most_similar(unit[leaves], similar))
+    common: dict[int, str] = {}
+    for r, c in zip(records, category):
+        if r.common_name:
+            common.setdefault(c, r.common_name)
+    forms = [surface_forms(taxonomy.path_names(int(taxonomy.leaves[leaf])), common.get(c))
+             for c, leaf in enumerate(leaves)]
+    return AlignmentData(records, descriptions, category, leaves, [f[0] for f in forms],
+                         [cnt.most_common(1)[0][0] for cnt in counts], most_similar(unit[leaves], similar), forms)
 
 
 def _species_similarity(taxonomy: Taxonomy, unit: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
@@ -423,10 +453,16 @@ def train_stage1(config: Stage1Config, records: Sequence[Record], taxonomy: Taxo
         the result; ``out/model`` is the aligned model (adapters merged).
 
     Raises:
-        DataError: photos without descriptions, not labelled with a class, unreadable images.
+        DataError: photos without descriptions, not labelled with a class, unreadable images; a
+            non-zero ``w_ccc`` and a category written only one way.
         CheckpointError: a checkpoint exists and ``resume`` is off, or belongs to another run.
     """
     data = alignment_data(records, taxonomy, _embeddings(config, taxonomy, embeddings), config.similar)
+    single = [f[0] for f in data.forms if len(f) < 2]
+    if config.w_ccc and single:
+        raise DataError(f"the category-category contrast (w_ccc) needs every category written two ways (a path with "
+                        f"ranks above the leaf, or a common name); {len(single)} are not, e.g. {single[0]!r}. "
+                        "Set w_ccc to 0 to train without it")
     val = list(val_records or [])
     val_leaves = record_leaves(val, taxonomy) if val else []
     val_names = sorted(set(data.leaves) | set(val_leaves))
@@ -507,6 +543,7 @@ def train_stage2(config: Stage2Config, records: Sequence[Record], taxonomy: Taxo
 
 __all__ = [
     "DESCRIBE_QUESTION",
+    "FORM_TYPES",
     "OPEN_QUESTION",
     "AlignmentData",
     "AlignmentReport",
@@ -522,6 +559,7 @@ __all__ = [
     "recognition_examples",
     "record_descriptions",
     "species_questions",
+    "surface_forms",
     "train_stage1",
     "train_stage2",
 ]

@@ -17,6 +17,28 @@ batch share their name (and often their description), so a row may have several 
 columns; its loss is ``-log`` of the softmax mass on all of them (plain InfoNCE with one
 positive; 0 at perfect alignment and a low temperature, whatever the duplicates). A row without
 a positive (a hard negative's text, seen from the text side) only serves as a negative.
+
+Category-category contrast (CCC, :func:`category_nce`), within the text side. The paper
+("Analyzing and Boosting the Power of Fine-Grained Visual Recognition for Multi-modal LLMs",
+ICLR 2025; its abstract and Stage I, attribute-augmented alignment) names the object-attribute
+and attribute-category contrasts with hard negatives from similar categories; the CCC definition
+here is read from its reference code (``PKU-ICST-MIPL/Finedefics_ICLR2025``,
+``modeling_idefics2.py``, ``loss_ccc``), not from an equation of the paper. That code scores each
+category name of the batch against ``[the batch's names, the hard-negative names]`` (cosine /
+the OAC temperature) and takes the cross-entropy with the first column as target: with one photo
+per device, the anchor itself, so the term only pushes a name away from the names of the most
+similar categories (its positive is trivial; with more photos per device every row targets the
+first photo's name), weighted 0.5 like OAC and ACC beside NTP at 1. Here a category is written
+several ways, its *surface forms* (the scientific name, the taxonomic string "Animalia Chordata
+... Genus species", the common name where one is known;
+:func:`taxonlens.train.finedefics.surface_forms`), and the forms of one category are positives of
+each other: each form of a photo's category is an anchor, the other forms of its category its
+positives, the forms of every other category of the batch (in-batch and hard negatives) its
+negatives, the anchor itself left out of the softmax (as in SupCon), with its own temperature.
+This keeps the reference's push away from the similar categories' names and adds a pull between
+the ways one category is written, which the trivial positive lacks. A hard negative's forms, and
+a category written one way only, serve only as negatives; equal strings of two categories are
+one form of both.
 """
 
 from __future__ import annotations
@@ -34,8 +56,9 @@ from taxonlens.models.mllm import LMM
 from taxonlens.train.sft import SFTExample, sft_inputs, sft_loss
 
 #: the contrastive terms: object<->attribute description, attribute description<->category name,
-#: object<->category name (the issue's "CCC", see :mod:`taxonlens.train.finedefics`)
-TERMS = ("oac", "acc", "occ")
+#: category<->category (surface forms of one category vs other categories), and object<->category
+#: name (an ablation, off by default)
+TERMS = ("oac", "acc", "ccc", "occ")
 #: every loss part, in the order of the weights
 PARTS = ("ntp", *TERMS)
 TAU_MIN, TAU_MAX = 0.001, 0.5
@@ -128,6 +151,27 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, positive: torch.Tensor, temperatu
     return (_one_way(logits, positive) + _one_way(logits.T, positive.T)) / 2
 
 
+def category_nce(forms: torch.Tensor, positive: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+    """InfoNCE of ``forms [F, H]`` against themselves, cosine similarities / ``temperature``, each
+    row's own column left out of its softmax (one direction: the similarity matrix is symmetric).
+
+    Args:
+        positive: ``[F, F]`` bool, which other forms a form's category shares (the diagonal is
+            ignored); a row without a positive only serves as a negative.
+
+    Returns:
+        the mean over the rows with a positive (0-d): 0-ish when every category's forms coincide
+        and lie far from the others' at a low temperature.
+    """
+    self_pair = torch.eye(len(forms), dtype=torch.bool, device=positive.device)
+    positive = positive & ~self_pair
+    if not bool(positive.any()):
+        raise ValueError("category_nce needs a category with two surface forms")
+    unit = F.normalize(forms.float(), dim=-1)
+    logits = (unit @ unit.T / temperature).masked_fill(self_pair, -math.inf)
+    return _one_way(logits, positive)
+
+
 @dataclass(frozen=True)
 class AlignmentBatch:
     """The texts of one alignment batch and which pairs match (a text matches a photo or a
@@ -139,6 +183,9 @@ class AlignmentBatch:
         object_description: ``[B, D]`` bool, description ``d`` describes photo ``i``'s category.
         object_name: ``[B, C]`` bool, name ``c`` names photo ``i``'s category.
         description_name: ``[D, C]`` bool, the description and the name belong to one category.
+        forms: ``[F]`` distinct surface forms of the batch's categories (own and hard negatives).
+        form_form: ``[F, F]`` bool, form ``g`` is another form of a category of a photo that form
+            ``f`` names (the positives of :func:`category_nce`; a hard negative's forms have none).
     """
 
     descriptions: list[str]
@@ -146,35 +193,55 @@ class AlignmentBatch:
     object_description: torch.Tensor
     object_name: torch.Tensor
     description_name: torch.Tensor
+    forms: list[str]
+    form_form: torch.Tensor
 
 
-def alignment_batch(categories: Sequence[Hashable], texts: Sequence[tuple[Hashable, str, str]]) -> AlignmentBatch:
+def alignment_batch(categories: Sequence[Hashable], texts: Sequence[tuple[Hashable, str, str]],
+                    forms: Mapping[Hashable, Sequence[str]] | None = None) -> AlignmentBatch:
     """The :class:`AlignmentBatch` of ``B`` photos of ``categories`` (any ids) and the
     ``(category, description, name)`` triples of the batch: each photo's own, then those of the
-    hard-negative categories. Equal texts are one text (of every category they come with)."""
+    hard-negative categories. ``forms``: each category's surface forms (default: its name alone).
+    Equal texts are one text (of every category they come with)."""
     of_description: dict[str, set] = {}
     of_name: dict[str, set] = {}
+    of_form: dict[str, set] = {}
     for c, d, n in texts:
         of_description.setdefault(d, set()).add(c)
         of_name.setdefault(n, set()).add(c)
-    descriptions, names = list(of_description), list(of_name)
+        for f in (forms[c] if forms is not None else (n,)):
+            of_form.setdefault(f, set()).add(c)
+    descriptions, names, form_list = list(of_description), list(of_name), list(of_form)
     obj_d = torch.tensor([[c in of_description[d] for d in descriptions] for c in categories], dtype=torch.bool)
     obj_n = torch.tensor([[c in of_name[n] for n in names] for c in categories], dtype=torch.bool)
     d_n = torch.tensor([[bool(of_description[d] & of_name[n]) for n in names] for d in descriptions],
                        dtype=torch.bool)
+    own = set(categories)
+    f_f = torch.tensor([[f != g and bool(of_form[f] & of_form[g] & own) for g in form_list] for f in form_list],
+                       dtype=torch.bool)
     return AlignmentBatch(descriptions, names, obj_d.reshape(len(categories), len(descriptions)),
-                          obj_n.reshape(len(categories), len(names)), d_n)
+                          obj_n.reshape(len(categories), len(names)), d_n, form_list, f_f)
 
 
-def contrastive_terms(objects: torch.Tensor | None, descriptions: torch.Tensor | None, names: torch.Tensor | None,
-                      batch: AlignmentBatch, temperatures: Temperatures, terms: Sequence[str] = TERMS
-                      ) -> dict[str, torch.Tensor]:
-    """The asked ``terms`` from the global representations of the batch's photos ``[B, H]``,
-    its distinct descriptions ``[D, H]`` and names ``[C, H]`` (``None`` where no asked term needs them)."""
-    pairs = {"oac": (objects, descriptions, batch.object_description),
-             "acc": (descriptions, names, batch.description_name),
-             "occ": (objects, names, batch.object_name)}
-    return {t: info_nce(pairs[t][0], pairs[t][1], pairs[t][2], temperatures(t)) for t in terms}
+#: the texts each term reads
+_TEXTS = {"oac": ("descriptions",), "acc": ("descriptions", "names"), "ccc": ("forms",), "occ": ("names",)}
+
+
+def contrastive_terms(objects: torch.Tensor | None, texts: Mapping[str, torch.Tensor], batch: AlignmentBatch,
+                      temperatures: Temperatures, terms: Sequence[str] = TERMS) -> dict[str, torch.Tensor]:
+    """The asked ``terms`` from the global representations of the batch's photos ``[B, H]``
+    (``None`` when no asked term needs them) and of its texts: ``texts["descriptions"] [D, H]``,
+    ``["names"] [C, H]``, ``["forms"] [F, H]`` (those an asked term reads)."""
+    out = {}
+    for t in terms:
+        if t == "ccc":
+            out[t] = category_nce(texts["forms"], batch.form_form, temperatures(t))
+            continue
+        a, b, positive = {"oac": (objects, texts.get("descriptions"), batch.object_description),
+                          "acc": (texts.get("descriptions"), texts.get("names"), batch.description_name),
+                          "occ": (objects, texts.get("names"), batch.object_name)}[t]
+        out[t] = info_nce(a, b, positive, temperatures(t))
+    return out
 
 
 def finedefics_loss(lmm: LMM, images: Sequence[Image.Image], batch: AlignmentBatch, ntp: Sequence[SFTExample],
@@ -204,12 +271,12 @@ def finedefics_loss(lmm: LMM, images: Sequence[Image.Image], batch: AlignmentBat
     terms = [t for t in TERMS if t in active]
     if terms:
         objects = image_reps(lmm, images) if {"oac", "occ"} & set(terms) else None
-        texts = (batch.descriptions if {"oac", "acc"} & set(terms) else []) + (
-            batch.names if {"acc", "occ"} & set(terms) else [])
-        reps = text_reps(lmm, texts)
-        descriptions = reps[:len(batch.descriptions)] if {"oac", "acc"} & set(terms) else None
-        names = reps[len(reps) - len(batch.names):] if {"acc", "occ"} & set(terms) else None
-        parts |= contrastive_terms(objects, descriptions, names, batch, temperatures, terms)
+        kinds = list(dict.fromkeys(k for t in terms for k in _TEXTS[t]))
+        strings = list(dict.fromkeys(s for k in kinds for s in getattr(batch, k)))  # a name is also a form
+        reps = text_reps(lmm, strings)
+        row = {s: i for i, s in enumerate(strings)}
+        texts = {k: reps[[row[s] for s in getattr(batch, k)]] for k in kinds}
+        parts |= contrastive_terms(objects, texts, batch, temperatures, terms)
     loss = sum(weights[p] * parts[p] for p in active)
     return loss, {p: float(v.detach()) for p, v in parts.items()}
 
@@ -222,6 +289,7 @@ __all__ = [
     "AlignmentBatch",
     "Temperatures",
     "alignment_batch",
+    "category_nce",
     "contrastive_terms",
     "finedefics_loss",
     "global_text",

@@ -73,9 +73,10 @@ def test_every_arm_takes_the_same_number_of_optimizer_steps(evidence):
         for arm in fd.ARMS[1:]:
             assert run[arm]["stage1"]["steps"] == run[arm]["stage2"]["steps"]  # 1 + 1 epochs of equal length
             assert run[arm]["stage1"]["steps"] + run[arm]["stage2"]["steps"] == run["stage2_only"]["stage2"]["steps"]
-        assert set(run["finedefics"]["stage1"]["last_parts"]) == {"ntp", "oac", "acc", "occ"}
+        assert set(run["finedefics"]["stage1"]["last_parts"]) == {"ntp", "oac", "acc", "ccc"}
+        assert set(run["occ_for_ccc+stage2"]["stage1"]["last_parts"]) == {"ntp", "oac", "acc", "occ"}
         assert set(run["occ_only+stage2"]["stage1"]["last_parts"]) == {"occ"}
-        assert set(run["contrast_no_ntp+stage2"]["stage1"]["last_parts"]) == {"oac", "acc", "occ"}
+        assert set(run["contrast_no_ntp+stage2"]["stage1"]["last_parts"]) == {"oac", "acc", "ccc"}
 
 
 def test_summary_is_the_mean_and_sample_spread_of_the_seeds(evidence):

@@ -55,7 +55,7 @@ def test_every_field_is_an_option_with_its_help_and_default(name: str) -> None:
 def test_finedefics_keeps_its_flag_names_and_has_few_parameters_of_its_own() -> None:
     params = _command("finedefics").params
     opts = {opt for p in params for opt in (*p.opts, *p.secondary_opts)}
-    assert {"--full", "--lora", "--w-ntp", "--open-fraction", "--stage"} <= opts
+    assert {"--full", "--lora", "--w-ntp", "--w-ccc", "--w-occ", "--open-fraction", "--stage"} <= opts
     config_fields = {f.name for config in CONFIGS["finedefics"] for f in fields(config)}
     assert {p.name for p in params} - config_fields == {"manifest", "stage", "taxonomy", "split", "val_split",
                                                         "resume", "num_processes"}
@@ -89,6 +89,10 @@ def test_values_given_reach_the_configuration(monkeypatch, tmp_path) -> None:
                                  "--open-fraction", "0.25", "--w-ntp", "3", "--eval-batch-size", "5"])
     assert result.exit_code == 0, result.output
     assert seen[0] == Stage2Config(out=out, full_finetune=True, open_fraction=0.25, eval_batch_size=5)
+    seen = _capture(monkeypatch, "taxonlens.train.finedefics.train_stage1")
+    result = runner.invoke(app, ["train", "finedefics", str(manifest), "--out", out, "--w-ccc", "0.25", "--w-occ", "1"])
+    assert result.exit_code == 0, result.output
+    assert seen[0] == Stage1Config(out=out, w_ccc=0.25, w_occ=1.0)
 
     seen = _capture(monkeypatch, "taxonlens.train.sft.train_sft")
     result = runner.invoke(app, ["train", "sft", str(BENCHMARK), "--out", out, "--answer", "name",
