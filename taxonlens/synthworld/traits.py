@@ -58,8 +58,9 @@ REFINE_SCALE = 0.12
 
 
 def synthworld_attributes(super_category: str = "organism") -> MinedAttributes:
-    """synthworld's own factor names (:data:`TRAIT_NAMES`) as mined attribute names, whose true
-    values every synthworld manifest record carries."""
+    """synthworld's own factor names (:data:`TRAIT_NAMES`) as mined attribute names, whose values
+    as each photo shows them every synthworld manifest record carries (those a photo hides absent:
+    :func:`~taxonlens.synthworld.observe.observe`)."""
     return MinedAttributes(super_category, tuple(TRAIT_NAMES), "synthworld")
 
 
