@@ -118,6 +118,11 @@ def pattern_mask(genome: Genome, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.abs(np.sin(np.pi * 0.6 * freq * u + angle)) > 0.75  # banded: few broad bands across the body
 
 
+def _marking_colour(genome: Genome) -> Colour:
+    r, g, b = (int(c) for c in MARK_TONE.rgb(genome[6].params[0], 0.0))
+    return r, g, b
+
+
 def marking_polygons(genome: Genome, tips: np.ndarray) -> list[tuple[np.ndarray, Colour]]:
     """The markings' body-frame polygons ``[K, 2]`` and fill colours, in painting order; none
     for an ``edge band``, which follows the painted outline (:func:`_paint_edge_band`).
@@ -128,9 +133,8 @@ def marking_polygons(genome: Genome, tips: np.ndarray) -> list[tuple[np.ndarray,
     """
     marks = genome[6]
     kind = TRAITS[6].categories[marks.category]
-    hue, size, place = marks.params
-    r, g, b = (int(c) for c in MARK_TONE.rgb(hue, 0.0))
-    colour = (r, g, b)
+    _, size, place = marks.params
+    colour = _marking_colour(genome)
     if kind == "edge band":
         return []
     if kind == "tip dots":
@@ -150,12 +154,10 @@ def marking_polygons(genome: Genome, tips: np.ndarray) -> list[tuple[np.ndarray,
 
 def _paint_edge_band(genome: Genome, mask: Image.Image, canvas: Image.Image) -> None:
     """An edge band around the painted outline ``mask``, 3 to 7 pixels wide."""
-    hue, size, _ = genome[6].params
-    r, g, b = (int(c) for c in MARK_TONE.rgb(hue, 0.0))
-    width = 3 + 2 * int(size * 2)
+    width = 3 + 2 * int(genome[6].params[1] * 2)
     ring = np.asarray(mask.filter(ImageFilter.MaxFilter(width)), dtype=np.int16) - np.asarray(mask, dtype=np.int16)
     band = Image.fromarray((ring > 0).astype(np.uint8) * 255, "L")
-    canvas.paste(Image.new("RGB", canvas.size, (r, g, b)), (0, 0), band)
+    canvas.paste(Image.new("RGB", canvas.size, _marking_colour(genome)), (0, 0), band)
 
 
 def paint(canvas: Image.Image, genome: Genome, pose: Pose, occluder: Occluder | None = None) -> Image.Image:
