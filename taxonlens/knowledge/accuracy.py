@@ -1,4 +1,5 @@
-"""Extraction accuracy per attribute against known values (synthworld's ground truth).
+"""Extraction accuracy per attribute against known values (what each synthworld photo shows:
+its record's attributes; a value the photo hides is absent and not scored).
 
 How an answer matches (:func:`values_match`): both texts are lower-cased; every character that
 is not a letter or digit becomes a space (``light-blue`` = ``light blue``); American spellings
@@ -67,5 +68,5 @@ def extraction_accuracy(rows: Sequence[dict], records: Sequence[Record]) -> dict
             c[1] += values_match(value, truth, name)
     if not counts:
         raise DataError("no known attribute values to score against: the records carry none of the extracted "
-                        "attributes (synthworld manifests carry their true values)")
+                        "attributes (synthworld manifests carry what each photo shows)")
     return {name: {"n": n, "correct": k, "accuracy": 100.0 * k / n} for name, (n, k) in counts.items()}

@@ -106,7 +106,7 @@ def describe_rows(rows: Sequence[dict], out: str | Path, method: str = "template
 
 def record_rows(records: Sequence[Record]) -> list[dict]:
     """Rows (``{"image", "label", "attributes"}``) of records that carry attribute values
-    themselves (synthworld's true values), their own ``description`` left out.
+    themselves (synthworld's: what each photo shows), their own ``description`` left out.
 
     Raises:
         DataError: a record without attribute values (extract them first).
@@ -166,7 +166,7 @@ def describe_manifest(records: Sequence[Record], out: str | Path, extracted: str
     Args:
         records: the manifest's records (those to describe).
         extracted: the extracted attributes file of these photos; ``None``: the records' own
-            attribute values (synthworld's true ones).
+            attribute values (synthworld's: what each photo shows).
         manifest_out: the manifest to write (default :func:`described_manifest_path` of ``out``).
         progress: called with (photos done, photos to describe) as the work goes.
         overwrite: start ``out`` afresh instead of resuming it (see :func:`describe_rows`).

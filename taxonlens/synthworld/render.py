@@ -1,5 +1,5 @@
-"""Draw one organism: a genome (what the taxon looks like) under a random
-nuisance (how this photo of it was taken).
+"""Draw one organism: a genome (what the taxon looks like) as a shot (how this photo of it
+was taken: :mod:`taxonlens.synthworld.shot`).
 
 Drawing happens at twice the output size and is downsampled, so edges are
 antialiased. The organism is built in its own frame, ``u`` along the body and
@@ -9,44 +9,11 @@ patterns are evaluated in the body frame so they turn with the organism.
 
 from __future__ import annotations
 
-import colorsys
-from dataclasses import dataclass
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from taxonlens.synthworld.traits import TRAITS, Genome, n_parts, secondary_hue
-
-SUPERSAMPLE = 2
-
-
-@dataclass(frozen=True)
-class Pose:
-    """Where the organism sits: rotation (radians), scale (fraction of the frame) and centre (pixels)."""
-
-    angle: float
-    scale: float
-    cx: float
-    cy: float
-    radius: float  # pixels per body unit
-
-    def to_image(self, pts: np.ndarray) -> list[tuple[float, float]]:
-        """Body-frame points ``[N, 2]`` -> image pixel coordinates."""
-        c, s = np.cos(self.angle), np.sin(self.angle)
-        x = self.cx + self.radius * (c * pts[:, 0] - s * pts[:, 1])
-        y = self.cy + self.radius * (s * pts[:, 0] + c * pts[:, 1])
-        return list(zip(x.tolist(), y.tolist()))
-
-    def body_frame(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """Body-frame coordinates ``(u, v)``, each ``[height, width]``, of every pixel."""
-        y, x = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-        dx, dy = (x - self.cx) / self.radius, (y - self.cy) / self.radius
-        c, s = np.cos(self.angle), np.sin(self.angle)
-        return c * dx + s * dy, -s * dx + c * dy
-
-
-def _rgb(h: float, lightness: float, saturation: float) -> np.ndarray:
-    return np.asarray(colorsys.hls_to_rgb(h % 1.0, lightness, saturation), dtype=np.float32) * 255.0
+from taxonlens.synthworld.shot import PLAIN_GREY, SUPERSAMPLE, Colour, Light, Occluder, Pose, Shot, fill
+from taxonlens.synthworld.traits import BODY_TONE, MARK_TONE, PATTERN_TONE, TRAITS, Genome, n_parts, secondary_hue
 
 
 def _ellipse(center: np.ndarray, a: float, b: float, angle: float, n: int = 20) -> np.ndarray:
@@ -151,67 +118,55 @@ def pattern_mask(genome: Genome, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.abs(np.sin(np.pi * 0.6 * freq * u + angle)) > 0.75  # banded: few broad bands across the body
 
 
-def _draw_markings(draw: ImageDraw.ImageDraw, genome: Genome, pose: Pose, tips: np.ndarray,
-                   mask: Image.Image, canvas: Image.Image) -> None:
+def _marking_colour(genome: Genome) -> Colour:
+    r, g, b = (int(c) for c in MARK_TONE.rgb(genome[6].params[0], 0.0))
+    return r, g, b
+
+
+def marking_polygons(genome: Genome, tips: np.ndarray) -> list[tuple[np.ndarray, Colour]]:
+    """The markings' body-frame polygons ``[K, 2]`` and fill colours, in painting order; none
+    for an ``edge band``, which follows the painted outline (:func:`_paint_edge_band`).
+
+    Args:
+        genome: the organism's traits.
+        tips: ``[n_tips, 2]`` the tips of its parts (:func:`body_shapes`).
+    """
     marks = genome[6]
     kind = TRAITS[6].categories[marks.category]
-    hue, size, place = marks.params
-    colour = tuple(int(c) for c in _rgb(hue, 0.5, 1.0))
+    _, size, place = marks.params
+    colour = _marking_colour(genome)
     if kind == "edge band":
-        width = 3 + 2 * int(size * 2)
-        ring = np.asarray(mask.filter(ImageFilter.MaxFilter(width)), dtype=np.int16) - np.asarray(mask, dtype=np.int16)
-        band = Image.fromarray((ring > 0).astype(np.uint8) * 255, "L")
-        canvas.paste(Image.new("RGB", canvas.size, colour), (0, 0), band)
-        return
+        return []
     if kind == "tip dots":
-        spots = [(t, 0.07 + 0.05 * size) for t in tips]
-    elif kind == "eye spot":
+        return [(_ellipse(np.asarray(t), 0.07 + 0.05 * size, 0.07 + 0.05 * size, 0.0, 12), colour) for t in tips]
+    if kind == "eye spot":
         c = np.array([-0.35 + 0.7 * place, 0.0])
-        r = 0.15 + 0.08 * size
-        draw.polygon(pose.to_image(_ellipse(c, r, r, 0.0, 16)), fill=colour)
-        spots, colour = [(c, r * 0.45)], (15, 15, 15)
-    elif kind == "centre bar":
+        r_eye = 0.15 + 0.08 * size
+        return [(_ellipse(c, r_eye, r_eye, 0.0, 16), colour), (_ellipse(c, r_eye * 0.45, r_eye * 0.45, 0.0, 12),
+                                                              (15, 15, 15))]
+    if kind == "centre bar":
         a = np.pi * place
         d = 0.45 * np.array([np.cos(a), np.sin(a)])
-        draw.polygon(pose.to_image(_bar(-d, d, 0.09 + 0.07 * size)), fill=colour)
-        return
-    else:  # paired spots
-        off = 0.18 + 0.25 * place
-        spots = [(np.array([-off, 0.12]), 0.08 + 0.05 * size), (np.array([off, 0.12]), 0.08 + 0.05 * size)]
-    for c, r in spots:
-        draw.polygon(pose.to_image(_ellipse(np.asarray(c), r, r, 0.0, 12)), fill=colour)
+        return [(_bar(-d, d, 0.09 + 0.07 * size), colour)]
+    off, r_spot = 0.18 + 0.25 * place, 0.08 + 0.05 * size  # paired spots
+    return [(_ellipse(np.array([x, 0.12]), r_spot, r_spot, 0.0, 12), colour) for x in (-off, off)]
 
 
-def background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """A ``width x height`` backdrop: a colour ramp from top to bottom and 4 to 12 pieces of
-    clutter (leaves, pebbles, twigs) sized to the shorter side."""
-    scale = min(width, height)
-    base = _rgb(rng.random(), rng.uniform(0.3, 0.75), rng.uniform(0.05, 0.4))
-    tilt = _rgb(rng.random(), rng.uniform(0.3, 0.75), rng.uniform(0.05, 0.4))
-    ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
-    img = Image.fromarray((base * (1 - ramp) + tilt * ramp).repeat(width, axis=1).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(4, 13))):  # clutter: leaves, pebbles, twigs
-        colour = tuple(int(c) for c in _rgb(rng.random(), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.7)))
-        c = rng.uniform(0, 1, 2) * np.array([width, height])
-        if rng.random() < 0.5:
-            r = rng.uniform(0.03, 0.12) * scale
-            draw.ellipse([c[0] - r, c[1] - r * rng.uniform(0.4, 1), c[0] + r, c[1] + r], fill=colour)
-        else:
-            e = c + rng.uniform(-0.25, 0.25, 2) * scale
-            draw.line([tuple(c), tuple(e)], fill=colour, width=int(rng.integers(1, 4)) * SUPERSAMPLE)
-    return img
+def _paint_edge_band(genome: Genome, mask: Image.Image, canvas: Image.Image) -> None:
+    """An edge band around the painted outline ``mask``, 3 to 7 pixels wide."""
+    width = 3 + 2 * int(genome[6].params[1] * 2)
+    ring = np.asarray(mask.filter(ImageFilter.MaxFilter(width)), dtype=np.int16) - np.asarray(mask, dtype=np.int16)
+    band = Image.fromarray((ring > 0).astype(np.uint8) * 255, "L")
+    canvas.paste(Image.new("RGB", canvas.size, _marking_colour(genome)), (0, 0), band)
 
 
-def paint(canvas: Image.Image, genome: Genome, pose: Pose, rng: np.random.Generator,
-          nuisance: float = 1.0) -> Image.Image:
-    """Paint an organism with ``genome`` at ``pose`` onto ``canvas`` (in place), partly hidden by a
-    leaf or stone in front with probability ``0.35 * nuisance``.
+def paint(canvas: Image.Image, genome: Genome, pose: Pose, occluder: Occluder | None = None) -> Image.Image:
+    """Paint an organism with ``genome`` at ``pose`` onto ``canvas`` (in place), then ``occluder``
+    (a leaf or stone in front) if any.
 
     Returns:
         the organism's mask on the canvas (mode ``L``, 255 where its body is drawn).
     """
-    k = nuisance
     width, height = canvas.size
     polys, tips = body_shapes(genome)
     mask = Image.new("L", (width, height), 0)
@@ -221,51 +176,36 @@ def paint(canvas: Image.Image, genome: Genome, pose: Pose, rng: np.random.Genera
     body, pcol = genome[1], genome[5]
     u, v = pose.body_frame(width, height)
     second = pattern_mask(genome, u, v)[..., None]
-    base_rgb = _rgb(body.params[0], 0.3 + 0.4 * body.params[1], 0.75)
-    pat_rgb = _rgb(secondary_hue(body, pcol), 0.2 + 0.6 * pcol.params[1], 0.8)
+    base_rgb = BODY_TONE.rgb(*body.params)
+    pat_rgb = PATTERN_TONE.rgb(secondary_hue(body, pcol), pcol.params[1])
     skin = np.where(second, pat_rgb, base_rgb).astype(np.uint8)
     canvas.paste(Image.fromarray(skin, "RGB"), (0, 0), mask)
     draw = ImageDraw.Draw(canvas)
-    _draw_markings(draw, genome, pose, tips, mask, canvas)
-    if k > 0 and rng.random() < 0.35 * k:  # partial occlusion by a leaf or stone in front
-        c = np.array([pose.cx, pose.cy]) + rng.uniform(-0.45, 0.45, 2) * pose.radius * 2
-        r = rng.uniform(0.15, 0.3) * pose.radius * 2
-        colour = tuple(int(x) for x in _rgb(rng.random(), rng.uniform(0.2, 0.6), rng.uniform(0.1, 0.5)))
-        draw.ellipse([c[0] - r, c[1] - r * 0.6, c[0] + r, c[1] + r * 0.6], fill=colour)
+    marks = marking_polygons(genome, tips)
+    if not marks:
+        _paint_edge_band(genome, mask, canvas)
+    for poly, colour in marks:
+        draw.polygon(pose.to_image(poly), fill=colour)
+    if occluder is not None:
+        draw.ellipse(occluder.box(), fill=fill(occluder.hls))
     return mask
 
 
-def develop(canvas: Image.Image, rng: np.random.Generator, nuisance: float = 1.0) -> Image.Image:
+def develop(canvas: Image.Image, light: Light | None, rng: np.random.Generator) -> Image.Image:
     """The photo of a supersampled ``canvas``: downsampled by :data:`SUPERSAMPLE` (antialiased),
-    then, under nuisance, a random exposure and colour cast and sensor noise."""
-    k = nuisance
+    then lit by ``light`` with sensor noise drawn from ``rng`` (as it is without a light)."""
     img = canvas.resize((canvas.width // SUPERSAMPLE, canvas.height // SUPERSAMPLE), Image.Resampling.BOX)
-    if k == 0:
+    if light is None:
         return img
-    arr = np.asarray(img, dtype=np.float32)
-    arr = arr * rng.uniform(1 - 0.15 * k, 1 + 0.15 * k, 3) * rng.uniform(1 - 0.2 * k, 1 + 0.2 * k)  # light
-    arr += rng.normal(0.0, rng.uniform(1.0, 8.0) * k, arr.shape)  # sensor noise
+    arr = light.apply(np.asarray(img, dtype=np.float32))
+    arr += rng.normal(0.0, light.noise, arr.shape)  # sensor noise
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
-def render(genome: Genome, rng: np.random.Generator, size: int = 64, nuisance: float = 1.0) -> Image.Image:
-    """An RGB image ``size x size`` of an organism with ``genome`` under random nuisance.
-
-    Args:
-        genome: the organism's traits (see :mod:`taxonlens.synthworld.traits`).
-        rng: source of this photo's nuisance (pose, background, lighting, noise, occlusion).
-        size: output side in pixels.
-        nuisance: 0 gives a centred organism on a plain background; 1 the full variation.
-    """
-    res = size * SUPERSAMPLE
-    k = nuisance
-    pose = Pose(
-        angle=float(rng.uniform(-0.7, 0.7) * k),
-        scale=(s := float(1.0 - rng.uniform(0.0, 0.35) * k)),
-        cx=float(res / 2 + rng.uniform(-0.12, 0.12) * res * k),
-        cy=float(res / 2 + rng.uniform(-0.12, 0.12) * res * k),
-        radius=0.4 * res * s,
-    )
-    canvas = background(rng, res, res) if k > 0 else Image.new("RGB", (res, res), (200, 200, 200))
-    paint(canvas, genome, pose, rng, k)
-    return develop(canvas, rng, k)
+def render(genome: Genome, shot: Shot, rng: np.random.Generator) -> Image.Image:
+    """The RGB photo (``shot.side / SUPERSAMPLE`` square) of an organism with ``genome`` taken as
+    ``shot`` (:func:`~taxonlens.synthworld.shot.draw_shot`), with sensor noise from ``rng``."""
+    side = shot.side
+    canvas = shot.backdrop.paint() if shot.backdrop is not None else Image.new("RGB", (side, side), PLAIN_GREY)
+    paint(canvas, genome, shot.pose, shot.occluder)
+    return develop(canvas, shot.light, rng)

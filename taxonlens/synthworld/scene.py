@@ -26,7 +26,8 @@ from PIL import Image
 
 from taxonlens.data.megadetector import ANIMAL, DETECTION_CATEGORIES, write_detections
 from taxonlens.errors import DataError
-from taxonlens.synthworld.render import SUPERSAMPLE, Pose, background, develop, paint
+from taxonlens.synthworld.render import develop, paint
+from taxonlens.synthworld.shot import PLAIN_GREY, SUPERSAMPLE, Pose, draw_backdrop, draw_light, draw_occluder
 from taxonlens.synthworld.traits import stable_seed
 from taxonlens.synthworld.world import SynthWorld
 from taxonlens.tables import write_table
@@ -110,7 +111,7 @@ class SceneSet:
         leaves = [int(rng.choice(self.species))]
         for _ in range(int(rng.integers(1, self.max_organisms + 1)) - 1):
             leaves.append(leaves[0] if rng.random() < self.same_species else int(rng.choice(self.species)))
-        canvas = background(rng, w, h) if k > 0 else Image.new("RGB", (w, h), (200, 200, 200))
+        canvas = draw_backdrop(rng, w, h).paint() if k > 0 else Image.new("RGB", (w, h), PLAIN_GREY)
         placed: list[tuple[float, float, float]] = []
         organisms = []
         for leaf in leaves:
@@ -124,14 +125,15 @@ class SceneSet:
                 continue
             placed.append((cx, cy, reach))
             pose = Pose(angle=float(rng.uniform(-0.7, 0.7) * k), scale=1.0, cx=cx, cy=cy, radius=radius)
-            left, top, right, bottom = paint(canvas, self.world.genomes[leaf], pose, rng, k).getbbox()
+            painted = paint(canvas, self.world.genomes[leaf], pose, draw_occluder(rng, pose, k))
+            left, top, right, bottom = painted.getbbox()
             organisms.append(SceneOrganism(leaf, (left / w, top / h, (right - left) / w, (bottom - top) / h)))
         tax = self.world.taxonomy
         nodes = [int(tax.leaves[o.leaf]) for o in organisms]
         lca = nodes[0]
         for n in nodes[1:]:
             lca = tax.lca(lca, n)
-        return Scene(develop(canvas, rng, k), organisms, tax.path_names(lca))
+        return Scene(develop(canvas, draw_light(rng, k), rng), organisms, tax.path_names(lca))
 
     def detections(self, i: int, scene: Scene) -> tuple[list[dict], list[int]]:
         """What a detector says of scene ``i``: MegaDetector detections (jittered true boxes, then

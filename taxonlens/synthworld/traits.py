@@ -16,6 +16,7 @@ level draws every trait below its own block.
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 from dataclasses import dataclass
 
@@ -57,8 +58,9 @@ REFINE_SCALE = 0.12
 
 
 def synthworld_attributes(super_category: str = "organism") -> MinedAttributes:
-    """synthworld's own factor names (:data:`TRAIT_NAMES`) as mined attribute names, whose true
-    values every synthworld manifest record carries."""
+    """synthworld's own factor names (:data:`TRAIT_NAMES`) as mined attribute names, whose values
+    as each photo shows them every synthworld manifest record carries (those a photo hides absent:
+    :func:`~taxonlens.synthworld.observe.observe`)."""
     return MinedAttributes(super_category, tuple(TRAIT_NAMES), "synthworld")
 
 
@@ -137,27 +139,76 @@ def assign_genomes(taxonomy: Taxonomy, seed: int) -> list[Genome]:
 
 
 def hue_name(hue: float) -> str:
-    """Colour word for a hue in [0, 1)."""
+    """Colour word for a hue in [0, 1) (any real hue: it wraps)."""
     return HUES[round(hue * len(HUES)) % len(HUES)]
 
 
-def _lightness_word(x: float) -> str:
+def lightness_word(x: float) -> str:
+    """``pale `` / ``dark `` / nothing for a lightness parameter ``x`` in [0, 1)."""
     return "pale " if x > 0.66 else "dark " if x < 0.33 else ""
 
 
+def hls_rgb(hue: float, lightness: float, saturation: float) -> np.ndarray:
+    """An RGB colour, float32 ``[3]`` in 0..255, from HLS values in [0, 1]."""
+    return np.asarray(colorsys.hls_to_rgb(hue % 1.0, lightness, saturation), dtype=np.float32) * 255.0
+
+
+@dataclass(frozen=True)
+class Tone:
+    """How a colour trait is painted and named.
+
+    The trait's hue and lightness parameter ``p`` paint HLS lightness ``low + span * p`` at
+    ``saturation``; the colour word is the hue's (:func:`hue_name`), after
+    :func:`lightness_word` of ``p`` when the trait has a lightness (``span > 0``).
+    """
+
+    low: float
+    span: float
+    saturation: float
+
+    def rgb(self, hue: float, p: float) -> np.ndarray:
+        """The painted colour, float32 ``[3]`` in 0..255."""
+        return hls_rgb(hue, self.low + self.span * p, self.saturation)
+
+    def word(self, hue: float, p: float) -> str:
+        """The colour word of hue ``hue`` and lightness parameter ``p``."""
+        return (lightness_word(p) if self.span else "") + hue_name(hue)
+
+    def level(self, lightness: float) -> float:
+        """The lightness parameter that paints HLS ``lightness`` (inverse of :meth:`rgb`'s)."""
+        return (lightness - self.low) / self.span if self.span else 0.0
+
+
+BODY_TONE = Tone(0.3, 0.4, 0.75)
+PATTERN_TONE = Tone(0.2, 0.6, 0.8)
+MARK_TONE = Tone(0.5, 0.0, 1.0)
+
+
+def marking_word(kind: str, size: float) -> str:
+    """The markings' value: their kind after a size word for a size parameter in the lower or
+    upper third (``small`` / ``large`` spots and dots, ``thin`` / ``broad`` bands and bars)."""
+    small, large = ("thin ", "broad ") if kind in ("edge band", "centre bar") else ("small ", "large ")
+    return (small if size < 0.33 else large if size > 0.66 else "") + kind
+
+
 def attributes(genome: Genome) -> dict[str, str]:
-    """Ground-truth attributes (name -> value) that a genome shows in every image."""
+    """The species' true attributes (name -> value), as a clean photo shows them.
+
+    A photo's own record carries what that photo shows
+    (:func:`~taxonlens.synthworld.observe.observe`): hidden parts left out, colours as lit,
+    counts as counted.
+    """
     plan, body, pattern, parts, prop, pcol, marks = genome
     aspect = prop.params[0]
     return {
         "body plan": TRAITS[0].categories[plan.category],
-        "body colour": _lightness_word(body.params[1]) + hue_name(body.params[0]),
+        "body colour": BODY_TONE.word(*body.params),
         "pattern": TRAITS[2].categories[pattern.category],
         "number of parts": str(n_parts(parts)),
         "proportions": "slender" if aspect < 0.33 else "stout" if aspect > 0.66 else "balanced",
-        "pattern colour": _lightness_word(pcol.params[1]) + hue_name(secondary_hue(body, pcol)),
-        "markings": TRAITS[6].categories[marks.category],
-        "marking colour": hue_name(marks.params[0]),
+        "pattern colour": PATTERN_TONE.word(secondary_hue(body, pcol), pcol.params[1]),
+        "markings": marking_word(TRAITS[6].categories[marks.category], marks.params[1]),
+        "marking colour": MARK_TONE.word(marks.params[0], 0.0),
     }
 
 

@@ -20,8 +20,10 @@ from taxonlens.data.manifests import write_manifest
 from taxonlens.data.records import Record
 from taxonlens.errors import DataError
 from taxonlens.knowledge.template import DESCRIPTION, describe
+from taxonlens.synthworld.observe import observe
 from taxonlens.synthworld.render import render
-from taxonlens.synthworld.traits import Genome, assign_genomes, attributes, stable_seed
+from taxonlens.synthworld.shot import Shot, draw_shot
+from taxonlens.synthworld.traits import Genome, assign_genomes, stable_seed
 from taxonlens.taxonomy import STANDARD_RANKS, Taxonomy, save_taxonomy
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
@@ -79,7 +81,8 @@ def _slug(name: str) -> str:
 
 @dataclass(frozen=True)
 class SynthImage:
-    """One rendered photo and what is true about it."""
+    """One rendered photo and what it shows: the attributes an observer reads from it (hidden
+    ones absent; :func:`~taxonlens.synthworld.observe.observe`) and their description."""
 
     image: Image.Image
     leaf: int
@@ -161,23 +164,36 @@ class SynthWorld:
             if split is None or self.split_of(leaf, k) == split
         ]
 
+    def shot(self, leaf: int, k: int) -> tuple[Shot, np.random.Generator]:
+        """How photo ``k`` of ``leaf`` is taken (deterministic), and the generator, past the
+        shot's draws, that gives its sensor noise."""
+        rng = np.random.default_rng([stable_seed(self.seed, "photo"), leaf, k])
+        return draw_shot(rng, self.size, self.nuisance), rng
+
+    def seen(self, leaf: int, k: int, shot: Shot) -> dict[str, str]:
+        """What photo ``k`` of ``leaf``, taken as ``shot``, shows: its attributes (hidden ones
+        absent) and their :data:`~taxonlens.knowledge.template.DESCRIPTION` (deterministic).
+        The species' truth is ``attributes(world.genomes[leaf])``."""
+        observer = np.random.default_rng([stable_seed(self.seed, "observer"), leaf, k])
+        attrs = observe(self.genomes[leaf], shot, observer)
+        return {**attrs, DESCRIPTION: describe(attrs)}
+
     def photo(self, leaf: int, k: int) -> SynthImage:
         """Render photo ``k`` of ``leaf`` (deterministic)."""
-        genome = self.genomes[leaf]
-        rng = np.random.default_rng([stable_seed(self.seed, "photo"), leaf, k])
-        attrs = attributes(genome)
-        img = render(genome, rng, self.size, self.nuisance)
-        return SynthImage(img, leaf, self.split_of(leaf, k), attrs, describe(attrs))
+        shot, rng = self.shot(leaf, k)
+        attrs = self.seen(leaf, k, shot)
+        description = attrs.pop(DESCRIPTION)
+        return SynthImage(render(self.genomes[leaf], shot, rng), leaf, self.split_of(leaf, k), attrs, description)
 
     def record(self, leaf: int, k: int, root: Path | None = None) -> Record:
-        """The manifest record of a photo (image path under ``root`` if given)."""
-        attrs = attributes(self.genomes[leaf])
+        """The manifest record of a photo (image path under ``root`` if given): what the photo
+        shows and its description, known without rendering it."""
         name = self.image_name(leaf, k)
         return Record(
             image=str(root / name) if root is not None else name,
             path=self.taxonomy.path_names(int(self.taxonomy.leaves[leaf])),
             split=self.split_of(leaf, k),
-            attributes={**attrs, DESCRIPTION: describe(attrs)},
+            attributes=self.seen(leaf, k, self.shot(leaf, k)[0]),
         )
 
     def image_source(self) -> Callable[[Record], Image.Image]:

@@ -17,7 +17,7 @@ _ASKED = re.compile(r"^What is the (.+) of the \w+ in this image\?")
 
 @pytest.fixture(scope="session")
 def world_manifest(tmp_path_factory) -> Path:
-    """Manifest of 6 species x 2 photos of 32 px, every record with its true attributes."""
+    """Manifest of 6 species x 2 photos of 32 px, every record with what its photo shows."""
     world = SynthWorld.create(random_taxonomy(6, seed=3), 6, 2, 0.0, 32, seed=3)
     return world.write(tmp_path_factory.mktemp("world"))
 
@@ -27,7 +27,7 @@ def pixels_key(image) -> str:
 
 
 class ScriptedAnswerer:
-    """Answers extraction questions from the true values of the photo it is shown.
+    """Answers extraction questions from what the photo it is shown shows (its record's values).
 
     Args:
         manifest: the photos it knows (by their pixels).

@@ -12,6 +12,7 @@ from taxonlens.synthworld.traits import (
     TRAITS,
     assign_genomes,
     attributes,
+    marking_word,
     synthworld_attributes,
     trait_blocks,
 )
@@ -85,6 +86,9 @@ def test_attributes_cover_every_trait_and_describe_mentions_them():
     attrs = attributes(assign_genomes(tax, 0)[0])
     assert set(TRAIT_NAMES) - {"proportions"} <= set(attrs) and "marking colour" in attrs
     assert 3 <= int(attrs["number of parts"]) <= 8
+    assert attrs["markings"].endswith(TRAITS[6].categories[assign_genomes(tax, 0)[0][6].category])
+    assert [marking_word(k, s) for k, s in (("eye spot", 0.1), ("eye spot", 0.5), ("edge band", 0.9))] == [
+        "small eye spot", "eye spot", "broad edge band"]
     text = describe(attrs)
     for key in ("body plan", "markings", "number of parts"):
         assert attrs[key] in text
