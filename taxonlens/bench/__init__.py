@@ -6,7 +6,8 @@ subpackage sits above :mod:`taxonlens.predict` and nothing in the library import
 :mod:`taxonlens.cli` does (``tests/test_layers.py`` puts it above every library layer, below the
 CLI; :mod:`taxonlens.demo` is its peer and imports none of it). Development-only dependencies (pybioclip) are imported inside the
 function that needs them. The benchmarks that train take a frozen spec (a :class:`WorldSpec`
-and, for the LMM ones, a :class:`TinySFTSpec` composed in) and, like ``bench memory`` and
+and, for the LMM ones, a :class:`TinySFTSpec` composed in; their spec extends :class:`HardwareSpec`,
+the threads, device and precision of the run) and, like ``bench memory`` and
 ``bench pybioclip``, return a result dataclass with ``to_dict()`` (JSON-ready) and ``render()``
 (rich tables, :mod:`taxonlens.bench.cells`); the micro-benchmarks return flat figure dicts.
 """
@@ -26,9 +27,42 @@ import numpy as np
 from taxonlens.synthworld.spec import WorldSpec as WorldSpec  # the worlds benchmarks build (shared with train.pretrain)
 
 if TYPE_CHECKING:
+    from taxonlens.train.loop import TrainResult
     from taxonlens.train.sft import SFTConfig
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """Where a benchmark that trains runs, the base of its spec: torch CPU ``threads`` (``None``:
+    as set), the ``device`` (a :class:`~taxonlens.models.device.Device` name) and the ``precision``
+    (a :class:`~taxonlens.models.device.Precision` name) of its training, its loaded models and its
+    scoring. The defaults, one CPU thread in fp32, are those the README's figures were measured with."""
+
+    threads: int | None = 1
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    @property
+    def train_settings(self) -> dict[str, Any]:
+        """The ``threads``, ``device`` and ``precision`` of a trainer's config."""
+        return {"threads": self.threads, "device": self.device, "precision": self.precision}
+
+    def load(self, loader: Callable[..., T], name: str | Path, **kwargs: Any) -> T:
+        """``loader(name, precision=..., device=..., **kwargs)``: a model (``load_lmm``,
+        ``load_encoder``) on this device in this precision."""
+        return loader(str(name), precision=self.precision, device=self.device, **kwargs)
+
+    def scored(self, trained: TrainResult[T], loader: Callable[..., T]) -> T:
+        """The model of a training run as the benchmark scores it: the trainer's own (fp32 weights,
+        on this device) when this precision is fp32 here, else its ``model_dir`` loaded by
+        ``loader`` in this precision."""
+        from taxonlens.models.device import resolve_precision
+
+        if resolve_precision(self.precision, self.device) == "fp32":
+            return trained.model
+        return self.load(loader, trained.model_dir)
 
 
 @dataclass(frozen=True)
@@ -43,13 +77,14 @@ class TinySFTSpec:
     lr: float = 2e-3
     lora_alpha: float = 32.0
 
-    def config(self, out: Path, threads: int | None, seed: int) -> SFTConfig:
-        """The :class:`~taxonlens.train.sft.SFTConfig` of this recipe, writing to ``out``."""
+    def config(self, out: Path, hardware: HardwareSpec, seed: int) -> SFTConfig:
+        """The :class:`~taxonlens.train.sft.SFTConfig` of this recipe, writing to ``out``, on
+        ``hardware``."""
         from taxonlens.train.sft import SFTConfig
 
         return SFTConfig(model=self.model, out=out, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                          lora_alpha=self.lora_alpha, lora_targets="language+head", answer="name", system=False,
-                         eval_every=0, threads=threads, seed=seed)
+                         eval_every=0, seed=seed, **hardware.train_settings)
 
 
 def timed(fn: Callable[[], T], repeats: int = 1) -> tuple[T, float]:

@@ -29,10 +29,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from taxonlens.bench import TinySFTSpec, WorldSpec, bench_run, mean_sd
+from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run, mean_sd
 from taxonlens.bench.cells import sd_cell, table
 from taxonlens.data import load_image, read_manifest
 from taxonlens.errors import TaxonlensError
+from taxonlens.models.encoders import load_encoder
+from taxonlens.models.mllm import load_lmm
 from taxonlens.predict import Recognizer
 from taxonlens.predict.detections import images_table, predict_detections
 from taxonlens.recognize.decode import TreeDecoder
@@ -48,7 +50,7 @@ ARMS = {"animals": ("whole frame", "crops", "crops + rerank"), "photos": ("whole
 
 
 @dataclass(frozen=True)
-class DetectionsSpec:
+class DetectionsSpec(HardwareSpec):
     """What ``bench detections`` runs.
 
     Attributes:
@@ -59,7 +61,8 @@ class DetectionsSpec:
         min_conf, crop_pad: as ``predict --detections``.
         encoder, encoder_epochs, encoder_batch_size, encoder_lr: the contrastive training.
         rerank_k: candidates the ranker ranks; ranker: its fine-tuning.
-        seeds: worlds, trainings and scenes drawn; threads: torch CPU threads (``None``: as set).
+        seeds: worlds, trainings and scenes drawn.
+        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
     """
 
     world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=12, images_per_species=16,
@@ -77,7 +80,6 @@ class DetectionsSpec:
     rerank_k: int = 3
     ranker: TinySFTSpec = field(default_factory=partial(TinySFTSpec, epochs=20))
     seeds: int = 3
-    threads: int | None = 1
 
     @classmethod
     def quick(cls) -> DetectionsSpec:
@@ -176,15 +178,15 @@ def _seed(spec: DetectionsSpec, seed: int, work: Path, say: Callable[[str], None
     say(f"seed {seed}: training {spec.encoder} on {len(train)} photos x {spec.encoder_epochs} epochs")
     config = ContrastiveConfig(encoder=spec.encoder, text_type="taxonomic", epochs=spec.encoder_epochs,
                                batch_size=spec.encoder_batch_size, lr=spec.encoder_lr, seed=seed,
-                               out=str(work / "encoder"), eval_every=0, threads=spec.threads)
-    encoder = train_contrastive(config, train, taxonomy=tax).model
+                               out=str(work / "encoder"), eval_every=0, **spec.train_settings)
+    encoder = spec.scored(train_contrastive(config, train, taxonomy=tax), load_encoder)
     recognizer = Recognizer(encoder, ZeroShotClassifier(encoder, tax), TreeDecoder(tax))
     tick = _tick(seconds, "encoder_training", tick)
 
     say(f"seed {seed}: fine-tuning {spec.ranker.model} as the ranker of the top {spec.rerank_k}")
     questions = ranker_records(recognizer, train, k=spec.rerank_k, seed=seed)
-    ranker = train_sft(spec.ranker.config(work / "ranker", spec.threads, seed), questions, images=None,
-                       ranks=[tax.ranks[-1]]).model
+    ranker = spec.scored(train_sft(spec.ranker.config(work / "ranker", spec, seed), questions, images=None,
+                                   ranks=[tax.ranks[-1]]), load_lmm)
     reranking = replace(recognizer, reranker=LMMReranker(ranker, tax, spec.rerank_k, "score", answer="name",
                                                          system=None))
     tick = _tick(seconds, "ranker_training", tick)

@@ -31,12 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from taxonlens.bench import WorldSpec, bench_run, mean_sd
+from taxonlens.bench import HardwareSpec, WorldSpec, bench_run, mean_sd
 from taxonlens.data import read_manifest
 from taxonlens.data.records import record_leaves
 from taxonlens.errors import TaxonlensError
 from taxonlens.evaluate.metrics import hierarchical_report
 from taxonlens.index.exemplars import encode_records
+from taxonlens.models.encoders import load_encoder
 from taxonlens.recognize.decode import TreeDecoder
 from taxonlens.recognize.fewshot import classifier_class
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
@@ -44,7 +45,7 @@ from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
 
 
 @dataclass(frozen=True)
-class FewShotSpec:
+class FewShotSpec(HardwareSpec):
     """What ``bench fewshot`` runs.
 
     Attributes:
@@ -53,7 +54,7 @@ class FewShotSpec:
         shots: the k of the k-shot arms (BioCLIP: 1 and 5).
         method: ``simpleshot`` (BioCLIP's) or ``linear``.
         seeds: shot draws (seeds ``0 .. seeds - 1``).
-        threads: torch CPU threads (``None``: as set).
+        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
     """
 
     world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=24, images_per_species=20, novel_fraction=0.34))
@@ -64,7 +65,6 @@ class FewShotSpec:
     shots: tuple[int, ...] = (1, 5)
     method: str = "simpleshot"
     seeds: int = 5
-    threads: int | None = 1
 
 
 @dataclass
@@ -145,9 +145,9 @@ def _run(spec: FewShotSpec, shots: Sequence[int], work: Path, say: Callable[[str
     say(f"training {spec.encoder}: {len(train)} photos of seen species x {spec.encoder_epochs} epochs")
     config = ContrastiveConfig(encoder=spec.encoder, text_type="taxonomic", epochs=spec.encoder_epochs,
                                batch_size=spec.encoder_batch_size, lr=spec.encoder_lr, seed=spec.world.seed,
-                               out=str(work / "encoder"), eval_every=0, threads=spec.threads)
+                               out=str(work / "encoder"), eval_every=0, **spec.train_settings)
     trained = train_contrastive(config, train, taxonomy=tree)
-    encoder = trained.model
+    encoder = spec.scored(trained, load_encoder)
     losses = [m["train_loss"] for m in trained.metrics if "train_loss" in m]
     seconds["encoder_training"] = time.perf_counter() - tick
 

@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-from taxonlens.bench import TinySFTSpec, WorldSpec, bench_run, seed_summary
+from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run, seed_summary
 from taxonlens.bench.cells import answers_table, dig, figure_cells, sd_cell, table
 from taxonlens.bench.vqa import SCORED_DECODERS, VQAWorld, vqa_figures, vqa_scores, vqa_world
 from taxonlens.data import Record, VQARecord
@@ -217,7 +217,7 @@ def plot_alignment(before: AlignmentReport, after: Mapping[str, AlignmentReport]
 
 # ------------------------------------------------------------------- evidence
 @dataclass(frozen=True)
-class FinedeficsSpec:
+class FinedeficsSpec(HardwareSpec):
     """What ``bench finedefics`` runs.
 
     Attributes:
@@ -229,7 +229,7 @@ class FinedeficsSpec:
         stage1_epochs: Stage I's epochs.
         similar, open_fraction: hard negatives / distractors per photo, share of open questions.
         seeds: one starting model and five arms per seed.
-        threads: torch CPU threads during the run.
+        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
     """
 
     world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=8, images_per_species=15, novel_fraction=0.25))
@@ -239,7 +239,6 @@ class FinedeficsSpec:
     similar: int = 3
     open_fraction: float = 0.5
     seeds: tuple[int, ...] = (0, 1, 2)
-    threads: int | None = 1
 
 
 @dataclass
@@ -353,7 +352,7 @@ def _run(s: FinedeficsSpec, work: Path, out: Path | None, say: Callable[[str], N
     vw = vqa_world(s.world, s.n_options, "path", work / "world")
     taxonomy, seen = vw.taxonomy, seen_taxonomy(vw)
     ranks, train = list(taxonomy.ranks), vw.records["train"]
-    encoder = load_encoder(SIMILAR_ENCODER)
+    encoder = s.load(load_encoder, SIMILAR_ENCODER)
     emb_seen, emb_all = leaf_embeddings(encoder, seen), leaf_embeddings(encoder, taxonomy)
     asked = {split: species_questions(recs, taxonomy, emb_all, s.similar, s.world.seed)
              for split, recs in (("seen", vw.records["test"]), ("novel", vw.records["novel"])) if recs}
@@ -362,13 +361,13 @@ def _run(s: FinedeficsSpec, work: Path, out: Path | None, say: Callable[[str], N
     recipe = s.recipe
     common = {"batch_size": recipe.batch_size, "lr": recipe.lr, "lora_alpha": recipe.lora_alpha,
               "lora_targets": "language+head", "encoder": SIMILAR_ENCODER, "similar": s.similar, "eval_every": 0,
-              "threads": s.threads}
+              **s.train_settings}
     runs: dict[int, dict[str, Any]] = {}
     reports: dict[str, AlignmentReport] = {}
     before: AlignmentReport | None = None
     for seed in s.seeds:
         say(f"seed {seed}: alignment of the starting model")
-        starting = _alignment(load_lmm(recipe.model, seed=seed), sets, vw.load, 16)
+        starting = _alignment(s.load(load_lmm, recipe.model, seed=seed), sets, vw.load, 16)
         if before is None:
             before = starting.get("seen")
         run: dict[str, Any] = {"start": {"alignment": {"before": {k: r.summary() for k, r in starting.items()}}}}
@@ -381,7 +380,7 @@ def _run(s: FinedeficsSpec, work: Path, out: Path | None, say: Callable[[str], N
                 say(f"seed {seed}: {arm}, Stage I, {s.stage1_epochs} epochs")
                 st1 = train_stage1(Stage1Config(**common, **weights, model=recipe.model, epochs=s.stage1_epochs, seed=seed,
                                                 out=str(folder / "stage1")), train, seen, vw.load, embeddings=emb_seen)
-                aligned = _alignment(st1.model, sets, vw.load, 16)
+                aligned = _alignment(s.scored(st1, load_lmm), sets, vw.load, 16)
                 if len(runs) == 0 and "seen" in aligned:
                     reports[arm] = aligned["seen"]
                 row["alignment"]["after_stage1"] = {k: r.summary() for k, r in aligned.items()}
@@ -402,7 +401,7 @@ def _run(s: FinedeficsSpec, work: Path, out: Path | None, say: Callable[[str], N
             row["steps"] = st2.steps + row.get("stage1", {}).get("steps", 0)
             say(f"seed {seed}: {arm}, answering")
             tick = time.perf_counter()
-            lmm = st2.model
+            lmm = s.scored(st2, load_lmm)
             row["closed_set"] = {split: closed_set_accuracy(lmm, qs, rk, vw.load) for split, (qs, rk) in asked.items()}
             row["open_set"] = {split: open_set_accuracy(lmm, qs, rk, vw.load, names)
                                for split, (qs, rk) in asked.items()}

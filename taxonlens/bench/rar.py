@@ -36,11 +36,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from taxonlens.bench import TinySFTSpec, WorldSpec, bench_run
+from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run
 from taxonlens.bench.cells import figures_table, table
 from taxonlens.data import load_image, read_manifest
 from taxonlens.errors import TaxonlensError
 from taxonlens.evaluate.metrics import hierarchical_report
+from taxonlens.models.encoders import load_encoder
+from taxonlens.models.mllm import load_lmm
 from taxonlens.predict import Recognizer
 from taxonlens.recognize.decode import TreeDecoder
 from taxonlens.recognize.rerank import LMMReranker, ranker_records
@@ -98,7 +100,7 @@ def score_probs(decoder: TreeDecoder, probs: torch.Tensor, truth: torch.Tensor,
 
 
 @dataclass(frozen=True)
-class RarSpec:
+class RarSpec(HardwareSpec):
     """What ``bench rar`` runs.
 
     Attributes:
@@ -107,7 +109,7 @@ class RarSpec:
         encoder, encoder_epochs, encoder_batch_size, encoder_lr: the contrastive training
             (:class:`ContrastiveConfig`, taxonomic captions).
         ranker: the ranker's fine-tuning (seeded by the world's seed).
-        threads: torch CPU threads during the run (``None``: as set).
+        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
     """
 
     world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=16, images_per_species=20, novel_fraction=0.0))
@@ -117,7 +119,6 @@ class RarSpec:
     encoder_batch_size: int = 32
     encoder_lr: float = 1e-3
     ranker: TinySFTSpec = field(default_factory=partial(TinySFTSpec, epochs=40))
-    threads: int | None = 1
 
 
 @dataclass
@@ -210,13 +211,14 @@ def _run(s: RarSpec, work: Path, say: Callable[[str], None]) -> RarResult:
     tick = time.perf_counter()
     config = ContrastiveConfig(encoder=s.encoder, text_type="taxonomic", epochs=s.encoder_epochs,
                                batch_size=s.encoder_batch_size, lr=s.encoder_lr, seed=s.world.seed,
-                               out=str(work / "encoder"), eval_every=0, threads=s.threads)
+                               out=str(work / "encoder"), eval_every=0, **s.train_settings)
     trained = train_contrastive(config, by_split["train"], taxonomy=taxonomy)
     seconds["encoder_training"] = time.perf_counter() - tick
     losses = [m["train_loss"] for m in trained.metrics if "train_loss" in m]
     encoder_training = {"photos": len(by_split["train"]), "epochs": s.encoder_epochs, "steps": trained.steps,
                         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
-    recognizer = Recognizer(trained.model, ZeroShotClassifier(trained.model, taxonomy), TreeDecoder(taxonomy))
+    encoder = s.scored(trained, load_encoder)
+    recognizer = Recognizer(encoder, ZeroShotClassifier(encoder, taxonomy), TreeDecoder(taxonomy))
 
     max_k = s.ks[-1]
     say(f"ranker data: top-{max_k} candidates of {len(by_split['train'])} training photos")
@@ -227,7 +229,7 @@ def _run(s: RarSpec, work: Path, say: Callable[[str], None]) -> RarResult:
 
     say(f"fine-tuning {s.ranker.model}: {len(train_questions)} questions x {s.ranker.epochs} epochs")
     tick = time.perf_counter()
-    result = train_sft(s.ranker.config(work / "ranker", s.threads, s.world.seed), train_questions, images=None,
+    result = train_sft(s.ranker.config(work / "ranker", s, s.world.seed), train_questions, images=None,
                        ranks=ranks)
     seconds["ranker_training"] = time.perf_counter() - tick
     sft_losses = [m["train_loss"] for m in result.metrics]
@@ -247,10 +249,11 @@ def _run(s: RarSpec, work: Path, say: Callable[[str], None]) -> RarResult:
     seconds["encoder_test"] = time.perf_counter() - tick
 
     reranked: dict[int, RarFigures] = {}
+    ranker = s.scored(result, load_lmm)
     for k in s.ks:
         say(f"reranking the top {k} of {len(test)} test photos")
         tick = time.perf_counter()
-        reranker = LMMReranker(result.model, taxonomy, k=k, method="score", answer="name", system=None)
+        reranker = LMMReranker(ranker, taxonomy, k=k, method="score", answer="name", system=None)
         reranked[k] = score_probs(recognizer.decoder, rerank_probs(reranker, images, probs), truth, truths)
         seconds[f"rerank_k{k}"] = time.perf_counter() - tick
     return RarResult(spec=s, world={"species": taxonomy.n_leaves, "records": {k: len(v) for k, v in by_split.items()}},

@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from taxonlens.bench import TinySFTSpec, WorldSpec, bench_run, seed_summary
+from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run, seed_summary
 from taxonlens.bench.cells import answers_table, dig, figure_cells, sd_cell
 from taxonlens.bench.vqa import SCORED_DECODERS, vqa_figures, vqa_scores, vqa_world
+from taxonlens.models.mllm import load_lmm
 from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
 from taxonlens.train.grpo import RFTConfig, train_grpo
 from taxonlens.train.sft import train_sft
@@ -49,7 +50,7 @@ DECODERS = SCORED_DECODERS
 
 
 @dataclass(frozen=True)
-class TARASpec:
+class TARASpec(HardwareSpec):
     """What ``bench tara`` runs.
 
     Attributes:
@@ -61,7 +62,7 @@ class TARASpec:
         generations, rl_lr, beta: GRPO's group size, learning rate and KL weight.
         bfm_epochs: contrastive epochs of the tiny BFM (tiny-clip, taxonomic captions).
         seeds: one warm start and three arms per seed.
-        threads: torch CPU threads during the run.
+        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
     """
 
     world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=8, images_per_species=10, novel_fraction=0.25))
@@ -74,7 +75,6 @@ class TARASpec:
     beta: float = 0.04
     bfm_epochs: int = 20
     seeds: tuple[int, ...] = (0, 1, 2)
-    threads: int | None = 1
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
     say(f"BFM: tiny-clip, {len(vw.records['train'])} photos x {s.bfm_epochs} epochs")
     bfm = train_contrastive(ContrastiveConfig(encoder="tiny-clip", text_type="taxonomic", epochs=s.bfm_epochs,
                                               seed=s.world.seed, out=str(work / "bfm"), eval_every=0,
-                                              threads=s.threads),
+                                              **s.train_settings),
                             [replace(r, image=str(vw.manifest.parent / r.image)) for r in vw.records["train"]],
                             taxonomy=vw.taxonomy)
     # the arms' budget: whole steps of training records (GRPO leaves out an incomplete last batch, SFT would not)
@@ -151,25 +151,25 @@ def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
     for seed in s.seeds:
         run: dict[str, Any] = {}
         say(f"seed {seed}: SFT warm start, {s.warm_start.epochs} epochs")
-        warm = train_sft(s.warm_start.config(work / f"seed{seed}" / "warm", s.threads, seed), vw.train, vw.load, ranks)
-        run["warm_start"] = {"scores": vqa_scores(warm.model, vw, ranks), "last_loss": warm.metrics[-1]["train_loss"]}
+        warm = train_sft(s.warm_start.config(work / f"seed{seed}" / "warm", s, seed), vw.train, vw.load, ranks)
+        run["warm_start"] = {"scores": vqa_scores(s.scored(warm, load_lmm), vw, ranks), "last_loss": warm.metrics[-1]["train_loss"]}
         say(f"seed {seed}: more SFT, {s.rl_epochs} epochs")
         recipe = replace(s.warm_start, epochs=s.rl_epochs, batch_size=s.questions_per_step)
-        more = replace(recipe.config(work / f"seed{seed}" / "sft", s.threads, seed), model=str(warm.model_dir),
+        more = replace(recipe.config(work / f"seed{seed}" / "sft", s, seed), model=str(warm.model_dir),
                        questions_per_record=1)
         sft = train_sft(more, budget, vw.load, ranks)
-        run["sft"] = {"scores": vqa_scores(sft.model, vw, ranks), "steps": sft.steps,
+        run["sft"] = {"scores": vqa_scores(s.scored(sft, load_lmm), vw, ranks), "steps": sft.steps,
                       "seconds": sum(m["train_seconds"] for m in sft.metrics)}
         for arm in ("grpo", "grpo+tara"):
             say(f"seed {seed}: {arm}, {s.rl_epochs} epochs")
             config = RFTConfig(model=str(warm.model_dir), out=work / f"seed{seed}" / arm, epochs=s.rl_epochs,
                                questions_per_step=s.questions_per_step, generations=s.generations,
-                               lr=s.rl_lr, beta=s.beta, seed=seed, threads=s.threads, max_new_tokens=16,
-                               tara=arm == "grpo+tara", bfm=str(bfm.model_dir))
+                               lr=s.rl_lr, beta=s.beta, seed=seed, max_new_tokens=16,
+                               tara=arm == "grpo+tara", bfm=str(bfm.model_dir), **s.train_settings)
             result = train_grpo(config, budget, vw.load, ranks)
             rows = result.metrics
             per_epoch = max(1, len(rows) // s.rl_epochs)
-            run[arm] = {"scores": vqa_scores(result.model, vw, ranks), "steps": result.steps, "seconds": result.seconds,
+            run[arm] = {"scores": vqa_scores(s.scored(result, load_lmm), vw, ranks), "steps": result.steps, "seconds": result.seconds,
                         "reward_first_epoch": float(np.mean([r["reward"] for r in rows[:per_epoch]])),
                         "reward_last_epoch": float(np.mean([r["reward"] for r in rows[-per_epoch:]]))}
             if config.tara:

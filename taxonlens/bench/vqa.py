@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from taxonlens.bench import TinySFTSpec, WorldSpec, bench_run
+from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run
 from taxonlens.bench.cells import FIGURES, answers_table, figure_cells, figures_table
 from taxonlens.choices import Choice
 from taxonlens.data import Record, VQARecord, read_manifest
 from taxonlens.data.vqa_build import build_vqa
-from taxonlens.models.mllm import LMM
+from taxonlens.models.mllm import LMM, load_lmm
 from taxonlens.recognize.vqa import blind_decode, consistent_decode, leakage
 from taxonlens.recognize.vqa_answer import answer_records, consistency_report
 from taxonlens.synthworld import SynthWorld
@@ -138,7 +138,7 @@ def vqa_figures(scores: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
 
 
 @dataclass(frozen=True)
-class VQASpec:
+class VQASpec(HardwareSpec):
     """What ``bench vqa`` runs.
 
     Attributes:
@@ -146,14 +146,13 @@ class VQASpec:
         n_options, mode: options per level and distractor mode of :func:`build_vqa`
             (``path``: leakage-free, ``random``).
         recipe: the fine-tuning.
-        threads: torch CPU threads during the run (``None``: as set).
+        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
     """
 
     world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=8, images_per_species=15, novel_fraction=0.25))
     n_options: int = 4
     mode: str = "path"
     recipe: TinySFTSpec = field(default_factory=partial(TinySFTSpec, epochs=40))
-    threads: int | None = 1
 
 
 @dataclass
@@ -282,7 +281,7 @@ def _run(s: VQASpec, work: Path, say: Callable[[str], None]) -> VQAResult:
     world, taxonomy, train, asked, load = vw.world, vw.taxonomy, vw.train, vw.asked, vw.load
     by_split = {k: v for k, v in vw.records.items() if k != "val"}
     ranks = list(taxonomy.ranks)
-    config = s.recipe.config(work / "sft", s.threads, s.world.seed)
+    config = s.recipe.config(work / "sft", s, s.world.seed)
     n_questions = len(check_records(train, ranks))
     say(f"fine-tuning {s.recipe.model}: {n_questions} questions x {s.recipe.epochs} epochs")
     tick = time.perf_counter()
@@ -294,11 +293,12 @@ def _run(s: VQASpec, work: Path, say: Callable[[str], None]) -> VQAResult:
                 "first_loss": losses[0], "last_loss": losses[-1]}
     splits: dict[str, Any] = {}
     tick = time.perf_counter()
+    lmm = s.scored(result, load_lmm)
     for name, recs in asked.items():
         if not recs:
             continue
         say(f"answering {len(recs)} {name} records")
-        lps = level_logprobs(result.model, recs, load, ranks)
+        lps = level_logprobs(lmm, recs, load, ranks)
         splits[name] = score_split(recs, lps, taxonomy)
     answer_seconds = time.perf_counter() - tick
     novel = sorted(taxonomy.names[taxonomy.leaves[i]] for i in world.novel)

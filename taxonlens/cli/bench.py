@@ -12,6 +12,7 @@ import typer
 
 from taxonlens.bench.vqa import VQAMode
 from taxonlens.cli.common import DeviceOpt, PrecisionOpt, console, print_figures, print_wide, say
+from taxonlens.errors import TaxonlensError
 from taxonlens.models.device import Device, Precision
 from taxonlens.recognize.fewshot import FewShotMethod
 from taxonlens.tables import check_writable
@@ -152,6 +153,8 @@ def bench_rar(
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of the ranker.")] = 40,
     threads: ThreadsOpt = 1,
     seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = Device.cpu,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """RAR on synthworld with tiny models trained here: the encoder's top-1 vs retrieving its top k and
     reranking them with a LoRA-fine-tuned LMM, for each k: top-1, HCA, leaf and per-rank accuracy of the
@@ -162,7 +165,8 @@ def bench_rar(
 
     spec = RarSpec(world=WorldSpec(n_species=species, images_per_species=images_per_species, novel_fraction=0.0,
                                    seed=seed), ks=tuple(k or RAR_KS), encoder_epochs=encoder_epochs,
-                   ranker=TinySFTSpec(model=model, epochs=epochs), threads=threads or None)
+                   ranker=TinySFTSpec(model=model, epochs=epochs), threads=threads or None, device=device,
+                   precision=precision)
     print_wide(run(spec, progress=say).render(), 100)
 
 
@@ -195,6 +199,8 @@ def bench_vqa(
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 40,
     threads: ThreadsOpt = 1,
     seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = Device.cpu,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Hierarchical VQA on synthworld after LoRA fine-tuning of a tiny LMM: independent per-level
     answers vs consistent decoding vs the image-blind control (HCA, leaf accuracy, POR, S-POR,
@@ -205,7 +211,8 @@ def bench_vqa(
 
     spec = VQASpec(world=WorldSpec(n_species=species, images_per_species=images_per_species,
                                    novel_fraction=novel_fraction, seed=seed), n_options=options, mode=mode,
-                   recipe=TinySFTSpec(model=model, epochs=epochs), threads=threads or None)
+                   recipe=TinySFTSpec(model=model, epochs=epochs), threads=threads or None, device=device,
+                   precision=precision)
     print_wide(run(spec, progress=say).render(), 100)
 
 
@@ -219,6 +226,8 @@ def bench_tara(
     seeds: Annotated[int, typer.Option(help="Seeds (one warm start and three arms each).")] = 3,
     threads: ThreadsOpt = 1,
     out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
+    device: DeviceOpt = Device.cpu,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """SFT only vs + GRPO vs + GRPO + TARA on synthworld, same budget, several seeds: HCA, leaf
     accuracy, POR, S-POR and TOR (mean +- sd over seeds) of independent and consistent answers
@@ -231,7 +240,7 @@ def bench_tara(
         check_writable(out)  # before the run, not after it
     spec = TARASpec(world=WorldSpec(n_species=species, images_per_species=images_per_species),
                     warm_start=TinySFTSpec(model=model, epochs=sft_epochs), rl_epochs=rl_epochs,
-                    seeds=tuple(range(seeds)), threads=threads or None)
+                    seeds=tuple(range(seeds)), threads=threads or None, device=device, precision=precision)
     result = run(spec, progress=say)
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=1))
@@ -256,6 +265,8 @@ def bench_finedefics(
     cost: Annotated[bool, typer.Option("--cost", help="Instead: seconds per step and peak memory of Stage I (default "
                                                       "terms), Stage I (NTP only) and Stage II on every tiny preset, "
                                                       "one epoch each.")] = False,
+    device: DeviceOpt = Device.cpu,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Finedefics on synthworld, same budget, several seeds: Stage II only vs Stage I (object-category contrast
     only; the three contrasts OAC, ACC, CCC; NTP + OAC + ACC + OCC; NTP + OAC + ACC + CCC) + Stage II.
@@ -264,6 +275,9 @@ def bench_finedefics(
     from taxonlens.bench import TinySFTSpec, WorldSpec
     from taxonlens.bench import finedefics as fd
 
+    if cost and (device, precision) != (Device.cpu, Precision.fp32):
+        raise TaxonlensError("--cost measures the CPU in fp32 (its memory is the process's); leave --device and "
+                             "--precision at cpu and fp32")
     out.mkdir(parents=True, exist_ok=True)
     if cost:
         cost_result = fd.bench_finedefics_cost(fd.FinedeficsCostSpec(
@@ -275,7 +289,8 @@ def bench_finedefics(
         return
     spec = fd.FinedeficsSpec(world=WorldSpec(n_species=species, images_per_species=images_per_species),
                              recipe=TinySFTSpec(model=model, epochs=stage2_epochs, batch_size=batch_size),
-                             stage1_epochs=stage1_epochs, seeds=tuple(range(seeds)), threads=threads or None)
+                             stage1_epochs=stage1_epochs, seeds=tuple(range(seeds)), threads=threads or None,
+                             device=device, precision=precision)
     result = fd.bench_finedefics_evidence(spec, out=out, progress=say)
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
     print_wide(result.render(), 120)
@@ -297,6 +312,8 @@ def bench_fewshot(
     threads: ThreadsOpt = 1,
     seed: Annotated[int, typer.Option(help="Seed of the world and of the training.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
+    device: DeviceOpt = Device.cpu,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """BioCLIP's Rare-Species protocol on synthworld's novel species: zero-, one- and five-shot
     accuracy per rank (mean +- sd over the draws of the shots), with an encoder trained here."""
@@ -309,7 +326,7 @@ def bench_fewshot(
     world = WorldSpec(n_species=species, images_per_species=images_per_species, novel_fraction=novel_fraction,
                       seed=seed)
     result = run(FewShotSpec(world=world, encoder_epochs=encoder_epochs, shots=tuple(shots or (1, 5)), method=method,
-                             seeds=seeds, threads=threads or None), progress=say)
+                             seeds=seeds, threads=threads or None, device=device, precision=precision), progress=say)
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=1))
     print_wide(result.render(), 120)
@@ -352,6 +369,8 @@ def bench_detections(
     threads: ThreadsOpt = 1,
     seed: Annotated[int, typer.Option(help="Seed of the first world.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
+    device: DeviceOpt = Device.cpu,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Camera-trap detections on synthworld scenes: accuracy per rank of classifying each box's crop vs
     the whole frame (per animal), of the rolled-up answer vs the whole frame (per photo), with and
@@ -365,7 +384,8 @@ def bench_detections(
     spec = DetectionsSpec.quick() if quick else DetectionsSpec(
         world=WorldSpec(n_species=species, images_per_species=images_per_species, novel_fraction=0.0),
         scenes=scenes, encoder_epochs=encoder_epochs, ranker=TinySFTSpec(epochs=ranker_epochs), seeds=seeds)
-    spec = replace(spec, world=replace(spec.world, seed=seed), threads=threads or None)
+    spec = replace(spec, world=replace(spec.world, seed=seed), threads=threads or None, device=device,
+                   precision=precision)
     result = run(spec, progress=say)
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=1))

@@ -28,6 +28,7 @@ from taxonlens.errors import TaxonlensError
 from taxonlens.models.device import Device, Precision
 from taxonlens.models.mllm import check_lora_targets
 from taxonlens.recognize.answers import SYSTEM_PROMPT, AnswerFormat
+from taxonlens.train.zero import deepspeed_config
 
 C = TypeVar("C", bound=type)
 
@@ -136,6 +137,11 @@ class LMMConfig(TrainConfig):
                 "for tiny ones)"})
     organism: str = field(default="organism", metadata={
         "help": "the word the questions use for what the photo shows ('Given the organism in the image, ...')"})
+    deepspeed: str | None = field(default=None, metadata={
+        "help": "train through DeepSpeed (installed separately; CUDA GPUs) with ZeRO stage 2 (zero2: optimizer "
+                "states and gradients sharded over the processes), stage 3 (zero3: the weights too), or a DeepSpeed "
+                "JSON file; SFT and Finedefics then write no checkpoint (no resume, no checkpoint_every) and, under "
+                "ZeRO-3, evaluate nothing during training"})
 
     RESUMABLE_CHANGES = (*TrainConfig.RESUMABLE_CHANGES, "gradient_checkpointing")
 
@@ -145,6 +151,7 @@ class LMMConfig(TrainConfig):
             raise TaxonlensError("model must name a multimodal LLM (a preset, a folder or a Hugging Face name)")
         check_lora_targets(self.lora_targets)
         check_organism(self.organism)
+        deepspeed_config(self.deepspeed)  # before anything loads: DeepSpeed missing, or no such configuration
 
 
 @dataclass

@@ -68,7 +68,6 @@ from taxonlens.train.sft import (
     epoch_examples,
     image_loader,
 )
-from taxonlens.train.zero import deepspeed_config
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
@@ -98,10 +97,6 @@ class RFTConfig(LMMConfig, QuestionConfig):
         "help": "GRPO: longest completion in tokens; answers are direct, without reasoning"})
     levels_per_record: int = field(default=1, metadata={
         "help": "GRPO: levels asked per record, drawn at random with the seed (0: every level that offers a choice)"})
-    deepspeed: str | None = field(default=None, metadata={
-        "help": "train through DeepSpeed (installed separately) with ZeRO stage 2 (zero2: optimizer states and "
-                "gradients sharded over the processes), stage 3 (zero3: the weights too), or a DeepSpeed JSON "
-                "file"})
     tara: bool = field(default=False, metadata={
         "help": "alternate a TARA alignment update with every GRPO update"})
     bfm: str = field(default="tiny-clip", metadata={
@@ -242,7 +237,7 @@ def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int, suppress: list
                              f"{config.generations} generations per step evenly; change questions_per_step")
     return GRPOConfig(
         output_dir=str(out), use_cpu=place.device.type == "cpu", bf16=place.precision == "bf16",
-        fp16=place.precision == "fp16", deepspeed=deepspeed_config(config.deepspeed), seed=config.seed,
+        fp16=place.precision == "fp16", deepspeed=place.deepspeed, seed=config.seed,
         data_seed=config.seed, num_train_epochs=config.epochs,
         per_device_train_batch_size=completions // place.world,
         num_generations=config.generations, max_completion_length=config.max_new_tokens,
@@ -264,7 +259,7 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
     from transformers import PrinterCallback, TrainerCallback, set_seed
 
     set_seed(config.seed)
-    place = placement(config.device, config.precision)
+    place = placement(config.device, config.precision, config.deepspeed)
     lmm = load_lmm(config.model, seed=config.seed, device=place.device)
     use_cache = lmm.model.config.to_dict().get("use_cache")  # None: the top-level config does not set it
     if config.lora_r == 0 and config.beta > 0 and not Path(config.model).is_dir() and "/" not in config.model:

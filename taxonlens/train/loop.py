@@ -20,7 +20,12 @@ module, what a resume must share with its checkpoint, how the result is saved) a
   ``config.device``, the forward passes under the autocast of ``config.precision`` (fp16 with
   loss scaling), and under ``accelerate launch`` N data-parallel processes sharing every step's
   global batch of ``batch_size`` items; the main process alone writes the run's files and
-  evaluates, every process resumes from the same checkpoint.
+  evaluates, every process resumes from the same checkpoint;
+- with DeepSpeed (``deepspeed``: CUDA GPUs), the steps run through accelerate's DeepSpeed engine
+  (:func:`~taxonlens.train.parallel.deepspeed_accelerator`), which averages the gradients over the
+  processes, clips them, scales fp16 losses and steps the optimizer and the schedule; such a run
+  writes no checkpoint (DeepSpeed shards the optimizer state over the processes), so it cannot be
+  resumed, and under ZeRO-3 (the weights sharded too) it evaluates nothing during training.
 
 GRPO (:mod:`taxonlens.train.grpo`) runs trl's loop instead.
 """
@@ -34,6 +39,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -44,7 +50,7 @@ import torch
 from taxonlens.errors import TaxonlensError
 from taxonlens.train.checkpoint import LoopState, isolated_run, open_run, save_checkpoint
 from taxonlens.train.config import LoopConfig
-from taxonlens.train.parallel import Placement, placement
+from taxonlens.train.parallel import Placement, deepspeed_accelerator, placement
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -209,7 +215,7 @@ class LoopRun(Generic[M]):
 
 # --------------------------------------------------------------------- loop
 def train_epochs(config: LoopConfig, build: Callable[[Placement], LoopRun[M]], resume: bool = False,
-                 progress: Callable[[StepLog], None] | None = None) -> TrainResult[M]:
+                 progress: Callable[[StepLog], None] | None = None, deepspeed: str | None = None) -> TrainResult[M]:
     """Run the epoch loop in ``config.out``: ``build(placement)`` (called inside the run's frame:
     torch on ``config.threads`` threads, the caller's random states given back after) loads the
     model onto ``placement.device`` and seeds the generators; the loop then trains
@@ -220,27 +226,56 @@ def train_epochs(config: LoopConfig, build: Callable[[Placement], LoopRun[M]], r
             required); without it, an existing checkpoint is an error.
         progress: called with a :class:`StepLog` after every optimizer step (by every process,
             with the loss of the whole step).
+        deepspeed: train through DeepSpeed with this configuration (``zero2``, ``zero3`` or a
+            JSON file; see the module docstring).
 
     Raises:
         CheckpointError: a checkpoint exists and ``resume`` is off, or it belongs to another run.
         TaxonlensError: a device that is not here; a task whose batches must split evenly over
-            the processes and do not.
+            the processes and do not; DeepSpeed not installed, off CUDA GPUs, asked to resume or
+            to checkpoint, or under ZeRO-3 with a validation. All but the last before ``build``.
     """
     out = Path(config.out)
-    place = placement(config.device, config.precision)
+    place = placement(config.device, config.precision, deepspeed)
+    if place.deepspeed is not None and (resume or config.checkpoint_every):
+        raise TaxonlensError(f"--deepspeed {deepspeed}: SFT and Finedefics under DeepSpeed write no checkpoint "
+                             "(DeepSpeed shards the optimizer state over the processes); train without resume and "
+                             "checkpoint_every")
     with isolated_run(out, resume, config.threads) as ckpt_path:
         run = build(place)
+        accelerator = None
+        if place.deepspeed is not None:
+            accelerator = deepspeed_accelerator(place, config.batch_size, run.max_grad_norm)
+            if _zero3(accelerator) and run.task.evaluate is not None and config.eval_every:
+                raise TaxonlensError(f"--deepspeed {deepspeed}: ZeRO-3 shards the weights over the processes, so "
+                                     "the main process alone cannot evaluate; set eval_every 0 or use zero2")
         tick = time.perf_counter()
-        metrics, steps = _epochs(config, run, place, out, ckpt_path, resume, progress)
+        metrics, steps = _epochs(config, run, place, out, ckpt_path, resume, progress, accelerator)
         seconds = time.perf_counter() - tick
         run.model.eval()
-        model, model_dir = run.save(place.main)
+        with _whole_weights(accelerator, run.model):
+            model, model_dir = run.save(place.main)
         place.barrier()
-        return TrainResult(model, model_dir, ckpt_path, metrics, steps, seconds)
+        return TrainResult(model, model_dir, None if accelerator else ckpt_path, metrics, steps, seconds)
+
+
+def _zero3(accelerator: Any) -> bool:
+    """Whether ``accelerator`` (``None``: no DeepSpeed) shards the weights (ZeRO stage 3)."""
+    return accelerator is not None and accelerator.state.deepspeed_plugin.zero_stage == 3
+
+
+def _whole_weights(accelerator: Any, model: torch.nn.Module) -> AbstractContextManager:
+    """The context in which every weight of ``model`` is whole on every process: under ZeRO-3
+    DeepSpeed's gather of them (changes made on the main process are kept), else nothing to do."""
+    if not _zero3(accelerator):
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0)
 
 
 def _epochs(config: LoopConfig, run: LoopRun, place: Placement, out: Path, ckpt_path: Path, resume: bool,
-            progress: Callable[[StepLog], None] | None) -> tuple[list[dict[str, Any]], int]:
+            progress: Callable[[StepLog], None] | None, accelerator: Any = None) -> tuple[list[dict[str, Any]], int]:
     task, optimizer, model = run.task, run.optimizer, run.model
     checkpointed = run.checkpointed if run.checkpointed is not None else model
     total_steps = len(epoch_batches(len(task.plan(0)), config.batch_size, config.seed, 0, task.drop_last)) * config.epochs
@@ -250,7 +285,8 @@ def _epochs(config: LoopConfig, run: LoopRun, place: Placement, out: Path, ckpt_
     run_config = asdict(config)
     identities = {name: now for name, (now, _) in run.identities.items()}
 
-    scaler = torch.amp.GradScaler(place.device.type, enabled=place.precision == "fp16")
+    # fp16 losses are scaled here, or by DeepSpeed's engine
+    scaler = torch.amp.GradScaler(place.device.type, enabled=place.precision == "fp16" and accelerator is None)
 
     state, sums, seconds = LoopState(), {"loss": 0.0}, 0.0
     ckpt, metrics = open_run(out, run_config, resume, checkpointed, optimizer, scheduler,
@@ -261,8 +297,12 @@ def _epochs(config: LoopConfig, run: LoopRun, place: Placement, out: Path, ckpt_
         if scaler.is_enabled() and "scaler" in ckpt.extra:
             scaler.load_state_dict(ckpt.extra["scaler"])
         log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
+    if accelerator is not None:  # the engine: DeepSpeed's optimizer and schedule, stepped by its backward
+        _, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     def checkpoint() -> None:
+        if accelerator is not None:  # DeepSpeed runs write no checkpoint (see train_epochs)
+            return
         if place.main:
             scaled = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
             save_checkpoint(ckpt_path, checkpointed, optimizer, scheduler, state, run_config,
@@ -290,15 +330,18 @@ def _epochs(config: LoopConfig, run: LoopRun, place: Placement, out: Path, ckpt_
             if place.world > 1 and task.weight is not None:  # this process's part of the step's mean
                 factor = place.share_factor(task.weight(items) if counts else 0.0)
                 loss, parts = loss * factor, {name: float(value) * factor for name, value in parts.items()}
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            place.average_gradients(params)
-            if run.max_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, run.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            if accelerator is not None:  # backward, averaging, clipping, optimizer and schedule steps
+                accelerator.backward(loss)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                place.average_gradients(params)
+                if run.max_grad_norm:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, run.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
             if task.after_step is not None:
                 task.after_step()
             state.step, state.batch = state.step + 1, state.batch + 1

@@ -15,6 +15,10 @@ agree to rounding. A task's loss is either a mean over its items, weighted by th
 to the token mean one process computes), or the whole batch's loss computed on every process from
 the features of all of them (:meth:`Placement.gather`: contrastive training, whose every caption is
 a negative of every image of the batch).
+
+With DeepSpeed (``--deepspeed``, CUDA GPUs), the placement carries the configuration file and
+the epoch loop runs its steps through the ``accelerate.Accelerator`` of
+:func:`deepspeed_accelerator` (DeepSpeed's engine then averages, clips and steps).
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.device import autocast, resolve_device, resolve_precision
+from taxonlens.train.zero import deepspeed_config, deepspeed_plugin
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 T = TypeVar("T")
 
@@ -73,12 +81,14 @@ class Placement:
         precision: ``fp32``, ``bf16`` or ``fp16``: the autocast of the forward passes.
         rank: this process, ``0 .. world - 1``.
         world: the number of data-parallel processes.
+        deepspeed: the DeepSpeed configuration file the run trains with, or ``None``.
     """
 
     device: torch.device
     precision: str
     rank: int = 0
     world: int = 1
+    deepspeed: str | None = None
 
     @property
     def main(self) -> bool:
@@ -178,18 +188,25 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None, None
 
 
-def placement(device: str, precision: str) -> Placement:
+def placement(device: str, precision: str, deepspeed: str | None = None) -> Placement:
     """The :class:`Placement` of a run on ``device`` (a :class:`~taxonlens.models.device.Device`
     name) in ``precision`` (``auto``: the training policy of
-    :func:`~taxonlens.models.device.resolve_precision`). Under a launcher, accelerate joins the
-    process group and, on GPUs, gives each process its own (``device`` ``auto`` or ``cuda``).
+    :func:`~taxonlens.models.device.resolve_precision`), through DeepSpeed with the configuration
+    ``deepspeed`` (``zero2``, ``zero3``, a JSON file or ``None``; checked first, before anything
+    loads). Under a launcher, accelerate joins the process group and, on GPUs, gives each process
+    its own (``device`` ``auto`` or ``cuda``).
 
     Raises:
-        TaxonlensError: a device that is not here, or ``mps`` with several processes.
+        TaxonlensError: DeepSpeed asked for and not installed, an unknown DeepSpeed configuration,
+            DeepSpeed off CUDA GPUs, a device that is not here, or ``mps`` with several processes.
     """
+    config_file = deepspeed_config(deepspeed)
     resolved = resolve_device(device)
+    if config_file is not None and resolved.type != "cuda":
+        raise TaxonlensError(f"--deepspeed {deepspeed}: DeepSpeed trains on CUDA GPUs, not on {resolved.type}; use "
+                             "--device cuda (or auto on a machine with GPUs) or train without --deepspeed")
     if launched_processes() == 1:
-        return Placement(resolved, resolve_precision(precision, resolved, training=True))
+        return Placement(resolved, resolve_precision(precision, resolved, training=True), deepspeed=config_file)
     if resolved.type == "mps":
         raise TaxonlensError("data-parallel training runs on CPUs or CUDA GPUs, not on MPS; use --device cpu")
     from accelerate import PartialState
@@ -197,7 +214,20 @@ def placement(device: str, precision: str) -> Placement:
     state = PartialState(cpu=resolved.type == "cpu")
     here = state.device if resolved.type == "cuda" else resolved
     return Placement(here, resolve_precision(precision, here, training=True), state.process_index,
-                     state.num_processes)
+                     state.num_processes, config_file)
 
 
-__all__ = ["Placement", "launch", "launch_command", "launched_processes", "main_process", "placement"]
+def deepspeed_accelerator(place: Placement, batch_size: int, max_grad_norm: float) -> Accelerator:
+    """The ``accelerate.Accelerator`` that runs the epoch loop's steps through DeepSpeed with
+    ``place.deepspeed`` (:func:`~taxonlens.train.zero.deepspeed_plugin`): every process takes at
+    most ``ceil(batch_size / world)`` items of a step (:meth:`Placement.share`), the gradient norm
+    is clipped to ``max_grad_norm`` (0: not clipped), and ``place.precision`` becomes DeepSpeed's
+    bf16 / fp16 mode (fp16 with DeepSpeed's loss scaling; fp32: neither)."""
+    from accelerate import Accelerator
+
+    plugin = deepspeed_plugin(str(place.deepspeed), -(-batch_size // place.world), place.world, max_grad_norm)
+    return Accelerator(deepspeed_plugin=plugin, mixed_precision="no" if place.precision == "fp32" else place.precision)
+
+
+__all__ = ["Placement", "deepspeed_accelerator", "launch", "launch_command", "launched_processes", "main_process",
+           "placement"]

@@ -473,7 +473,7 @@ def tune_lmm(config: TuneConfig, prepare: Callable[[LMM], EpochTask], data_id: s
                       "base model": (base_id, f"{config.model} has other weights now; resume on the same weights")}
         return LoopRun(model, optimizer, task, identities, save, trainable, config.max_grad_norm)
 
-    return train_epochs(config, build, resume, progress)
+    return train_epochs(config, build, resume, progress, config.deepspeed)
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:

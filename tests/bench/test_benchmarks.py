@@ -64,3 +64,23 @@ def test_predict_benchmark_prints_every_arm_at_both_precisions(tmp_path):
     assert all(r["photos_per_s"] > 0 and r["matmul_fraction"] > 0 for r in doc["rows"])
     assert all(r["ratio_to_encode"] == 1.0 for r in doc["rows"] if r["arm"] == "encode only")
     assert doc["figures"]["GFLOP per photo (counted)"] > 0
+
+
+def test_a_training_benchmark_trains_and_scores_where_its_spec_says(tmp_path):
+    from types import SimpleNamespace
+
+    from taxonlens.bench import HardwareSpec, TinySFTSpec
+
+    hardware = HardwareSpec(threads=2, device="cuda", precision="bf16")
+    config = TinySFTSpec(epochs=3).config(tmp_path, hardware, seed=5)
+    assert (config.threads, config.device, config.precision, config.epochs, config.seed) == (2, "cuda", "bf16", 3, 5)
+    trained = SimpleNamespace(model="in memory", model_dir=tmp_path / "model")
+    calls = []
+
+    def loader(name, **kwargs):
+        calls.append((name, kwargs))
+        return "reloaded"
+
+    assert HardwareSpec(device="cpu", precision="fp32").scored(trained, loader) == "in memory" and not calls
+    assert HardwareSpec(device="cpu", precision="bf16").scored(trained, loader) == "reloaded"
+    assert calls == [(str(tmp_path / "model"), {"precision": "bf16", "device": "cpu"})]

@@ -20,7 +20,8 @@ RANKS = ["kingdom", "phylum", "class", "order", "family", "genus", "species"]
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-detections") / "result.json"
-    result = CliRunner().invoke(app, ["bench", "detections", "--quick", "--out", str(out)], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["bench", "detections", "--quick", "--device", "cpu", "--precision", "fp32",
+                                      "--out", str(out)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text()), result.output
 
@@ -28,6 +29,7 @@ def quick(tmp_path_factory):
 def test_levels_arms_ranks_and_seeds(quick):
     result, _ = quick
     assert result["spec"]["seeds"] == 2 and len(result["counts"]) == 2
+    assert (result["spec"]["device"], result["spec"]["precision"]) == ("cpu", "fp32")
     for count in result["counts"]:
         assert count["scenes"] == 4 and count["animals"] >= 4 and count["boxes"] == count["animals"] + count[
             "false_boxes"] and count["false_boxes"] >= 0

@@ -1,10 +1,13 @@
 """``taxonlens bench memory``: the options reach the spec, the tables print and ``--out`` holds the
-result as JSON (no tiny preset checked: counting on the meta device only)."""
+result as JSON (no tiny preset checked: counting on the meta device only); the training benchmarks'
+``--device`` and ``--precision`` reach their spec (the runner replaced: nothing trains)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from taxonlens.cli import app
@@ -26,3 +29,36 @@ def test_bench_memory_prints_the_fit_table_and_writes_json(tmp_path):
 def test_bench_memory_refuses_an_unknown_model(tmp_path):
     result = CliRunner().invoke(app, ["bench", "memory", "--models", "gpt-5", "--no-check-presets"])
     assert result.exit_code != 0 and "unknown models" in (result.output + str(result.exception))
+
+
+class _Ran(Exception):
+    """Raised by a fake benchmark runner in place of the run: carries the spec it was given."""
+
+
+def _fake_runner(spec, *args, **kwargs):
+    raise _Ran(spec)
+
+
+@pytest.mark.parametrize("command, module, runner", [
+    ("vqa", "taxonlens.bench.vqa", "bench_vqa_evidence"),
+    ("rar", "taxonlens.bench.rar", "bench_rar_evidence"),
+    ("tara", "taxonlens.bench.tara", "bench_tara_evidence"),
+    ("finedefics", "taxonlens.bench.finedefics", "bench_finedefics_evidence"),
+    ("fewshot", "taxonlens.bench.fewshot", "bench_fewshot"),
+    ("detections", "taxonlens.bench.detections", "bench_detections"),
+])
+def test_training_benches_take_device_and_precision(command, module, runner, monkeypatch, tmp_path):
+    monkeypatch.setattr(importlib.import_module(module), runner, _fake_runner)
+    extra = ["--out", str(tmp_path / "out")] if command == "finedefics" else []
+    ran = CliRunner().invoke(app, ["bench", command, "--device", "cuda", "--precision", "bf16", *extra])
+    assert isinstance(ran.exception, _Ran), ran.output
+    spec = ran.exception.args[0]
+    assert (spec.device, spec.precision) == ("cuda", "bf16")
+    assert spec.train_settings == {"threads": spec.threads, "device": "cuda", "precision": "bf16"}
+    default = CliRunner().invoke(app, ["bench", command, *extra]).exception.args[0]
+    assert (default.device, default.precision) == ("cpu", "fp32")
+
+
+def test_bench_finedefics_cost_refuses_another_device(tmp_path):
+    ran = CliRunner().invoke(app, ["bench", "finedefics", "--cost", "--device", "cuda", "--out", str(tmp_path)])
+    assert ran.exit_code != 0 and "--cost measures the CPU" in str(ran.exception)

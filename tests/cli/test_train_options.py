@@ -4,6 +4,7 @@ receives."""
 
 from __future__ import annotations
 
+import importlib.util
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from taxonlens.cli import app
 from taxonlens.cli.config_options import CHOICES, OPTION_NAMES, config_options
+from taxonlens.train import zero
 from taxonlens.train.contrastive import ContrastiveConfig
 from taxonlens.train.finedefics import Stage1Config, Stage2Config
 from taxonlens.train.grpo import RFTConfig
@@ -74,6 +76,12 @@ def _capture(monkeypatch, target: str) -> list:
 
 
 def test_values_given_reach_the_configuration(monkeypatch, tmp_path) -> None:
+    deepspeed_file = str(tmp_path / "ds.json")  # a DeepSpeed configuration (DeepSpeed taken as installed)
+    Path(deepspeed_file).write_text('{"zero_optimization": {"stage": 2}}')
+    deepspeed = ["--deepspeed", deepspeed_file]
+    find_spec = zero.importlib.util.find_spec
+    monkeypatch.setattr(zero.importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "deepspeed" else find_spec(name, *a))
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("image,split,kingdom,species\na.png,train,K,S1\nb.png,val,K,S2\n")
     out = str(tmp_path / "run")
@@ -86,9 +94,11 @@ def test_values_given_reach_the_configuration(monkeypatch, tmp_path) -> None:
 
     seen = _capture(monkeypatch, "taxonlens.train.finedefics.train_stage2")
     result = runner.invoke(app, ["train", "finedefics", str(manifest), "--out", out, "--stage", "2", "--full",
-                                 "--open-fraction", "0.25", "--w-ntp", "3", "--eval-batch-size", "5"])
+                                 "--open-fraction", "0.25", "--w-ntp", "3", "--eval-batch-size", "5",
+                                 *deepspeed])
     assert result.exit_code == 0, result.output
-    assert seen[0] == Stage2Config(out=out, full_finetune=True, open_fraction=0.25, eval_batch_size=5)
+    assert seen[0] == Stage2Config(out=out, full_finetune=True, open_fraction=0.25, eval_batch_size=5,
+                                   deepspeed=deepspeed_file)
     seen = _capture(monkeypatch, "taxonlens.train.finedefics.train_stage1")
     result = runner.invoke(app, ["train", "finedefics", str(manifest), "--out", out, "--w-ccc", "0.25", "--w-occ", "1"])
     assert result.exit_code == 0, result.output
@@ -96,9 +106,10 @@ def test_values_given_reach_the_configuration(monkeypatch, tmp_path) -> None:
 
     seen = _capture(monkeypatch, "taxonlens.train.sft.train_sft")
     result = runner.invoke(app, ["train", "sft", str(BENCHMARK), "--out", out, "--answer", "name",
-                                 "--questions-per-record", "2", "--lora-alpha", "4"])
+                                 "--questions-per-record", "2", "--lora-alpha", "4", *deepspeed])
     assert result.exit_code == 0, result.output
-    assert seen[0] == SFTConfig(out=out, answer="name", questions_per_record=2, lora_alpha=4.0)
+    assert seen[0] == SFTConfig(out=out, answer="name", questions_per_record=2, lora_alpha=4.0,
+                                deepspeed=deepspeed_file)
 
     seen = _capture(monkeypatch, "taxonlens.train.grpo.train_grpo")
     result = runner.invoke(app, ["train", "grpo", str(BENCHMARK), "--out", out, "--model", "tiny-qwen2.5-vl",
@@ -117,3 +128,19 @@ def test_a_command_without_settings_or_with_a_field_of_its_own_is_refused() -> N
         config_options(SFTConfig)(no_settings)
     with pytest.raises(TypeError, match=r"\['seed'\] are also configuration fields"):
         config_options(SFTConfig)(clash)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed here")
+@pytest.mark.parametrize("command", ["sft", "finedefics"])
+def test_deepspeed_without_deepspeed_stops_before_anything_loads(command, monkeypatch, tmp_path) -> None:
+    from taxonlens.train import finedefics, sft
+
+    monkeypatch.setattr(sft, "load_lmm", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(finedefics, "leaf_embeddings", lambda *a, **k: pytest.fail("an encoder was loaded"))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("image,split,kingdom,species\na.png,train,K,S1\n")
+    data = str(BENCHMARK if command == "sft" else manifest)
+    result = runner.invoke(app, ["train", command, data, "--out", str(tmp_path / "run"), "--deepspeed", "zero2"])
+    assert result.exit_code != 0
+    assert "--deepspeed zero2: DeepSpeed is not installed" in str(result.exception) + result.output
+    assert not (tmp_path / "run").exists()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from taxonlens.train import CheckpointError
+from taxonlens.errors import TaxonlensError
+from taxonlens.train import CheckpointError, loop
 from taxonlens.train.checkpoint import CHECKPOINT_FILE
 from taxonlens.train.config import LoopConfig
 from taxonlens.train.loop import (
@@ -32,7 +36,7 @@ class Stop(Exception):
 
 
 def fit(out: Path, resume: bool = False, stop_at: int | None = None, parts: bool = True,
-        **settings) -> TrainResult[torch.nn.Module]:
+        deepspeed: str | None = None, **settings) -> TrainResult[torch.nn.Module]:
     """3 epochs of 3 batches (4, 4 and the tail of 2) over 10 points, a checkpoint every 2 steps;
     ``stop_at``: the run dies after that step."""
     config = LoopConfig(**{"out": out, "epochs": 3, "batch_size": 4, "lr": 0.05, "checkpoint_every": 2, **settings})
@@ -62,7 +66,7 @@ def fit(out: Path, resume: bool = False, stop_at: int | None = None, parts: bool
         if log.step == stop_at:
             raise Stop
 
-    return train_epochs(config, build, resume, progress)
+    return train_epochs(config, build, resume, progress, deepspeed)
 
 
 def _same_rows(a: list[dict], b: list[dict]) -> None:
@@ -112,3 +116,81 @@ def test_a_checkpoint_with_the_older_running_sum_resumes(tmp_path):
     resumed = fit(tmp_path / "old", resume=True, parts=False)
     assert torch.equal(resumed.model[1].weight, straight.model[1].weight)
     _same_rows(straight.metrics, resumed.metrics)
+
+
+class FakeDeepSpeed:
+    """Stands in for the Accelerator of :func:`~taxonlens.train.parallel.deepspeed_accelerator`
+    (DeepSpeed is not installed here): ``prepare`` hands the optimizer and the schedule back, and
+    ``backward`` does what DeepSpeed's engine does in one process: backward, clipping, the
+    optimizer's step, the schedule's step, zeroed gradients."""
+
+    def __init__(self, stage: int, batch_size: int, max_grad_norm: float):
+        self.state = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage))
+        self.batch_size, self.max_grad_norm, self.backwards = batch_size, max_grad_norm, 0
+
+    def prepare(self, model, optimizer, scheduler):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        return model, optimizer, scheduler
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.backwards += 1
+
+
+@pytest.fixture
+def fake_deepspeed(monkeypatch):
+    """Runs of the loop with ``deepspeed`` get a :class:`FakeDeepSpeed` (ZeRO stage ``made.stage``)."""
+    made = SimpleNamespace(stage=2, engines=[])
+
+    def place(device, precision, deepspeed=None):
+        return Placement(torch.device("cpu"), "fp32", deepspeed=f"{deepspeed}.json" if deepspeed else None)
+
+    def accelerator(placement, batch_size, max_grad_norm):
+        made.engines.append(FakeDeepSpeed(made.stage, batch_size, max_grad_norm))
+        return made.engines[-1]
+
+    monkeypatch.setattr(loop, "placement", place)
+    monkeypatch.setattr(loop, "deepspeed_accelerator", accelerator)
+    return made
+
+
+def test_under_deepspeed_the_engine_takes_every_step_and_no_checkpoint_is_written(tmp_path, fake_deepspeed):
+    plain = fit(tmp_path / "plain", checkpoint_every=0)
+    deep = fit(tmp_path / "deep", deepspeed="zero2", checkpoint_every=0)
+
+    engine = fake_deepspeed.engines[0]
+    assert (engine.batch_size, engine.max_grad_norm, engine.backwards) == (4, 1.0, 9) and deep.steps == 9
+    for (name, a), (_, b) in zip(plain.model.state_dict().items(), deep.model.state_dict().items()):
+        assert torch.equal(a, b), name  # no step, clipping or schedule step twice or left out
+    _same_rows(plain.metrics, deep.metrics)
+    assert "val" in deep.metrics[-1] and (deep.model_dir / "weights.pt").is_file()
+    assert deep.checkpoint is None and not (tmp_path / "deep" / CHECKPOINT_FILE).exists()
+
+
+def test_under_deepspeed_resume_checkpoints_and_zero3_validation_are_refused(tmp_path, fake_deepspeed):
+    with pytest.raises(TaxonlensError, match="write no checkpoint"):
+        fit(tmp_path / "a", deepspeed="zero2")  # checkpoint_every 2
+    with pytest.raises(TaxonlensError, match="write no checkpoint"):
+        fit(tmp_path / "b", resume=True, deepspeed="zero2", checkpoint_every=0)
+    assert not fake_deepspeed.engines  # refused before the model was built
+    fake_deepspeed.stage = 3
+    with pytest.raises(TaxonlensError, match="set eval_every 0 or use zero2"):
+        fit(tmp_path / "c", deepspeed="zero3", checkpoint_every=0)
+
+
+
+def test_under_zero3_the_model_is_saved_with_its_weights_gathered(tmp_path, fake_deepspeed, monkeypatch):
+    gathered = []
+
+    def gather(params, modifier_rank):  # deepspeed.zero.GatheredParameters
+        gathered.append((len(params), modifier_rank))
+        return nullcontext()
+
+    monkeypatch.setitem(sys.modules, "deepspeed", SimpleNamespace(zero=SimpleNamespace(GatheredParameters=gather)))
+    fake_deepspeed.stage = 3
+    assert fit(tmp_path, deepspeed="zero3", checkpoint_every=0, eval_every=0).steps == 9
+    assert gathered == [(2, 0)]  # the Linear's weight and bias, changes kept from the main process
