@@ -1,46 +1,56 @@
-"""Evidence for RAR (retrieve and rerank), measured on synthworld with tiny models trained from
-random weights (``taxonlens bench rar``): the encoder's top-1 vs the encoder retrieving ``k``
-candidates and a fine-tuned multimodal LLM ranking them, for every ``k`` of ``ks``.
+"""Evidence for RAR (retrieve and rerank) from the pretrained start (``taxonlens bench rar``): the
+encoder's top-1 vs the encoder retrieving ``k`` candidate species and the pretrained multimodal
+LLM, fine-tuned as a ranker, choosing among them, for every ``k`` of ``ks``, over seeds.
 
-One run builds a small synthworld of seen species only (train / val / test photos), trains a
-tiny BioCLIP-style encoder contrastively on the training photos
-(:func:`~taxonlens.train.contrastive.train_contrastive`) and makes it a zero-shot
-:class:`~taxonlens.predict.Recognizer` over the world's species. The ranker's fine-tuning data
-are the training photos with the ``max(ks)`` candidates the encoder retrieves
-(:func:`~taxonlens.recognize.rerank.ranker_records`); the tiny LMM learns them with LoRA
-(:func:`~taxonlens.train.sft.train_sft`, configured as a random-weight tiny preset needs, as in
-:mod:`taxonlens.bench.vqa`: names as answers, no system prompt, ``language+head``, lr 2e-3,
-alpha 32, batch 4). On the test photos it measures:
+The world is the start's (:attr:`PretrainSpec.world
+<taxonlens.train.pretrain.PretrainSpec.world>`: 400 species in genera of several species,
+nuisance 0.6). The training photos of each seen species are split in two (``encoder_share``):
 
-- ``encoder``: the encoder's leaf probabilities, decoded as they are;
-- ``top_k_recall``: per ``k``, the percent of photos whose species is among the encoder's top ``k``
-  (the ceiling of any reranker that picks among them);
-- ``rerank``: per ``k``, the probabilities after
-  :class:`~taxonlens.recognize.rerank.LMMReranker` (``score`` method, asked as trained) reranked
-  the top ``k``.
+- **the memory**: tiny-clip (the BFM's architecture) trained contrastively with taxonomic captions
+  on the encoder part only (:func:`~taxonlens.train.contrastive.train_contrastive`), once per run
+  (the world's seed), and used zero-shot over every species of the world
+  (:class:`~taxonlens.recognize.zeroshot.ZeroShotClassifier`). The pretrained BFM cannot be the
+  memory: it saw every training photo, so no photo would be left to train the ranker on lists like
+  the test's. Trained on part of the photos for few epochs, its top-1 sits well below its top-k
+  recall, the room RAR's reranking needs;
+- **the ranker's lists**: the ranker part's photos, each with the encoder's ``max(ks)`` retrieved
+  candidates (the truth put in when missed, :func:`~taxonlens.recognize.rerank.ranker_records`):
+  photos the encoder never saw, so their lists look like the test's. The pretrained LMM
+  (:attr:`Pretrained.lmm <taxonlens.train.pretrain.Pretrained.lmm>`) learns them with LoRA, once per
+  seed, answering the species name (no system prompt), stopped early on the validation loss of up
+  to ``val_lists`` lists of the val split (``patience`` epochs without a lower loss; the weights of
+  the best epoch are kept, :class:`~taxonlens.train.loop.EarlyStopping`), so it cannot memorise.
 
-Each arm reports the argmax leaf accuracy (``top1``) and the tree-consistent path of
-``recognizer.decoder.decode`` (exact decoding) scored by
-:func:`~taxonlens.evaluate.metrics.hierarchical_report`: HCA, leaf accuracy and per-rank accuracy.
+On ``records_per_split`` test photos of the seen species (split ``seen``) and of the novel species
+(``novel``), drawn once with the world's seed, every arm keeps per photo: ``species`` (its top-1
+species is right, percent 0/100), ``genus`` (its top-1 species is in the right genus) and, for
+``rerank@k``, ``recall`` (the truth is among the encoder's top ``k``: the ceiling of any ranker).
+``rerank@k`` is :class:`~taxonlens.recognize.rerank.LMMReranker` (``score``: the log-likelihood of
+each candidate's name) on the top ``k``. The claims (:data:`CLAIMS`) are judged per ``k`` with
+:func:`~taxonlens.bench.claims.judge` (intervals over seeds and photos).
+
+Recipe (measured on the quick start): LoRA on ``language`` (the pretrained output layer already
+tells tokens apart), lr 1e-3, alpha 32, batch 8, at most 8 epochs, patience 2.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
-from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run
+from taxonlens.bench import HardwareSpec, bench_run
 from taxonlens.bench.cells import figures_table, table
-from taxonlens.data import load_image, read_manifest
+from taxonlens.bench.claims import Claim, claims_table, estimates, interval_cell, judge, stack
+from taxonlens.data import Record
 from taxonlens.errors import TaxonlensError
-from taxonlens.evaluate.metrics import hierarchical_report
 from taxonlens.models.encoders import load_encoder
 from taxonlens.models.mllm import load_lmm
 from taxonlens.predict import Recognizer
@@ -49,12 +59,20 @@ from taxonlens.recognize.rerank import LMMReranker, ranker_records
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
-from taxonlens.train.sft import check_records, train_sft
+from taxonlens.train.pretrain import Pretrained, PretrainSpec, pretrain
+from taxonlens.train.sft import SFTConfig, train_sft
 
 #: candidates per photo compared by default
 RAR_KS = (3, 5, 10)
-#: the figures of every arm (percent)
-FIGURES = ("top1", "hca", "acc_leaf")
+#: the splits of the test photos: seen species (the world's ``test``) and novel species
+SPLITS = {"seen": "test", "novel": "novel"}
+
+
+def claims(ks: Sequence[int]) -> list[Claim]:
+    """RAR's claim for each ``k``: retrieving the top ``k`` and reranking beats the encoder's top-1
+    on the seen species' photos."""
+    return [Claim("RAR", f"top-{k} + rerank beats the encoder's top-1", f"rerank@{k}", "encoder",
+                  ("seen", "species"), +1) for k in ks]
 
 
 def encoder_probs(recognizer: Recognizer, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
@@ -72,31 +90,34 @@ def rerank_probs(reranker: LMMReranker, images: Sequence[Image.Image], probs: to
                       for i in range(0, len(images), batch_size)])
 
 
-def top_k_recall(probs: torch.Tensor, truth: torch.Tensor, k: int) -> float:
-    """Percent of rows whose ``truth`` leaf is among the ``k`` most probable."""
+def top1_values(probs: torch.Tensor, truth: torch.Tensor, genus_of: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per photo, percent 0/100: ``species`` (the most probable leaf of ``probs`` ``[N, L]`` is
+    ``truth`` ``[N]``) and ``genus`` (it has the truth's genus; ``genus_of``: ``[L]`` genus node of
+    every leaf)."""
+    top = probs.argmax(dim=1)
+    return {"species": 100.0 * (top == truth).double().numpy(),
+            "genus": 100.0 * (genus_of[top] == genus_of[truth]).double().numpy()}
+
+
+def recall_values(probs: torch.Tensor, truth: torch.Tensor, k: int) -> np.ndarray:
+    """Per photo, 100 when its ``truth`` leaf is among the ``k`` most probable of ``probs`` ``[N, L]``, else 0."""
     top = probs.topk(min(k, probs.shape[1]), dim=1).indices
-    return 100.0 * (top == truth[:, None]).any(dim=1).float().mean().item()
+    return 100.0 * (top == truth[:, None]).any(dim=1).double().numpy()
 
 
-@dataclass
-class RarFigures:
-    """The figures of one arm, in percent: ``top1`` (argmax leaf accuracy), and ``hca``,
-    ``acc_leaf`` and ``per_rank`` (rank -> accuracy) of the exact consistent paths."""
-
-    top1: float
-    hca: float
-    acc_leaf: float
-    per_rank: dict[str, float]
-
-
-def score_probs(decoder: TreeDecoder, probs: torch.Tensor, truth: torch.Tensor,
-                truths: Sequence[Sequence[str]]) -> RarFigures:
-    """The :class:`RarFigures` of ``probs`` (the paths scored by :func:`hierarchical_report`)."""
-    tax = decoder.taxonomy
-    paths = [list(p.path) for p in decoder.decode(probs, "exact", top_k=1)]
-    rep = hierarchical_report(truths, paths, range(tax.max_depth), tax)
-    return RarFigures(top1=100.0 * (probs.argmax(dim=1) == truth).float().mean().item(), hca=rep.hca,
-                      acc_leaf=rep.acc_leaf, per_rank={tax.ranks[k]: v for k, v in rep.per_level.items()})
+def encoder_part(records: Sequence[Record], share: float) -> tuple[list[Record], list[Record]]:
+    """Each species' training photos split in two, in their order: the first ``share`` of them
+    (at least one) for the encoder, the rest (at least one) for the ranker's lists."""
+    by_species: dict[tuple[str, ...], list[Record]] = {}
+    for r in records:
+        by_species.setdefault(tuple(r.path), []).append(r)
+    enc: list[Record] = []
+    rank: list[Record] = []
+    for photos in by_species.values():
+        cut = min(max(1, round(share * len(photos))), len(photos) - 1)
+        enc += photos[:cut]
+        rank += photos[cut:]
+    return enc, rank
 
 
 @dataclass(frozen=True)
@@ -104,163 +125,208 @@ class RarSpec(HardwareSpec):
     """What ``bench rar`` runs.
 
     Attributes:
-        world: the synthworld (no novel species).
-        ks: candidates per photo compared (each in 2..26); the ranker is trained on ``max(ks)``.
-        encoder, encoder_epochs, encoder_batch_size, encoder_lr: the contrastive training
-            (:class:`ContrastiveConfig`, taxonomic captions).
-        ranker: the ranker's fine-tuning (seeded by the world's seed).
+        start, start_folder: the pretrained start (its world is the bench's) and its folder
+            (``None``: the cache).
+        ks: candidates per photo compared (each in 2..26); the ranker learns lists of ``max(ks)``.
+        seeds: the ranker's fine-tuning seeds (one LoRA run each).
+        records_per_split: test photos drawn per split (seen, novel), the same for every seed and arm.
+        encoder_share: share of each seen species' training photos the encoder learns (the rest
+            are the ranker's).
+        encoder_epochs, encoder_batch_size, encoder_lr: the memory's contrastive training.
+        ranker_epochs, ranker_batch_size, ranker_lr, lora_alpha, lora_targets: the ranker's LoRA
+            fine-tuning (at most ``ranker_epochs``).
+        patience: validation evaluations without a lower loss before the ranker stops.
+        val_lists: validation lists (drawn once from the val split) the ranker is stopped on.
         threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
     """
 
-    world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=16, images_per_species=20, novel_fraction=0.0))
+    start: PretrainSpec = field(default_factory=PretrainSpec)
+    start_folder: str | None = None
     ks: tuple[int, ...] = RAR_KS
-    encoder: str = "tiny-clip"
-    encoder_epochs: int = 30
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    records_per_split: int = 300
+    encoder_share: float = 0.5
+    encoder_epochs: int = 4
     encoder_batch_size: int = 32
     encoder_lr: float = 1e-3
-    ranker: TinySFTSpec = field(default_factory=partial(TinySFTSpec, epochs=40))
+    ranker_epochs: int = 8
+    ranker_batch_size: int = 8
+    ranker_lr: float = 1e-3
+    lora_alpha: float = 32.0
+    lora_targets: str = "language"
+    patience: int = 2
+    val_lists: int = 200
+
+    @classmethod
+    def quick(cls, **changes: Any) -> RarSpec:
+        """The ``--quick`` size: the quick start, 2 seeds, every test photo it has (18 seen, 48 novel)."""
+        return cls(**{"start": PretrainSpec.quick(), "seeds": (0, 1), "records_per_split": 48,
+                      "encoder_epochs": 10, "ranker_epochs": 6, "val_lists": 36, **changes})
 
 
 @dataclass
 class RarResult:
-    """What ``bench rar`` measured on the test photos.
+    """What ``bench rar`` measured.
 
     Attributes:
         spec: what ran (``ks`` sorted).
-        world: species and records per split.
-        encoder_training, ranker_training: steps, seconds, first and last epoch loss, ...
-        seconds: per stage; total_seconds: the whole run.
-        n_test: test photos; chance: percent.
-        encoder: the encoder's figures; top_k_recall: ``{k: percent}``; rerank: ``{k: figures}``.
+        world: species, photos per split, encoder and ranker photos, test photos drawn per split.
+        encoder_training: photos, epochs, steps, first / last loss, seconds.
+        ranker_training: per seed, the loss curve (per epoch: train loss, validation loss and
+            accuracy), the best epoch kept and the epoch it stopped at, seconds.
+        seconds: per stage (summed over seeds); total_seconds: the whole run.
+        runs: ``{seed: {arm: {"split/figure": per-photo values}}}`` (arms ``encoder``, ``rerank@k``).
+        estimates: ``{arm: {"split/figure": mean and 95% interval}}``; judged: :func:`judge`'s rows.
     """
 
     spec: RarSpec
     world: dict[str, Any]
     encoder_training: dict[str, Any]
-    ranker_training: dict[str, Any]
+    ranker_training: dict[int, dict[str, Any]]
     seconds: dict[str, float]
     total_seconds: float
-    n_test: int
-    chance: float
-    encoder: RarFigures
-    top_k_recall: dict[int, float] = field(default_factory=dict)
-    rerank: dict[int, RarFigures] = field(default_factory=dict)
+    runs: dict[int, dict[str, dict[str, list[float]]]]
+    estimates: dict[str, dict[str, dict[str, float]]]
+    judged: list[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return asdict(self)
 
     def render(self):
-        """The runs' sizes and costs, then top-1, HCA, leaf and per-rank accuracy per arm."""
+        """Sizes and costs, the ranker's loss curves, every arm's figures with intervals, the claims."""
         from rich.console import Group
 
-        enc, ranker = self.encoder_training, self.ranker_training
-        sizes = figures_table(f"{self.spec.encoder} retrieves, {self.spec.ranker.model} reranks", {
-            "species": self.world["species"],
-            **{f"{split} records": n for split, n in self.world["records"].items()},
-            "encoder steps": enc["steps"],
-            "encoder first / last loss": f"{enc['first_loss']:.3f} / {enc['last_loss']:.3f}",
-            "ranker questions": ranker["questions"], "ranker steps": ranker["steps"],
-            "ranker first / last loss": f"{ranker['first_loss']:.3f} / {ranker['last_loss']:.3f}",
-            **{f"{stage.replace('_', ' ')} s": v for stage, v in self.seconds.items()},
+        enc = self.encoder_training
+        sizes = figures_table(f"tiny-clip retrieves, {self.spec.start.model} (pretrained) reranks", {
+            "species": self.world["species"], **{f"{k} photos": v for k, v in self.world["photos"].items()},
+            "encoder photos": enc["photos"], "encoder first / last loss": f"{enc['first_loss']:.3f} / {enc['last_loss']:.3f}",
+            "seeds": len(self.spec.seeds), **{f"{k} s": v for k, v in self.seconds.items()},
             "total s": self.total_seconds})
-        ranks = list(self.encoder.per_rank)
-        out = table(f"test photos ({self.n_test}; chance {self.chance:.1f}%), percent",
-                    ("answer", "top-k recall", "top-1", "HCA", "leaf", *ranks), left=("answer",), no_wrap=True)
-        arms = [("encoder top-1", "", self.encoder),
-                *((f"top-{n} + rerank", f"{self.top_k_recall[n]:.1f}", r) for n, r in self.rerank.items())]
-        for name, recall, r in arms:
-            out.add_row(name, recall, *(f"{getattr(r, f):.1f}" for f in FIGURES),
-                        *(f"{r.per_rank[rank]:.1f}" for rank in ranks))
-        return Group(sizes, out)
+        curves = table("ranker: train / validation loss per epoch (* kept)", ("seed", "stopped", "curve"),
+                       left=("curve",))
+        for seed, r in self.ranker_training.items():
+            curves.add_row(str(seed), f"{r['stopped_epoch']}", "  ".join(
+                f"{e['train_loss']:.2f}/{e['val_loss']:.2f}{'*' if e['epoch'] == r['best_epoch'] else ''}"
+                for e in r["curve"]))
+        keys = list(dict.fromkeys(k for arm in self.estimates.values() for k in arm))
+        arms = table(f"test photos (percent, mean [95% interval] over {len(self.spec.seeds)} seeds and photos)",
+                     ("arm", *keys), left=("arm",), no_wrap=True)
+        for arm, figures in self.estimates.items():
+            arms.add_row(arm, *(interval_cell(figures.get(k)) for k in keys))
+        return Group(sizes, curves, arms, claims_table("RAR's claims", self.judged))
 
 
 def bench_rar_evidence(spec: RarSpec = RarSpec(), workdir: str | Path | None = None,
                        progress: Callable[[str], None] | None = None) -> RarResult:
-    """Encoder top-1 vs retrieve (top ``k``) + LMM rerank, on the test photos of seen species.
+    """Encoder top-1 vs retrieve (top ``k``) + rerank by the pretrained LMM, over ``spec.seeds``.
 
     Args:
-        workdir: where the world and both models are written (a temporary folder if None).
+        workdir: where the encoder and the rankers are written (a temporary folder if None).
         progress: called with a line at the start of each stage.
 
     Raises:
-        TaxonlensError: a k outside 2..26, or more than the world's species.
+        TaxonlensError: a k outside 2..26 or above the world's species; no seed.
     """
     ks = tuple(sorted({int(k) for k in spec.ks}))
     if not ks or ks[0] < 2 or ks[-1] > 26:
         raise TaxonlensError(f"rerank k must lie in 2..26, got {list(ks)}")
-    if ks[-1] > spec.world.n_species:
-        raise TaxonlensError(f"k = {ks[-1]} needs at least {ks[-1]} species, got {spec.world.n_species}")
+    if ks[-1] > spec.start.world.n_species:
+        raise TaxonlensError(f"k = {ks[-1]} needs at least {ks[-1]} species, got {spec.start.world.n_species}")
+    if not spec.seeds:
+        raise TaxonlensError("bench rar needs at least one seed")
     say = progress or (lambda _msg: None)
+    start = pretrain(spec.start, spec.start_folder, threads=spec.threads, say=say)
     with bench_run(workdir, spec.threads, "rar") as work:
-        return _run(replace(spec, ks=ks), work, say)
+        return _run(replace(spec, ks=ks), start, work, say)
 
 
-def _run(s: RarSpec, work: Path, say: Callable[[str], None]) -> RarResult:
-    start = time.perf_counter()
+def _run(s: RarSpec, start: Pretrained, work: Path, say: Callable[[str], None]) -> RarResult:
+    begin = time.perf_counter()
     seconds: dict[str, float] = {}
-    say(f"synthworld: {s.world.n_species} species x {s.world.images_per_species} photos")
-    tick = time.perf_counter()
-    world = s.world.create()
-    taxonomy: Taxonomy = world.taxonomy
-    records = read_manifest(world.write(work / "world"), taxonomy)
-    by_split = {split: [r for r in records if r.split == split] for split in ("train", "val", "test")}
-    seconds["world"] = time.perf_counter() - tick
+    world = s.start.world.create()
+    tax: Taxonomy = world.taxonomy
+    load = world.image_source()
+    draw = random.Random(f"taxonlens-bench-rar:{s.start.world.seed}")
+    enc_photos, rank_photos = encoder_part(world.records("train"), s.encoder_share)
+    val = world.records("val")
+    val = draw.sample(val, min(s.val_lists, len(val)))
+    photos = {name: world.records(split) for name, split in SPLITS.items()}
+    tests = {name: draw.sample(recs, min(s.records_per_split, len(recs))) for name, recs in photos.items() if recs}
 
-    say(f"training {s.encoder}: {len(by_split['train'])} photos x {s.encoder_epochs} epochs")
+    say(f"memory: tiny-clip on {len(enc_photos)} photos x {s.encoder_epochs} epochs")
     tick = time.perf_counter()
-    config = ContrastiveConfig(encoder=s.encoder, text_type="taxonomic", epochs=s.encoder_epochs,
-                               batch_size=s.encoder_batch_size, lr=s.encoder_lr, seed=s.world.seed,
-                               out=str(work / "encoder"), eval_every=0, **s.train_settings)
-    trained = train_contrastive(config, by_split["train"], taxonomy=taxonomy)
+    trained = train_contrastive(ContrastiveConfig(
+        encoder="tiny-clip", text_type="taxonomic", epochs=s.encoder_epochs, batch_size=s.encoder_batch_size,
+        lr=s.encoder_lr, seed=s.start.world.seed, out=str(work / "encoder"), eval_every=0, **s.train_settings),
+        [(load(r), r.path) for r in enc_photos], taxonomy=tax)
     seconds["encoder_training"] = time.perf_counter() - tick
-    losses = [m["train_loss"] for m in trained.metrics if "train_loss" in m]
-    encoder_training = {"photos": len(by_split["train"]), "epochs": s.encoder_epochs, "steps": trained.steps,
-                        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+    losses = [m["train_loss"] for m in trained.metrics]
     encoder = s.scored(trained, load_encoder)
-    recognizer = Recognizer(encoder, ZeroShotClassifier(encoder, taxonomy), TreeDecoder(taxonomy))
+    recognizer = Recognizer(encoder, ZeroShotClassifier(encoder, tax), TreeDecoder(tax))
 
     max_k = s.ks[-1]
-    say(f"ranker data: top-{max_k} candidates of {len(by_split['train'])} training photos")
     tick = time.perf_counter()
-    train_questions = ranker_records(recognizer, by_split["train"], k=max_k, seed=s.world.seed)
-    seconds["ranker_data"] = time.perf_counter() - tick
-    ranks = [taxonomy.ranks[-1]]
+    lists = ranker_records(recognizer, rank_photos, k=max_k, seed=s.start.world.seed, images=load)
+    val_lists = ranker_records(recognizer, val, k=max_k, seed=s.start.world.seed, images=load)
+    genus_of = torch.tensor([tax.ancestors(int(leaf))[0] for leaf in tax.leaves])
+    scored: dict[str, tuple[list[Image.Image], torch.Tensor, torch.Tensor]] = {}
+    for name, recs in tests.items():
+        images = [load(r) for r in recs]
+        truth = torch.tensor([int(tax.leaf_index[tax.node_of_path(r.path)]) for r in recs])
+        scored[name] = images, encoder_probs(recognizer, images), truth
+    seconds["retrieval"] = time.perf_counter() - tick
+    encoder_values = {f"{name}/{fig}": v.tolist() for name, (_, probs, truth) in scored.items()
+                      for fig, v in top1_values(probs, truth, genus_of).items()}
 
-    say(f"fine-tuning {s.ranker.model}: {len(train_questions)} questions x {s.ranker.epochs} epochs")
-    tick = time.perf_counter()
-    result = train_sft(s.ranker.config(work / "ranker", s, s.world.seed), train_questions, images=None,
-                       ranks=ranks)
-    seconds["ranker_training"] = time.perf_counter() - tick
-    sft_losses = [m["train_loss"] for m in result.metrics]
-    ranker_training = {"questions": len(check_records(train_questions, ranks)), "epochs": s.ranker.epochs,
-                       "steps": result.steps, "train_seconds": sum(m["train_seconds"] for m in result.metrics),
-                       "first_loss": sft_losses[0], "last_loss": sft_losses[-1]}
-
-    test = by_split["test"]
-    say(f"encoder on {len(test)} test photos")
-    tick = time.perf_counter()
-    images = [load_image(r.image) for r in test]
-    truth = torch.tensor([taxonomy.leaf_index[taxonomy.node_of_path(r.path)] for r in test])
-    truths = [list(r.path) for r in test]
-    probs = encoder_probs(recognizer, images)
-    encoder_figures = score_probs(recognizer.decoder, probs, truth, truths)
-    recall = {k: top_k_recall(probs, truth, k) for k in s.ks}
-    seconds["encoder_test"] = time.perf_counter() - tick
-
-    reranked: dict[int, RarFigures] = {}
-    ranker = s.scored(result, load_lmm)
-    for k in s.ks:
-        say(f"reranking the top {k} of {len(test)} test photos")
+    runs: dict[int, dict[str, dict[str, list[float]]]] = {}
+    ranker_training: dict[int, dict[str, Any]] = {}
+    for seed in s.seeds:
+        say(f"seed {seed}: ranker on {len(lists)} lists of {max_k} (stopped on {len(val_lists)} val lists)")
         tick = time.perf_counter()
-        reranker = LMMReranker(ranker, taxonomy, k=k, method="score", answer="name", system=None)
-        reranked[k] = score_probs(recognizer.decoder, rerank_probs(reranker, images, probs), truth, truths)
-        seconds[f"rerank_k{k}"] = time.perf_counter() - tick
-    return RarResult(spec=s, world={"species": taxonomy.n_leaves, "records": {k: len(v) for k, v in by_split.items()}},
-                     encoder_training=encoder_training, ranker_training=ranker_training, seconds=seconds,
-                     total_seconds=time.perf_counter() - start, n_test=len(test), chance=100.0 / taxonomy.n_leaves,
-                     encoder=encoder_figures, top_k_recall=recall, rerank=reranked)
+        config = SFTConfig(model=str(start.lmm), out=work / f"ranker-{seed}", epochs=s.ranker_epochs,
+                           batch_size=s.ranker_batch_size, lr=s.ranker_lr, lora_alpha=s.lora_alpha,
+                           lora_targets=s.lora_targets, answer="name", system=False, eval_every=1,
+                           patience=s.patience, seed=seed, **s.train_settings)
+        result = train_sft(config, lists, images=load, ranks=[tax.ranks[-1]], val_records=val_lists)
+        seconds["ranker_training"] = seconds.get("ranker_training", 0.0) + time.perf_counter() - tick
+        ranker_training[seed] = ranker_curve(result.metrics)
+        ranker = s.scored(result, load_lmm)
+        runs[seed] = {"encoder": encoder_values}
+        tick = time.perf_counter()
+        for k in s.ks:
+            reranker = LMMReranker(ranker, tax, k=k, method="score", answer="name", system=None)
+            arm: dict[str, list[float]] = {}
+            for name, (images, probs, truth) in scored.items():
+                values = top1_values(rerank_probs(reranker, images, probs), truth, genus_of)
+                values["recall"] = recall_values(probs, truth, k)
+                arm |= {f"{name}/{fig}": v.tolist() for fig, v in values.items()}
+            runs[seed][f"rerank@{k}"] = arm
+        seconds["reranking"] = seconds.get("reranking", 0.0) + time.perf_counter() - tick
+
+    values = stack({seed: {arm: {tuple(key.split("/")): v for key, v in figs.items()} for arm, figs in run.items()}
+                    for seed, run in runs.items()})
+    return RarResult(
+        spec=s, world={"species": tax.n_leaves, "photos": {split: len(world.records(split)) for split in
+                                                           ("train", "val", "test", "novel")},
+                       "encoder_photos": len(enc_photos), "ranker_photos": len(rank_photos),
+                       "val_lists": len(val_lists), "test_photos": {k: len(v) for k, v in tests.items()}},
+        encoder_training={"photos": len(enc_photos), "epochs": s.encoder_epochs, "steps": trained.steps,
+                          "first_loss": losses[0], "last_loss": losses[-1], "seconds": seconds["encoder_training"]},
+        ranker_training=ranker_training, seconds=seconds, total_seconds=time.perf_counter() - begin, runs=runs,
+        estimates={arm: {"/".join(k): e.to_dict() for k, e in figs.items()} for arm, figs in estimates(values).items()},
+        judged=judge(claims(s.ks), values))
 
 
-__all__ = ["FIGURES", "RAR_KS", "RarFigures", "RarResult", "RarSpec", "bench_rar_evidence", "encoder_probs", "rerank_probs", "score_probs",
-           "top_k_recall"]
+def ranker_curve(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ranker's training in brief, from its metrics rows: per epoch the train loss and the
+    validation loss and accuracy, the best epoch (kept) and the last trained (where it stopped)."""
+    curve = [{"epoch": m["epoch"], "train_loss": m["train_loss"], "val_loss": m["val"]["loss"],
+              "val_acc": m["val"]["acc"]} for m in metrics]
+    return {"curve": curve, "best_epoch": metrics[-1]["best_epoch"], "stopped_epoch": metrics[-1]["epoch"],
+            "steps": metrics[-1]["step"], "train_seconds": sum(m["train_seconds"] for m in metrics),
+            "eval_seconds": sum(m.get("eval_seconds", 0.0) for m in metrics)}
+
+
+__all__ = ["RAR_KS", "SPLITS", "RarResult", "RarSpec", "bench_rar_evidence", "claims", "encoder_part",
+           "encoder_probs", "ranker_curve", "recall_values", "rerank_probs", "top1_values"]

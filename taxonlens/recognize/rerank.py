@@ -18,7 +18,7 @@ meaningful). Two ways to rank:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import nonmember
 
 import torch
@@ -105,11 +105,12 @@ def ranking_order(text: str, options: Sequence[str]) -> list[int]:
     return order + [i for i in range(len(options)) if i not in order]
 
 
-def ranker_records(recognizer, records: Sequence[Record], k: int = 5, seed: int = 0,
-                   batch_size: int = 32) -> list[VQARecord]:
+def ranker_records(recognizer, records: Sequence[Record], k: int = 5, seed: int = 0, batch_size: int = 32,
+                   images: Callable[[Record], Image.Image] | None = None) -> list[VQARecord]:
     """Fine-tuning data for a ranker, as RAR trains one: for each labelled photo, one question at
     the label rank whose options are the ``k`` candidates ``recognizer`` retrieves (the truth
-    put in place of the last one when it is not retrieved), shuffled with ``(seed, image)``.
+    put in place of the last one when it is not retrieved), shuffled with ``(seed, image)``; each
+    photo read by ``images`` (default: its file).
     Train it with ``taxonlens train sft`` (``--ranks`` the label rank), use it with
     ``predict --rerank``.
 
@@ -120,13 +121,14 @@ def ranker_records(recognizer, records: Sequence[Record], k: int = 5, seed: int 
 
     from taxonlens.data import load_image
 
+    load = images or (lambda r: load_image(r.image))
     tax = recognizer.taxonomy
     truths = record_leaves(records, tax)
     out: list[VQARecord] = []
     for start in range(0, len(records), batch_size):
         batch = records[start:start + batch_size]
         probs = recognizer.classifier.predict_proba(recognizer.encoder.encode_images(
-            torch.stack([recognizer.encoder.preprocess(load_image(r.image)) for r in batch])))
+            torch.stack([recognizer.encoder.preprocess(load(r)) for r in batch])))
         top = probs.topk(min(k, tax.n_leaves), dim=1).indices.tolist()
         for r, truth, cands in zip(batch, truths[start:start + len(batch)], top):
             if truth not in cands:

@@ -104,8 +104,16 @@ class LoopConfig(TrainConfig):
         "help": "training items per optimizer step"})
     eval_every: int = field(default=1, metadata={
         "help": "with validation data, evaluate every this many epochs and after the last one (0: never)"})
+    patience: int = field(default=0, metadata={
+        "help": "early stopping: stop after this many evaluations without a lower validation loss and keep the "
+                "weights of the best one (0: train every epoch; needs a validation loss)"})
 
     RESUMABLE_CHANGES = (*TrainConfig.RESUMABLE_CHANGES, "checkpoint_every", "eval_every")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.patience < 0:
+            raise TaxonlensError(f"patience must be >= 0, got {self.patience}")
 
 
 def check_organism(organism: object) -> None:

@@ -288,12 +288,16 @@ def _epochs(config: LoopConfig, run: LoopRun, place: Placement, out: Path, ckpt_
     # fp16 losses are scaled here, or by DeepSpeed's engine
     scaler = torch.amp.GradScaler(place.device.type, enabled=place.precision == "fp16" and accelerator is None)
 
+    if config.patience and (task.evaluate is None or not config.eval_every):
+        raise TaxonlensError("early stopping (patience) needs validation data evaluated (eval_every >= 1)")
     state, sums, seconds = LoopState(), {"loss": 0.0}, 0.0
+    stopping = EarlyStopping(config.patience)
     ckpt, metrics = open_run(out, run_config, resume, checkpointed, optimizer, scheduler,
                              type(config).RESUMABLE_CHANGES, run.identities, writer=place.main)
     if ckpt is not None:  # ``loss_sum``: a checkpoint written before the loop was shared
         sums = dict(ckpt.extra.get("sums") or {"loss": float(ckpt.extra["loss_sum"])})
         state, seconds = ckpt.state, float(ckpt.extra["seconds"])
+        stopping = EarlyStopping(**{**ckpt.extra.get("stopping", {}), "patience": config.patience})
         if scaler.is_enabled() and "scaler" in ckpt.extra:
             scaler.load_state_dict(ckpt.extra["scaler"])
         log.info("resuming %s at epoch %d, step %d", ckpt_path, state.epoch, state.step)
@@ -306,12 +310,13 @@ def _epochs(config: LoopConfig, run: LoopRun, place: Placement, out: Path, ckpt_
         if place.main:
             scaled = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
             save_checkpoint(ckpt_path, checkpointed, optimizer, scheduler, state, run_config,
-                            {**identities, "sums": sums, "seconds": seconds, **scaled})
+                            {**identities, "sums": sums, "seconds": seconds, **scaled,
+                             **({"stopping": asdict(stopping)} if config.patience else {})})
         place.barrier()
 
     lr = optimizer.param_groups[0]["lr"]
     model.train()
-    while state.epoch < config.epochs:
+    while state.epoch < config.epochs and not stopping.stopped:
         chosen = task.plan(state.epoch)
         batches = [[chosen[j] for j in b]
                    for b in epoch_batches(len(chosen), config.batch_size, config.seed, state.epoch, task.drop_last)]
@@ -374,18 +379,51 @@ def _epochs(config: LoopConfig, run: LoopRun, place: Placement, out: Path, ckpt_
             model.train()
             row["eval_seconds"] = time.perf_counter() - tick
             log.info("epoch %d: loss %.4f, validation %s", state.epoch + 1, row["train_loss"], json.dumps(row["val"]))
+        if config.patience:  # the main process's validation decides for every process
+            evaluated = "val" in row
+            loss_seen = place.mean([float(row["val"]["loss"]) if evaluated else 0.0, float(evaluated)])
+            if loss_seen[1] > 0:
+                stopping.update(loss_seen[0] * place.world, state.epoch + 1, checkpointed)
+                row["best_epoch"] = stopping.best_epoch
         metrics.append(row)
         if place.main:
             with open(out / METRICS_FILE, "a") as f:
                 f.write(json.dumps(row) + "\n")
         state.epoch, state.batch, sums, seconds = state.epoch + 1, 0, {"loss": 0.0}, 0.0
         checkpoint()
+    if stopping.best_state is not None:
+        checkpointed.load_state_dict(stopping.best_state)
     return metrics, state.step
+
+
+@dataclass
+class EarlyStopping:
+    """Early stopping on the validation loss (``val["loss"]`` of the task's evaluation): the
+    lowest loss seen, its epoch and a copy of the checkpointed module's state then; ``stopped``
+    once ``patience`` evaluations in a row brought no lower loss (``patience`` 0: never). It is
+    saved in the checkpoint, so a resumed run stops, and keeps, as one never interrupted."""
+
+    patience: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    waited: int = 0
+    stopped: bool = False
+
+    def update(self, loss: float, epoch: int, module: torch.nn.Module) -> None:
+        """Take the validation ``loss`` after ``epoch`` (1-based) of ``module``."""
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.waited = loss, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            self.waited += 1
+            self.stopped = self.waited >= self.patience
 
 
 __all__ = [
     "METRICS_FILE",
     "MODEL_DIR",
+    "EarlyStopping",
     "EpochTask",
     "LoopRun",
     "StepLog",

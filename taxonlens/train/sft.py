@@ -342,6 +342,23 @@ def evaluate_sft(lmm: LMM, records: Sequence[VQARecord], images: ImageSource, ra
             "level_acc": level_acc}
 
 
+@torch.inference_mode()
+def examples_loss(lmm: LMM, examples: Sequence[SFTExample], image_of: Callable[[int], Image.Image],
+                  batch_size: int = 16) -> float:
+    """The mean cross-entropy of the answer tokens of ``examples`` (:func:`sft_loss`, weighted
+    by answer tokens, no gradients): the validation loss of a fine-tuning."""
+    cache: dict[str, list[int]] = {}
+    device = next(lmm.model.parameters()).device
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        group = list(examples[start:start + batch_size])
+        batch, labels = sft_inputs(lmm, [image_of(ex.record) for ex in group], group, cache)
+        n = int((labels[:, 1:] != -100).sum())
+        total += float(sft_loss(lmm.model, batch.to(device), labels.to(device))) * n
+        tokens += n
+    return total / max(tokens, 1)
+
+
 # ---------------------------------------------------------------- training
 def examples_task(lmm: LMM, examples: Sequence[SFTExample], image_of: Callable[[int], Image.Image],
                   plan: Callable[[int], list[int]], evaluate: Callable[[], dict[str, Any]] | None = None) -> EpochTask:
@@ -392,7 +409,8 @@ def train_sft(
             or ``None`` (paths as written).
         ranks: rank names of the questions (default ``level1``, ``level2``, ...; pass the
             taxonomy's ranks to ask "at the genus level").
-        val_records: evaluated in ``score`` mode (:func:`evaluate_sft`) every
+        val_records: evaluated in ``score`` mode (:func:`evaluate_sft`) and by their loss
+            (:func:`examples_loss`, ``val["loss"]``, what ``config.patience`` stops on) every
             ``config.eval_every`` epochs and after the last; their images come from ``images`` too.
         resume: continue from ``out/checkpoint.pt`` if it exists (same settings, data and base
             model required); without it, an existing checkpoint is an error.
@@ -413,9 +431,12 @@ def train_sft(
         examples = build_examples(lmm, records, ranks, config.answer, config.organism, config.system_prompt)
         evaluate = None
         if val:
+            val_examples = build_examples(lmm, val, ranks, config.answer, config.organism, config.system_prompt)
+
             def evaluate() -> dict[str, Any]:
-                return evaluate_sft(lmm, val, load, ranks, config.answer, config.system, config.organism,
-                                    config.eval_batch_size)
+                return {**evaluate_sft(lmm, val, load, ranks, config.answer, config.system, config.organism,
+                                       config.eval_batch_size),
+                        "loss": examples_loss(lmm, val_examples, lambda i: load(val[i]), config.eval_batch_size)}
         return examples_task(lmm, examples, lambda i: load(records[i]),
                              lambda epoch: epoch_examples(examples, config.questions_per_record, config.seed, epoch),
                              evaluate)
@@ -522,6 +543,7 @@ __all__ = [
     "enable_gradient_checkpointing",
     "epoch_examples",
     "evaluate_sft",
+    "examples_loss",
     "examples_task",
     "image_loader",
     "load_sft_checkpoint",

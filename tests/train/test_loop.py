@@ -36,9 +36,11 @@ class Stop(Exception):
 
 
 def fit(out: Path, resume: bool = False, stop_at: int | None = None, parts: bool = True,
-        deepspeed: str | None = None, **settings) -> TrainResult[torch.nn.Module]:
+        deepspeed: str | None = None, val_losses: list[float] | None = None,
+        **settings) -> TrainResult[torch.nn.Module]:
     """3 epochs of 3 batches (4, 4 and the tail of 2) over 10 points, a checkpoint every 2 steps;
-    ``stop_at``: the run dies after that step."""
+    ``stop_at``: the run dies after that step; ``val_losses``: the validation loss of each epoch
+    (the validation then gives ``{"loss", "w"}``)."""
     config = LoopConfig(**{"out": out, "epochs": 3, "batch_size": 4, "lr": 0.05, "checkpoint_every": 2, **settings})
 
     def build(place: Placement) -> LoopRun[torch.nn.Module]:
@@ -57,7 +59,12 @@ def fit(out: Path, resume: bool = False, stop_at: int | None = None, parts: bool
                 torch.save(model.state_dict(), folder / "weights.pt")
             return model, folder
 
-        task = EpochTask(lambda epoch: range(len(X)), loss, lambda: {"w": float(model[1].weight.detach())},
+        def evaluate() -> dict[str, float]:
+            w = {"w": float(model[1].weight.detach())}
+            return w if val_losses is None else {"loss": val_losses[len(evaluated)], **w}
+
+        evaluated: list[float] = []  # the loss and weight of each evaluation, in order
+        task = EpochTask(lambda epoch: range(len(X)), loss, lambda: evaluated.append(evaluate()) or evaluated[-1],
                          figures=lambda: {"bias": float(model[1].bias.detach())}, items="points")
         return LoopRun(model, optimizer, task, {"data": ("ten-points", "use the same points")}, save,
                        max_grad_norm=1.0)
@@ -91,6 +98,22 @@ def test_a_run_stopped_mid_epoch_resumes_exactly(tmp_path):
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and resumed.checkpoint == tmp_path / "resumed" / CHECKPOINT_FILE
     assert (resumed.model_dir / "weights.pt").is_file() and not resumed.model.training
+
+
+def test_early_stopping_keeps_the_best_evaluation_and_resumes_exactly(tmp_path):
+    losses = [3.0, 2.0, 2.5, 2.6, 1.0, 0.5]  # best after epoch 2, then two evaluations without a lower loss
+    straight = fit(tmp_path / "straight", val_losses=losses, epochs=6, patience=2)
+    assert [r["epoch"] for r in straight.metrics] == [1, 2, 3, 4] and straight.steps == 12
+    assert [r["best_epoch"] for r in straight.metrics] == [1, 2, 2, 2]
+    assert float(straight.model[1].weight.detach()) == straight.metrics[1]["val"]["w"] != straight.metrics[3]["val"]["w"]
+    with pytest.raises(Stop):
+        fit(tmp_path / "resumed", stop_at=11, val_losses=losses, epochs=6, patience=2)
+    resumed = fit(tmp_path / "resumed", resume=True, val_losses=losses[3:], epochs=6, patience=2)
+    assert resumed.steps == 12 and torch.equal(resumed.model[1].weight, straight.model[1].weight)
+    again = fit(tmp_path / "resumed", resume=True, val_losses=[], epochs=6, patience=2)  # stopped: nothing to train
+    assert again.steps == 12 and torch.equal(again.model[1].weight, straight.model[1].weight)
+    with pytest.raises(TaxonlensError, match="patience"):
+        fit(tmp_path / "no-val", epochs=2, patience=1, eval_every=0)
 
 
 def test_resume_refuses_other_settings_and_an_existing_run(tmp_path):
