@@ -129,10 +129,12 @@ class RarSpec(HardwareSpec):
             (``None``: the cache).
         ks: candidates per photo compared (each in 2..26); the ranker learns lists of ``max(ks)``.
         seeds: the ranker's fine-tuning seeds (one LoRA run each).
-        records_per_split: test photos drawn per split (seen, novel), the same for every seed and arm.
+        records_per_split: test photos drawn per split, the same for every seed and arm.
+        splits: the test splits scored: ``seen`` (the seen species' test photos), ``novel``.
         encoder_share: share of each seen species' training photos the encoder learns (the rest
             are the ranker's).
         encoder_epochs, encoder_batch_size, encoder_lr: the memory's contrastive training.
+        ranker_lists: the ranker part's photos whose lists the ranker learns (drawn once).
         ranker_epochs, ranker_batch_size, ranker_lr, lora_alpha, lora_targets: the ranker's LoRA
             fine-tuning (at most ``ranker_epochs``).
         patience: validation evaluations without a lower loss before the ranker stops.
@@ -145,23 +147,26 @@ class RarSpec(HardwareSpec):
     ks: tuple[int, ...] = RAR_KS
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     records_per_split: int = 300
+    splits: tuple[str, ...] = ("seen",)
     encoder_share: float = 0.5
     encoder_epochs: int = 4
     encoder_batch_size: int = 32
     encoder_lr: float = 1e-3
-    ranker_epochs: int = 8
+    ranker_lists: int = 300
+    ranker_epochs: int = 3
     ranker_batch_size: int = 8
     ranker_lr: float = 1e-3
     lora_alpha: float = 32.0
-    lora_targets: str = "language"
-    patience: int = 2
-    val_lists: int = 200
+    lora_targets: str = "language+head"
+    patience: int = 1
+    val_lists: int = 100
 
     @classmethod
     def quick(cls, **changes: Any) -> RarSpec:
         """The ``--quick`` size: the quick start, 2 seeds, every test photo it has (18 seen, 48 novel)."""
         return cls(**{"start": PretrainSpec.quick(), "seeds": (0, 1), "records_per_split": 48,
-                      "encoder_epochs": 10, "ranker_epochs": 6, "val_lists": 36, **changes})
+                      "splits": ("seen", "novel"), "encoder_epochs": 10, "ranker_epochs": 6, "patience": 2,
+                      "val_lists": 36, **changes})
 
 
 @dataclass
@@ -226,7 +231,7 @@ def bench_rar_evidence(spec: RarSpec = RarSpec(), workdir: str | Path | None = N
         progress: called with a line at the start of each stage.
 
     Raises:
-        TaxonlensError: a k outside 2..26 or above the world's species; no seed.
+        TaxonlensError: a k outside 2..26 or above the world's species; no seed; an unknown split.
     """
     ks = tuple(sorted({int(k) for k in spec.ks}))
     if not ks or ks[0] < 2 or ks[-1] > 26:
@@ -235,6 +240,8 @@ def bench_rar_evidence(spec: RarSpec = RarSpec(), workdir: str | Path | None = N
         raise TaxonlensError(f"k = {ks[-1]} needs at least {ks[-1]} species, got {spec.start.world.n_species}")
     if not spec.seeds:
         raise TaxonlensError("bench rar needs at least one seed")
+    if not spec.splits or not set(spec.splits) <= set(SPLITS):
+        raise TaxonlensError(f"bench rar scores the splits {', '.join(SPLITS)}; got {list(spec.splits)}")
     say = progress or (lambda _msg: None)
     start = pretrain(spec.start, spec.start_folder, threads=spec.threads, say=say)
     with bench_run(workdir, spec.threads, "rar") as work:
@@ -248,10 +255,11 @@ def _run(s: RarSpec, start: Pretrained, work: Path, say: Callable[[str], None]) 
     tax: Taxonomy = world.taxonomy
     load = world.image_source()
     draw = random.Random(f"taxonlens-bench-rar:{s.start.world.seed}")
-    enc_photos, rank_photos = encoder_part(world.records("train"), s.encoder_share)
+    enc_photos, rank_part = encoder_part(world.records("train"), s.encoder_share)
     val = world.records("val")
     val = draw.sample(val, min(s.val_lists, len(val)))
-    photos = {name: world.records(split) for name, split in SPLITS.items()}
+    rank_photos = draw.sample(rank_part, min(s.ranker_lists, len(rank_part)))
+    photos = {name: world.records(SPLITS[name]) for name in s.splits}
     tests = {name: draw.sample(recs, min(s.records_per_split, len(recs))) for name, recs in photos.items() if recs}
 
     say(f"memory: tiny-clip on {len(enc_photos)} photos x {s.encoder_epochs} epochs")
@@ -287,7 +295,7 @@ def _run(s: RarSpec, start: Pretrained, work: Path, say: Callable[[str], None]) 
         config = SFTConfig(model=str(start.lmm), out=work / f"ranker-{seed}", epochs=s.ranker_epochs,
                            batch_size=s.ranker_batch_size, lr=s.ranker_lr, lora_alpha=s.lora_alpha,
                            lora_targets=s.lora_targets, answer="name", system=False, eval_every=1,
-                           patience=s.patience, seed=seed, **s.train_settings)
+                           patience=s.patience, score_validation=False, seed=seed, **s.train_settings)
         result = train_sft(config, lists, images=load, ranks=[tax.ranks[-1]], val_records=val_lists)
         seconds["ranker_training"] = seconds.get("ranker_training", 0.0) + time.perf_counter() - tick
         ranker_training[seed] = ranker_curve(result.metrics)
@@ -309,7 +317,7 @@ def _run(s: RarSpec, start: Pretrained, work: Path, say: Callable[[str], None]) 
     return RarResult(
         spec=s, world={"species": tax.n_leaves, "photos": {split: len(world.records(split)) for split in
                                                            ("train", "val", "test", "novel")},
-                       "encoder_photos": len(enc_photos), "ranker_photos": len(rank_photos),
+                       "encoder_photos": len(enc_photos), "ranker_photos": len(rank_part), "ranker_lists": len(lists),
                        "val_lists": len(val_lists), "test_photos": {k: len(v) for k, v in tests.items()}},
         encoder_training={"photos": len(enc_photos), "epochs": s.encoder_epochs, "steps": trained.steps,
                           "first_loss": losses[0], "last_loss": losses[-1], "seconds": seconds["encoder_training"]},
@@ -319,10 +327,9 @@ def _run(s: RarSpec, start: Pretrained, work: Path, say: Callable[[str], None]) 
 
 
 def ranker_curve(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The ranker's training in brief, from its metrics rows: per epoch the train loss and the
-    validation loss and accuracy, the best epoch (kept) and the last trained (where it stopped)."""
-    curve = [{"epoch": m["epoch"], "train_loss": m["train_loss"], "val_loss": m["val"]["loss"],
-              "val_acc": m["val"]["acc"]} for m in metrics]
+    """The ranker's training in brief, from its metrics rows: per epoch the train and validation
+    losses, the best epoch (kept) and the last trained (where it stopped)."""
+    curve = [{"epoch": m["epoch"], "train_loss": m["train_loss"], "val_loss": m["val"]["loss"]} for m in metrics]
     return {"curve": curve, "best_epoch": metrics[-1]["best_epoch"], "stopped_epoch": metrics[-1]["epoch"],
             "steps": metrics[-1]["step"], "train_seconds": sum(m["train_seconds"] for m in metrics),
             "eval_seconds": sum(m.get("eval_seconds", 0.0) for m in metrics)}

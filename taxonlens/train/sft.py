@@ -128,6 +128,9 @@ class SFTConfig(TuneConfig, QuestionConfig):
     questions_per_record: int = field(default=0, metadata={
         "help": "0 trains on every level that offers a choice; k > 0 on k of them per record and epoch, drawn "
                 "anew each epoch (fewer steps per epoch on deep trees, every level seen over the epochs)"})
+    score_validation: bool = field(default=True, metadata={
+        "help": "with validation records, score their options too (accuracy per level, one pass per option); "
+                "off: their loss only"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -409,7 +412,8 @@ def train_sft(
             or ``None`` (paths as written).
         ranks: rank names of the questions (default ``level1``, ``level2``, ...; pass the
             taxonomy's ranks to ask "at the genus level").
-        val_records: evaluated in ``score`` mode (:func:`evaluate_sft`) and by their loss
+        val_records: evaluated in ``score`` mode (:func:`evaluate_sft`, unless
+            ``config.score_validation`` is off) and by their loss
             (:func:`examples_loss`, ``val["loss"]``, what ``config.patience`` stops on) every
             ``config.eval_every`` epochs and after the last; their images come from ``images`` too.
         resume: continue from ``out/checkpoint.pt`` if it exists (same settings, data and base
@@ -434,8 +438,9 @@ def train_sft(
             val_examples = build_examples(lmm, val, ranks, config.answer, config.organism, config.system_prompt)
 
             def evaluate() -> dict[str, Any]:
-                return {**evaluate_sft(lmm, val, load, ranks, config.answer, config.system, config.organism,
-                                       config.eval_batch_size),
+                scores = evaluate_sft(lmm, val, load, ranks, config.answer, config.system, config.organism,
+                                      config.eval_batch_size) if config.score_validation else {}
+                return {**scores,
                         "loss": examples_loss(lmm, val_examples, lambda i: load(val[i]), config.eval_batch_size)}
         return examples_task(lmm, examples, lambda i: load(records[i]),
                              lambda epoch: epoch_examples(examples, config.questions_per_record, config.seed, epoch),

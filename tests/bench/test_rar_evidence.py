@@ -1,81 +1,107 @@
-"""The RAR evidence benchmark (``taxonlens bench rar``) at a tiny size: its structure and
-invariants (every figure a percentage, top-k recall grows with k, a reranker picks among the
-retrieved candidates so it never beats their recall); no timing assertion."""
+"""The RAR evidence benchmark (``taxonlens bench rar``) from the micro pretrained start: per-photo
+values over seeds for every arm, intervals, claims judged, the ranker stopped early on its
+validation loss, and a reranker that only ever picks among the retrieved candidates."""
 
 from __future__ import annotations
 
-from dataclasses import fields
-
+import numpy as np
 import pytest
 import torch
 
-from taxonlens.bench import TinySFTSpec, WorldSpec
-from taxonlens.bench.rar import FIGURES, RarSpec, bench_rar_evidence, top_k_recall
+from taxonlens.bench.claims import stack
+from taxonlens.bench.rar import RarSpec, bench_rar_evidence, encoder_part, recall_values, top1_values
 from taxonlens.errors import TaxonlensError
+from taxonlens.synthworld.spec import WorldSpec
+from taxonlens.train.pretrain import PretrainSpec
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
-KS = (3, 5, 10)
+KS = (2, 3)
+RECORDS = 6
+LABELS = {"reproduced", "not reproduced", "reversed"}
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    spec = RarSpec(world=WorldSpec(n_species=12, images_per_species=5, novel_fraction=0.0), ks=KS, encoder_epochs=2,
-                   ranker=TinySFTSpec(epochs=1))
+def result(micro_start, tmp_path_factory):
+    spec = RarSpec(start=micro_start.spec, start_folder=str(micro_start.folder), ks=(3, 2), seeds=(0, 1),
+                   records_per_split=RECORDS, splits=("seen", "novel"), encoder_epochs=1, ranker_lists=12, ranker_epochs=3, patience=1, val_lists=4)
     return bench_rar_evidence(spec, workdir=tmp_path_factory.mktemp("bench-rar"))
 
 
-def _arms(result):
-    return [("encoder", result.encoder), *((f"rerank k={k}", r) for k, r in result.rerank.items())]
+def _values(result):
+    return stack({seed: {arm: {tuple(k.split("/")): v for k, v in figs.items()} for arm, figs in run.items()}
+                  for seed, run in result.runs.items()})
 
 
-def test_structure(result):
-    assert {f.name for f in fields(result)} == {"spec", "world", "encoder_training", "ranker_training", "seconds",
-                                                "total_seconds", "n_test", "chance", "encoder", "top_k_recall", "rerank"}
-    assert list(result.spec.ks) == list(KS) and result.world["species"] == 12
-    records = result.world["records"]
-    assert set(records) == {"train", "val", "test"} and result.n_test == records["test"] > 0
-    assert result.ranker_training["questions"] == records["train"] and result.ranker_training["epochs"] == 1
-    assert set(result.top_k_recall) == set(result.rerank) == set(KS)
-    assert set(result.seconds) == {"world", "encoder_training", "ranker_data", "ranker_training", "encoder_test",
-                                      *(f"rerank_k{k}" for k in KS)}
-    for _, arm in _arms(result):
-        assert {f.name for f in fields(arm)} == {*FIGURES, "per_rank"}
-        assert len(arm.per_rank) == 7  # random_taxonomy's ranks
+def test_every_arm_keeps_per_photo_values_of_every_seed(result):
+    assert result.spec.ks == KS and result.world["test_photos"] == {"seen": RECORDS, "novel": RECORDS}
+    assert result.world["encoder_photos"] + result.world["ranker_photos"] == result.world["photos"]["train"]
+    assert result.world["ranker_lists"] == 12 and result.world["val_lists"] == 4
+    values = _values(result)
+    assert set(values) == {"encoder", "rerank@2", "rerank@3"}
+    for arm, figures in values.items():
+        keys = {(split, fig) for split in ("seen", "novel")
+                for fig in ("species", "genus", *(("recall",) if arm != "encoder" else ()))}
+        assert set(figures) == keys, arm
+        for v in figures.values():
+            assert v.shape == (2, RECORDS) and set(np.unique(v)) <= {0.0, 100.0}
+    assert np.array_equal(values["encoder"]["seen", "species"][0], values["encoder"]["seen", "species"][1])
 
 
-def test_every_figure_is_a_percentage(result):
-    values = [result.chance, *result.top_k_recall.values()]
-    for _, arm in _arms(result):
-        values += [getattr(arm, f) for f in FIGURES] + list(arm.per_rank.values())
-    assert all(0 <= v <= 100 for v in values)
-
-
-def test_recall_grows_with_k_and_bounds_the_reranker(result):
-    recall = [result.top_k_recall[k] for k in KS]
-    assert recall == sorted(recall)
-    assert result.encoder.top1 <= recall[0] + 1e-9
+def test_a_reranker_only_picks_among_the_retrieved(result):
+    values = _values(result)
     for k in KS:
-        arm = result.rerank[k]
-        assert arm.top1 <= result.top_k_recall[k] + 1e-9, k
-        assert arm.acc_leaf <= result.top_k_recall[k] + 1e-9, k
+        arm = values[f"rerank@{k}"]
+        for split in ("seen", "novel"):
+            assert np.all(arm[split, "species"] <= arm[split, "recall"]), (k, split)
+            assert np.all(values["encoder"][split, "species"] <= arm[split, "recall"]), (k, split)
+    assert np.all(values["rerank@2"]["seen", "recall"] <= values["rerank@3"]["seen", "recall"])
 
 
-def test_exact_decoding_leaf_accuracy_is_its_hca(result):
-    for name, arm in _arms(result):
-        assert arm.hca == pytest.approx(arm.acc_leaf), name
+def test_intervals_and_claims(result):
+    for arm, figures in result.estimates.items():
+        for key, e in figures.items():
+            assert e["low"] <= e["mean"] <= e["high"], (arm, key)
+    assert [row["arm"] for row in result.judged] == ["rerank@2", "rerank@3"]
+    for row in result.judged:
+        assert row["label"] in LABELS and row["baseline"] == "encoder" and row["figure"] == "seen/species"
+        assert (row["seeds"], row["records"]) == (2, RECORDS)
 
 
-def test_top_k_recall():
-    probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
-    truth = torch.tensor([2, 0])
-    assert [top_k_recall(probs, truth, k) for k in (1, 2, 3)] == [0.0, 0.0, 100.0]
-    assert top_k_recall(probs, torch.tensor([0, 2]), 1) == 100.0
+def test_the_ranker_stops_on_its_validation_loss_and_keeps_the_best(result):
+    for seed, r in result.ranker_training.items():
+        curve = r["curve"]
+        assert [e["epoch"] for e in curve] == list(range(1, r["stopped_epoch"] + 1)), seed
+        best = min(curve, key=lambda e: e["val_loss"])
+        assert r["best_epoch"] == best["epoch"], seed
+        assert r["stopped_epoch"] == 3 or r["stopped_epoch"] == r["best_epoch"] + 1, seed
+
+
+def test_splitting_the_training_photos():
+    world = WorldSpec(n_species=4, images_per_species=10, novel_fraction=0.0, size=32).create()
+    train = world.records("train")
+    enc, rank = encoder_part(train, 0.5)
+    assert len(enc) == len(rank) == len(train) // 2
+    assert {r.image for r in enc}.isdisjoint(r.image for r in rank)
+    assert {tuple(r.path) for r in enc} == {tuple(r.path) for r in rank}
+    enc, rank = encoder_part(train, 1.0)  # one photo per species is always left to the ranker
+    assert len(rank) == 4
+
+
+def test_top1_and_recall_values():
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.2, 0.7, 0.1]])
+    truth = torch.tensor([1, 2, 0])
+    genus_of = torch.tensor([10, 10, 11])  # leaves 0 and 1 share a genus
+    got = top1_values(probs, truth, genus_of)
+    assert got["species"].tolist() == [0.0, 100.0, 0.0] and got["genus"].tolist() == [100.0, 100.0, 100.0]
+    assert recall_values(probs, truth, 2).tolist() == [100.0, 100.0, 100.0]
+    assert recall_values(probs, truth, 1).tolist() == [0.0, 100.0, 0.0]
 
 
 def test_k_needs_enough_species():
+    tiny = PretrainSpec(WorldSpec(n_species=4))
     with pytest.raises(TaxonlensError, match="species"):
-        bench_rar_evidence(RarSpec(world=WorldSpec(n_species=4), ks=(3, 5)))
+        bench_rar_evidence(RarSpec(start=tiny, ks=(3, 5)))
     with pytest.raises(TaxonlensError, match="2..26"):
         bench_rar_evidence(RarSpec(ks=(1, 3)))
