@@ -59,6 +59,20 @@ def test_training_benches_take_device_and_precision(command, module, runner, mon
     assert (default.device, default.precision) == ("cpu", "fp32")
 
 
+def test_bench_rar_sizes(monkeypatch, tmp_path):
+    from taxonlens.bench import rar
+    from taxonlens.train.pretrain import PretrainSpec
+
+    monkeypatch.setattr(rar, "bench_rar_evidence", _fake_runner)
+    full = CliRunner().invoke(app, ["bench", "rar"]).exception.args[0]
+    assert full == rar.RarSpec() and len(full.seeds) >= 5 and full.records_per_split >= 300
+    ran = CliRunner().invoke(app, ["bench", "rar", "--quick", "--seeds", "3", "--k", "2", "--k", "4",
+                                   "--start-folder", str(tmp_path)])
+    spec = ran.exception.args[0]
+    assert spec.start == PretrainSpec.quick() and spec.seeds == (0, 1, 2) and spec.ks == (2, 4)
+    assert spec.start_folder == str(tmp_path) and spec.splits == ("seen", "novel")
+
+
 def test_bench_finedefics_cost_refuses_another_device(tmp_path):
     ran = CliRunner().invoke(app, ["bench", "finedefics", "--cost", "--device", "cuda", "--out", str(tmp_path)])
     assert ran.exit_code != 0 and "--cost measures the CPU" in str(ran.exception)

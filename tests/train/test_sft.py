@@ -20,6 +20,7 @@ from taxonlens.train.sft import (
     check_records,
     enable_gradient_checkpointing,
     epoch_examples,
+    examples_loss,
     sft_inputs,
     sft_loss,
 )
@@ -86,6 +87,9 @@ def test_loss_is_the_cross_entropy_of_the_answer_tokens_only(deep, lmm):
     by_hand = [-logp[r, t - 1, batch["input_ids"][r, t]] for r in range(4) for t in range(labels.shape[1])
                if labels[r, t] != -100]
     assert loss.item() == pytest.approx(float(torch.stack(by_hand).mean()), abs=1e-5)
+    # the validation loss: the same token mean, whatever the batches
+    by_record = {ex.record: img for ex, img in zip(examples, images)}
+    assert examples_loss(lmm, examples, by_record.__getitem__, batch_size=3) == pytest.approx(loss.item(), abs=1e-5)
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(deep):
@@ -153,7 +157,8 @@ def test_config_rejects_bad_settings():
     for kw, msg in [({"answer": "text"}, "unknown answer"), ({"lora_targets": "("}, "neither one of"), ({"lora_targets": ""}, "neither"),
                     ({"lora_r": 0}, "rank >= 1"), ({"lr": 0}, "lr > 0"), ({"warmup": 1.0}, "warmup < 1"),
                     ({"questions_per_record": -1}, "questions_per_record"), ({"threads": 0}, "threads"),
-                    ({"organism": " "}, "organism"), ({"max_grad_norm": -1}, "max_grad_norm")]:
+                    ({"organism": " "}, "organism"), ({"max_grad_norm": -1}, "max_grad_norm"),
+                    ({"patience": -1}, "patience")]:
         with pytest.raises(TaxonlensError, match=msg):
             SFTConfig(**kw)
 
