@@ -87,9 +87,11 @@ def test_bad_settings_are_refused(change, message):
 def test_plain_grpo_run_logs_rewards_keeps_out_tara_and_refuses_to_overwrite(deep, tmp_path):
     w, records, photos = deep
     seen = []
-    config = RFTConfig(out=tmp_path, epochs=1, questions_per_step=6, threads=1, max_new_tokens=4, lr=1e-3)
+    config = RFTConfig(out=tmp_path, epochs=2, questions_per_step=12, threads=1, max_new_tokens=4, lr=1e-3)
     result = train_grpo(config, records, photos, w.taxonomy.ranks, progress=seen.append)
-    assert result.steps == 2 and [log.step for log in seen] == [1, 2] and seen[-1].total_steps == 2
+    # 2 epochs of 12 questions (each record at a rank drawn per epoch), one trl pass of 2 steps
+    assert result.steps == 2 and [(log.epoch, log.step) for log in seen] == [(1, 1), (2, 2)]
+    assert seen[-1].total_steps == 2 and [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-2"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows == result.metrics and all(0 <= r["reward"] <= 1 and "kl" in r for r in rows)
     assert not any(k.startswith("tara/") for k in rows[0])
