@@ -17,10 +17,10 @@ as a tiny BioCLIP-style encoder trained on synthworld), alternating with no-thin
   answer's first token, whose state has seen the prompt and that token), through a second
   projector, against the BFM's text embedding of the true label at the asked rank ("a photo of
   <kingdom> ... <taxon at that rank>.", BioCLIP's taxonomic caption); loss ``1 - cosine
-  similarity``. ``m`` defaults to the last layer (the final norm's output): the paper leaves ``m``
-  open in its text, and its public reference code reads ``hidden_states[1][-1]`` of generation,
-  the last layer's state at the first generated token (``target_layer`` defaulting to ``-1``),
-  while its visual alignment reads the middle layer;
+  similarity``. ``m`` defaults to the last layer (the final norm's output), the reference
+  code's choice: the paper calls it layer ``m``, and its public code (``grpo_trainer_tara.py``)
+  reads ``hidden_states[1][-1]`` of generation, the last layer's state at the first generated
+  token (``target_layer`` defaulting to ``-1``), while its visual alignment reads the middle layer;
 - TARA loss = ``(w_v * visual + w_l * label) / (w_v + w_l)`` (0.5 / 0.5 by default).
 
 The alignment is computed in a teacher-forced forward pass with gradients (prompt + true
