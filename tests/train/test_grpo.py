@@ -87,7 +87,8 @@ def test_bad_settings_are_refused(change, message):
 def test_plain_grpo_run_logs_rewards_keeps_out_tara_and_refuses_to_overwrite(deep, tmp_path):
     w, records, photos = deep
     seen = []
-    config = RFTConfig(out=tmp_path, epochs=2, questions_per_step=12, threads=1, max_new_tokens=4, lr=1e-3)
+    config = RFTConfig(out=tmp_path, epochs=2, questions_per_step=12, generations=2, threads=1, max_new_tokens=4,
+                       lr=1e-3)
     result = train_grpo(config, records, photos, w.taxonomy.ranks, progress=seen.append)
     # 2 epochs of 12 questions (each record at a rank drawn per epoch), one trl pass of 2 steps
     assert result.steps == 2 and [(log.epoch, log.step) for log in seen] == [(1, 1), (2, 2)]
