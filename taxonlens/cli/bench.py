@@ -252,7 +252,7 @@ def bench_finedefics(
     quick: Annotated[bool, typer.Option("--quick", help="Minutes: the quick pretrained start, 2 seeds, 16 records "
                                                         "per split.")] = False,
     seeds: Annotated[int | None, typer.Option(help="Seeds (every arm once each; default 5, --quick 2).")] = None,
-    records_per_split: Annotated[int | None, typer.Option(help="Seen test photos and novel photos asked (default "
+    records_per_split: Annotated[int | None, typer.Option(help="Held-out photos of seen species and novel photos asked (default "
                                                                "300, --quick 16).")] = None,
     start_folder: Annotated[Path | None, typer.Option(help="The pretrained start's folder (default: the cache; "
                                                            "built there if missing).")] = None,
@@ -272,8 +272,8 @@ def bench_finedefics(
     device: DeviceOpt = Device.cpu,
     precision: PrecisionOpt = Precision.fp32,
 ) -> None:
-    """Finedefics from the pretrained start, same budget, 5 seeds: Stage II only vs Stage I (object-category contrast
-    only; the three contrasts OAC, ACC, CCC; NTP + OAC + ACC + OCC; NTP + OAC + ACC + CCC) + Stage II. Species-level
+    """Finedefics from the pretrained start, same budget, 5 seeds: Stage II only vs Stage I (the three contrasts OAC,
+    ACC, CCC; NTP + OAC + ACC + OCC; NTP + OAC + ACC + CCC) + Stage II. Species-level
     4-option and open-set accuracy on seen and novel species and image -> name alignment inside the LLM after each
     stage, per record: each arm's mean with its 95% interval, the paper's claims judged on paired differences, and an
     alignment plot. --cost: what each stage costs per step."""
