@@ -65,7 +65,8 @@ world): a Stage I step 1.31 s (0.85 without NTP), a Stage II step 0.51 s, a 4-op
 0.099 s, an open-set record 0.018 s (16 tokens), an alignment record 0.019 s (4.3x, 4.8x, 4.6x,
 3.6x, 2.6x and 1.9x those of ``tiny-qwen2.5-vl``): 300 + 300 records are about 360 s of scoring per
 seed, 1 + 3 epochs of the 456 training photos (57 steps each) about 576 s of training per seed,
-5 seeds about 78 minutes.
+5 seeds about 78 minutes. The epochs are the budget's, not a learning measurement: the full start
+was not built yet when they were set.
 
 Cost (:func:`bench_finedefics_cost`): seconds per optimizer step (median over the steps of a
 run) and peak memory of Stage I with the default terms (NTP, OAC, ACC, CCC), Stage I with
