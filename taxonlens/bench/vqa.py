@@ -27,6 +27,16 @@ answer's mean has a 95% bootstrap interval over records and seeds, and the claim
 The model is asked exactly as trained: the options' names scored by
 :meth:`~taxonlens.models.mllm.LMM.option_logprobs` after the question, without a system prompt,
 normalised over the offered options (:func:`level_logprobs`).
+
+The recipe (:class:`~taxonlens.bench.TinySFTSpec`: option names as answers, LoRA on the language
+model and its output layer, alpha 32, batch 4, lr 2e-3) was measured on the quick start (90
+training photos, 622 questions per epoch, every question for 5 epochs; per-question accuracy on
+the 126 seen test questions, chance 35.5%): LoRA on ``language+head`` brings the training loss
+from 2.6 to 1.2 in two epochs, the accuracy to 46.0% there (44.4% after five: overfitting), while
+LoRA on ``language`` alone barely moves the loss (4.4 to 3.9 at lr 2e-3, to 3.6 at 5e-3) for
+40-42%. Hence two epochs at the quick size; the full size trains one epoch of one question per
+training photo (4,080 questions, drawn anew per seed), the most the 90-minute budget leaves after
+answering (see the README).
 """
 
 from __future__ import annotations
@@ -278,16 +288,16 @@ class VQASpec(HardwareSpec):
     n_options: int = 4
     mode: str = "path"
     epochs: int = 1
-    questions_per_record: int = 2
+    questions_per_record: int = 1
     batch_size: int = 4
     lr: float = 2e-3
     lora_alpha: float = 32.0
 
     @classmethod
     def quick(cls) -> VQASpec:
-        """The size of tests and ``--quick``: :meth:`PretrainSpec.quick`'s start, 2 seeds, 48
-        records per split, every question of its 90 training photos for 4 epochs."""
-        return cls(start=PretrainSpec.quick(), records_per_split=48, seeds=(0, 1), epochs=4, questions_per_record=0)
+        """The size of ``--quick``: :meth:`PretrainSpec.quick`'s start, 2 seeds, 48 records per
+        split, every question of its 90 training photos for 2 epochs."""
+        return cls(start=PretrainSpec.quick(), records_per_split=48, seeds=(0, 1), epochs=2, questions_per_record=0)
 
     def recipe(self, model: str | Path) -> TinySFTSpec:
         """The fine-tuning of ``model`` (the start's LMM)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from taxonlens.bench.claims import Claim, judge
@@ -75,6 +76,10 @@ def test_claims_are_judged_with_ordered_intervals(result):
     assert same["label"] == "not reproduced" and same["difference"]["mean"] == 0
     data = result.to_dict()
     assert data["estimates"]["consistent"]["seen/hca"]["low"] <= data["estimates"]["consistent"]["seen/hca"]["high"]
+    console = Console(width=250, record=True)
+    console.print(result.render())
+    text = console.export_text()
+    assert CLAIMS[0].statement in text and "blind control" in text and "per-question accuracy" in text
 
 
 def test_consistent_and_blind_answers_are_paths_and_the_blind_control_ignores_the_seed(result):
