@@ -320,7 +320,8 @@ class VQAResult:
         world: species, novel species, training photos and questions, and per split the records
             answered, the leakage-free ones, the questions and the chance per question.
         seeds: per seed, the fine-tuning (steps, seconds, first and last epoch loss), the
-            answering seconds and the independent answers' per-question accuracy per split.
+            answering (seconds, questions per second) and the independent answers' per-question
+            accuracy per split.
         runs: ``runs[seed][decoder]["<split>[-leakage-free]/<figure>"]``: every record's value.
         claims: :func:`~taxonlens.bench.claims.judge` of :data:`CLAIMS`.
         total_seconds: the whole run.
