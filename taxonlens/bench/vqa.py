@@ -32,9 +32,9 @@ The recipe (:class:`~taxonlens.bench.TinySFTSpec`: option names as answers, LoRA
 model and its output layer, alpha 32, batch 4, lr 2e-3) was measured on the quick start (90
 training photos, 622 questions per epoch, every question for 5 epochs; per-question accuracy on
 the 126 seen test questions, chance 35.5%): LoRA on ``language+head`` brings the training loss
-from 2.6 to 1.2 in two epochs, the accuracy to 46.0% there (44.4% after five: overfitting), while
-LoRA on ``language`` alone barely moves the loss (4.4 to 3.9 at lr 2e-3, to 3.6 at 5e-3) for
-40-42%. Hence two epochs at the quick size; the full size trains one epoch of one question per
+from 2.6 to 1.2 in two epochs, the accuracy to 46.0% there (44.4% after five: overfitting; at lr
+5e-4 it needs four epochs for 44.4%), while LoRA on ``language`` alone barely moves the loss
+(4.4 to 3.9 at lr 2e-3, to 3.6 at 5e-3) for 40-42%. Hence two epochs at the quick size; the full size trains one epoch of one question per
 training photo (4,080 questions, drawn anew per seed), the most the 90-minute budget leaves after
 answering (see the README).
 """
