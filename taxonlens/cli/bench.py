@@ -189,31 +189,38 @@ def bench_pybioclip(
 
 @app.command("vqa")
 def bench_vqa(
-    species: SpeciesHeldOutOpt = 8,
-    images_per_species: Annotated[int, typer.Option()] = 15,
-    novel_fraction: Annotated[float, typer.Option(help="Share of the species held out (novel).")] = 0.25,
+    quick: Annotated[bool, typer.Option("--quick", help="The test size: the quick pretrained start (24 species, "
+                                                        "tiny-qwen2.5-vl), 2 seeds, 48 records per split.")] = False,
+    seeds: Annotated[int | None, typer.Option(help="Seeds, one fine-tuning each (default: 5; --quick: 2).")] = None,
+    records_per_split: Annotated[int | None, typer.Option(help="Seen test photos and novel photos answered "
+                                                               "(default: 300; --quick: 48).")] = None,
+    start_folder: Annotated[Path | None, typer.Option(help="The pretrained start's folder (default: the cache; "
+                                                           "pretrained there if unfinished).")] = None,
     mode: Annotated[VQAMode, typer.Option(help="Distractors: path (leakage-free) or random.")] = VQAMode.path,
     options: Annotated[int, typer.Option(help="Options per level.")] = 4,
-    model: Annotated[str, typer.Option(help="Multimodal LLM fine-tuned (a tiny preset by default).")
-                     ] = "tiny-qwen2.5-vl",
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 40,
     threads: ThreadsOpt = 1,
-    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
     device: DeviceOpt = Device.cpu,
     precision: PrecisionOpt = Precision.fp32,
 ) -> None:
-    """Hierarchical VQA on synthworld after LoRA fine-tuning of a tiny LMM: independent per-level
-    answers vs consistent decoding vs the image-blind control (HCA, leaf accuracy, POR, S-POR,
-    TOR, valid paths), seen and novel species, all and leakage-free records."""
-    from taxonlens.bench import TinySFTSpec, WorldSpec
+    """Hierarchical VQA from the pretrained start, LoRA fine-tuned per seed: independent per-level
+    answers vs consistent decoding vs the image-blind control (HCA, leaf accuracy, POR, S-POR, TOR,
+    valid paths; mean and 95% interval over seeds and records), seen and novel species, all and
+    leakage-free records, and the verdict on each claim."""
     from taxonlens.bench.vqa import VQASpec
     from taxonlens.bench.vqa import bench_vqa_evidence as run
 
-    spec = VQASpec(world=WorldSpec(n_species=species, images_per_species=images_per_species,
-                                   novel_fraction=novel_fraction, seed=seed), n_options=options, mode=mode,
-                   recipe=TinySFTSpec(model=model, epochs=epochs), threads=threads or None, device=device,
-                   precision=precision)
-    print_wide(run(spec, progress=say).render(), 100)
+    if out is not None:
+        check_writable(out)  # before the run, not after it
+    base = VQASpec.quick() if quick else VQASpec()
+    spec = replace(base, seeds=tuple(range(seeds)) if seeds is not None else base.seeds,
+                   records_per_split=records_per_split if records_per_split is not None else base.records_per_split,
+                   start_folder=str(start_folder) if start_folder is not None else None, n_options=options, mode=mode,
+                   threads=threads or None, device=device, precision=precision)
+    result = run(spec, progress=say)
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+    print_wide(result.render(), 160)
 
 
 @app.command("tara")
