@@ -1,53 +1,72 @@
 """Evidence and cost of Finedefics on synthworld (``taxonlens bench finedefics [--cost]``).
 
-Evidence (:func:`bench_finedefics_evidence`). One world (:func:`~taxonlens.bench.vqa.vqa_world`:
-the seen species' training photos train every model, their test photos and the novel species'
-photos are asked), and one notion of "similar species" for Stage I's hard negatives and Stage
-II's distractors: the cosine of the text embeddings of the species' taxonomic label prompts by
-``tiny-clip`` with its preset's random weights (:func:`~taxonlens.train.finedefics.leaf_embeddings`;
-a random text tower ranks prompts that share more tokens, i.e. more of the lineage, as closer).
-Training sees only the seen species' taxonomy, so no novel species' name is ever trained. Per
-seed, the tiny LMM (the preset's random weights for that seed) is trained five ways, LoRA on the
-language model and its output layer, lr 2e-3, alpha 32 (the recipe a random-weight tiny preset
-learns with):
+Evidence (:func:`bench_finedefics_evidence`), from a pretrained start (:mod:`taxonlens.train.pretrain`:
+an LMM that describes photos and captions them down to the genus, never naming a species, and a
+BFM trained with taxonomic captions), on the start's own world (:attr:`FinedeficsSpec.start`):
 
-- ``stage2_only``: Stage II alone, from the preset;
-- ``occ_only+stage2``: Stage I with the object-category contrast alone (not a term of the paper), then II;
+- the records asked (:func:`draw_data`, drawn once with the world's seed, the same for every seed
+  and arm): ``records_per_split`` held-out photos of seen species (the ``val`` and ``test`` splits,
+  which neither the start nor any arm trains on), taken genus by genus (the genera in a random
+  order, every held-out photo of their seen species) so that the species trained come with their
+  siblings, the look-alikes the paper's hard negatives and distractors are about, and the fewest
+  species carry the records; and ``records_per_split`` photos of the novel species, drawn at
+  random. The species of the seen records are the **trained species**: every arm trains on all
+  their training photos and never meets another species' name (at full size about 38 species,
+  8 held-out and 12 training photos each: a record's species is shared by 7 others, which the
+  per-record bootstrap treats as independent);
+- similar species (Stage I's hard negatives, the 4-option questions' distractors): the cosine of
+  the pretrained BFM's text embeddings of the species' taxonomic label prompts
+  (:func:`~taxonlens.train.finedefics.leaf_embeddings`), among the trained species for the seen
+  questions (as in Stage II) and among the trained and the novel species for the novel ones.
+
+Per seed, the start is trained four ways (LoRA on the ``lora_targets`` of the language model,
+the same lr, alpha and batch size for both stages):
+
+- ``stage2_only``: Stage II alone;
 - ``contrast_no_ntp+stage2``: Stage I with the paper's three contrasts OAC, ACC, CCC (``w_ntp = 0``), then II;
 - ``occ_for_ccc+stage2``: Stage I with NTP, OAC, ACC and the object-category contrast in place of
-  CCC, then II (how the full arm was before CCC);
-- ``finedefics``: Stage I with NTP, OAC, ACC and CCC (the default weights), then II.
+  CCC, then II;
+- ``finedefics``: Stage I with NTP, OAC, ACC and CCC (the paper's weights), then II.
 
-The same budget: one batch size for both stages and one item per training photo per epoch in
-both (Stage I: the photo; Stage II: its open or its closed question), so an epoch is the same
-number of optimizer steps in either stage; the arms with a Stage I train ``stage1_epochs`` +
-``recipe.epochs`` (Stage II) epochs, and ``stage2_only`` gets Stage II for ``stage1_epochs +
-recipe.epochs`` epochs. Every arm takes the same number of optimizer steps on the same photos (the result
-records them). What differs besides the loss: two learning-rate schedules (warmup and cosine
-decay per stage) against one, and a Stage I step costs more (see the cost benchmark).
+(``occ_only+stage2``, Stage I with the object-category contrast alone, is left out: not a term of
+the paper, and a fifth arm does not fit the 90 minutes of the full size.)
 
-Every trained model is asked as Stage II trains it: names as answers, no system prompt.
+The same budget: one item per training photo per epoch in both stages (Stage I: the photo;
+Stage II: its open or its closed question), so an epoch is the same number of optimizer steps;
+the arms with a Stage I train ``stage1_epochs`` + ``stage2_epochs`` epochs, ``stage2_only`` gets
+Stage II for as many. What differs besides the loss: two learning-rate schedules against one,
+and a Stage I step costs more (the cost benchmark).
 
-- closed set: the species-level 4-option question with the 3 most similar species as
-  distractors (:func:`~taxonlens.train.finedefics.species_questions`, over the whole taxonomy),
-  options scored by their names' likelihood (:func:`~taxonlens.train.sft.evaluate_sft`, ``name``);
-- open set: "What is the species of the organism in this image?", greedy generation (16 tokens),
-  the answer's first line cleaned (:func:`~taxonlens.knowledge.extract.clean_answer`) and
-  compared with the true name exactly (case-insensitive); also the share of answers that name
-  some species of the world;
-- hierarchical: ``vqa_world``'s questions at every rank (``path`` distractors, as ``bench vqa``
-  and ``bench tara``), scored by :func:`~taxonlens.bench.vqa.level_logprobs` (option names
-  after the question, without a system prompt, as the Stage II model answers) and
-  :func:`~taxonlens.bench.vqa.score_split` (HCA, leaf, POR, S-POR, TOR, valid paths) with
-  independent and with consistent decoding. Stage II trains only the species question, so the
-  ranks above are asked of a model never trained on them.
+Every record's own value (percent: 100 right, 0 wrong) of every figure, per seed and arm:
 
-Alignment inside the LLM (:func:`~taxonlens.train.finedefics.measure_alignment`: image ->
-category-name retrieval among the seen species for the seen species' test photos, among all
-species for the novel photos, and the mean cosine gap true vs hardest wrong name) of the
-starting model (``before``), after Stage I (each arm that has one) and after Stage II (every
-arm); the 2-D projections of the first seed's seen test photos and names, before vs after
-Stage I, are drawn side by side per arm in ``alignment.png``.
+- ``4-option``: the species question with the 3 most similar species as distractors
+  (:func:`~taxonlens.train.finedefics.species_questions`), the options' names scored after it
+  (:func:`~taxonlens.bench.vqa.level_logprobs`, no system prompt, as Stage II trains);
+- ``open set``: "What is the species of the organism in this image?", greedy generation (16
+  tokens), the first line cleaned (:func:`~taxonlens.knowledge.extract.clean_answer`) equal to
+  the true name (case ignored); ``open: names a species``: it names one of the asked species;
+- ``alignment/<stage>``: inside the LLM (:func:`~taxonlens.train.finedefics.measure_alignment`),
+  whether the photo's nearest species name (among the trained species for the seen photos,
+  among the trained and novel species for the novel ones) is its own: ``stage1`` is the model
+  Stage II starts from (after Stage I; for ``stage2_only``, the start itself, so the claim
+  finedefics vs stage2_only on it is "after Stage I vs the start"), ``stage2`` after Stage II.
+
+The result keeps them (``records[seed][arm]``) and gives each arm's mean with its 95% bootstrap
+interval over records and seeds, and the verdict on each of :data:`CLAIMS` on the paired
+differences (:mod:`taxonlens.bench.claims`). The 2-D projections of the first seed's seen
+photos and names, the start vs after Stage I, are drawn per arm in ``alignment.png``.
+
+The recipe and the size (:class:`FinedeficsSpec`) were set by measurement. LoRA on
+``language+head`` at lr 2e-3: on the quick start, Stage II alone for 3 epochs took its training
+loss from 3.96 to 2.12 where ``language`` alone went from 4.98 to 4.32 (neither beat chance on its
+held-out photos: that start knows nothing yet; its probe is 0 everywhere). The full size is sized
+to 90 minutes on one thread from CPU seconds measured on ``small-qwen2.5-vl`` (batch 8, the start's
+world): a Stage I step 1.31 s (0.85 without NTP), a Stage II step 0.51 s, a 4-option record
+0.099 s, an open-set record 0.018 s (16 tokens), an alignment record 0.019 s (4.3x, 4.8x, 4.6x,
+3.6x, 2.6x and 1.9x those of ``tiny-qwen2.5-vl``): 300 + 300 records are about 360 s of scoring per
+seed, 1 + 3 epochs of the 456 training photos (57 steps each) about 576 s of training per seed,
+5 seeds about 78 minutes. The epochs are the budget's, not a learning measurement: the full start
+was not built yet when they were set.
 
 Cost (:func:`bench_finedefics_cost`): seconds per optimizer step (median over the steps of a
 run) and peak memory of Stage I with the default terms (NTP, OAC, ACC, CCC), Stage I with
@@ -68,6 +87,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -78,14 +98,16 @@ from typing import Any
 
 import numpy as np
 
-from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run, seed_summary
-from taxonlens.bench.cells import answers_table, dig, figure_cells, sd_cell, table
-from taxonlens.bench.vqa import SCORED_DECODERS, VQAWorld, vqa_figures, vqa_scores, vqa_world
+from taxonlens.bench import HardwareSpec, WorldSpec, bench_run
+from taxonlens.bench.cells import table
+from taxonlens.bench.claims import Claim, Key, claims_table, estimates, interval_cell, judge, stack
+from taxonlens.bench.vqa import level_logprobs, vqa_world
 from taxonlens.data import Record, VQARecord
 from taxonlens.data.records import record_leaves
 from taxonlens.knowledge.extract import clean_answer
 from taxonlens.models.device import peak_memory_mb
 from taxonlens.models.mllm import LMM, load_lmm
+from taxonlens.synthworld import SynthWorld
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.finedefics import (
     OPEN_QUESTION,
@@ -98,12 +120,12 @@ from taxonlens.train.finedefics import (
     train_stage1,
     train_stage2,
 )
-from taxonlens.train.sft import evaluate_sft, image_loader
+from taxonlens.train.pretrain import Pretrained, PretrainSpec, pretrain
+from taxonlens.train.sft import image_loader
 
 #: the arms, in table order, and their Stage I loss weights (``None``: no Stage I)
 STAGE1_WEIGHTS: dict[str, dict[str, float] | None] = {
     "stage2_only": None,
-    "occ_only+stage2": {"w_ntp": 0.0, "w_oac": 0.0, "w_acc": 0.0, "w_ccc": 0.0, "w_occ": 0.5},
     "contrast_no_ntp+stage2": {"w_ntp": 0.0, "w_oac": 0.5, "w_acc": 0.5, "w_ccc": 0.5, "w_occ": 0.0},
     "occ_for_ccc+stage2": {"w_ntp": 1.0, "w_oac": 0.5, "w_acc": 0.5, "w_ccc": 0.0, "w_occ": 0.5},
     "finedefics": {"w_ntp": 1.0, "w_oac": 0.5, "w_acc": 0.5, "w_ccc": 0.5, "w_occ": 0.0},
@@ -111,8 +133,20 @@ STAGE1_WEIGHTS: dict[str, dict[str, float] | None] = {
 ARMS = tuple(STAGE1_WEIGHTS)
 #: the splits asked: seen species' test photos, novel species' photos
 SPLITS = ("seen", "novel")
-#: the encoder whose text embeddings define similar species
+#: the per-record species-level figures of each split
+SPECIES_FIGURES = ("4-option", "open set", "open: names a species")
+#: the models whose alignment is measured: the one Stage II starts from, the one it ends with
+ALIGNMENT_STAGES = ("stage1", "stage2")
+#: the encoder whose text embeddings define similar species in the cost benchmark
 SIMILAR_ENCODER = "tiny-clip"
+#: the paper's claims (Finedefics, ICLR 2025), each on the seen and on the novel species
+CLAIMS = tuple(
+    claim for split in SPLITS for claim in (
+        Claim("Finedefics", "Stage I + II beats II alone", "finedefics", "stage2_only", (split, "4-option")),
+        Claim("Finedefics", "Stage I + II beats II alone", "finedefics", "stage2_only", (split, "open set")),
+        Claim("Finedefics", "Stage I aligns photos and names (vs the start)", "finedefics", "stage2_only",
+              (split, "alignment", "stage1")),
+    ))
 
 #: the presets and stages of the cost benchmark, and the Stage I weights of each stage
 COST_PRESETS = ("tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-idefics2")
@@ -126,46 +160,84 @@ COST_RATIOS = (("stage1", "stage1_ntp"), ("stage1", "stage2"), ("stage1_ntp", "s
 
 
 # ------------------------------------------------------------------------ data
-def seen_taxonomy(vw: VQAWorld) -> Taxonomy:
-    """The taxonomy of the world's seen species (what the models are trained over)."""
-    return vw.taxonomy.subset(i for i in range(vw.taxonomy.n_leaves) if i not in vw.world.novel)
-
-
-def _leaf_names(taxonomy: Taxonomy) -> list[str]:
+def leaf_names(taxonomy: Taxonomy) -> list[str]:
+    """``[n_leaves]`` the leaves' names, in leaf order."""
     return [taxonomy.names[taxonomy.leaves[leaf]] for leaf in range(taxonomy.n_leaves)]
 
 
-def _alignment_sets(vw: VQAWorld, seen: Taxonomy) -> dict[str, tuple[list[Record], list[int], list[str]]]:
-    """Per split, the photos, their categories and the category names retrieval chooses among:
-    seen test photos among the seen species, novel photos among all species."""
-    out = {}
-    for split, records, taxonomy in (("seen", vw.records["test"], seen), ("novel", vw.records["novel"], vw.taxonomy)):
-        if records:
-            out[split] = (records, record_leaves(records, taxonomy), _leaf_names(taxonomy))
-    return out
+@dataclass(frozen=True)
+class FinedeficsData:
+    """What the arms train on and are asked (:func:`draw_data`).
+
+    Attributes:
+        trained: the taxonomy of the trained species (those of the seen records).
+        asked_over: the taxonomy of the trained and the novel species of the novel records.
+        train: ``[T]`` the trained species' training photos.
+        asked: ``{split: [N] records}``, the seen and the novel records.
+        load: a record's image (rendered once, kept in memory).
+    """
+
+    trained: Taxonomy
+    asked_over: Taxonomy
+    train: list[Record]
+    asked: dict[str, list[Record]]
+    load: Callable[[Any], Any]
+
+    def taxonomy(self, split: str) -> Taxonomy:
+        """The species a split's questions and alignment choose among."""
+        return self.trained if split == "seen" else self.asked_over
+
+
+def draw_data(world: SynthWorld, records_per_split: int) -> FinedeficsData:
+    """The records of a bench on ``world`` (see the module docstring), drawn with the world's seed:
+    the first ``records_per_split`` held-out photos (``val``, ``test``) of the seen species genus by
+    genus, genera in a random order, and ``records_per_split`` novel photos at random (fewer where
+    the world has fewer)."""
+    tax = world.taxonomy
+    rng = random.Random(f"taxonlens-bench-finedefics:{world.seed}")
+    genera: dict[tuple[str, ...], list[int]] = {}
+    for leaf in range(tax.n_leaves):
+        if leaf not in world.novel:
+            genera.setdefault(tuple(tax.path_names(int(tax.leaves[leaf]))[:-1]), []).append(leaf)
+    order = list(genera.values())
+    rng.shuffle(order)
+    seen = [(leaf, k) for group in order for leaf in group for k in range(world.images_per_species)
+            if world.split_of(leaf, k) in ("val", "test")][:records_per_split]
+    novel = world.index("novel")
+    novel = sorted(rng.sample(novel, min(records_per_split, len(novel))))
+    trained = sorted({leaf for leaf, _ in seen})
+    asked_over = sorted(set(trained) | {leaf for leaf, _ in novel})
+    return FinedeficsData(
+        trained=tax.subset(trained), asked_over=tax.subset(asked_over),
+        train=[world.record(leaf, k) for leaf in trained for k in range(world.images_per_species)
+               if world.split_of(leaf, k) == "train"],
+        asked={"seen": [world.record(leaf, k) for leaf, k in seen],
+               "novel": [world.record(leaf, k) for leaf, k in novel]},
+        load=world.image_source())
 
 
 # ------------------------------------------------------------------ evaluation
-def closed_set_accuracy(lmm: LMM, questions: Sequence[VQARecord], ranks: Sequence[str],
-                        load: Callable[[Any], Any], organism: str = "organism", batch_size: int = 16
-                        ) -> dict[str, Any]:
-    """Option-scoring accuracy (names, no system prompt; :func:`~taxonlens.train.sft.evaluate_sft`)
-    of one-level questions (:func:`~taxonlens.train.finedefics.species_questions`) of the given
-    ranks, pooled over ranks: ``{"n", "acc", "chance"}`` (percent)."""
-    parts = [evaluate_sft(lmm, [q for q, r in zip(questions, ranks) if r == rank], load, [rank], "name", False,
-                          organism, batch_size) for rank in dict.fromkeys(ranks)]
-    n = sum(p["n"] for p in parts)
-    return {"n": n, "acc": sum(p["acc"] * p["n"] for p in parts) / n,
-            "chance": sum(p["chance"] * p["n"] for p in parts) / n}
+def closed_set_correct(lmm: LMM, questions: Sequence[VQARecord], ranks: Sequence[str], load: Callable[[Any], Any],
+                       organism: str = "organism", batch_size: int = 16) -> np.ndarray:
+    """``[N]`` bool: whether the best-scored option name (:func:`~taxonlens.bench.vqa.level_logprobs`,
+    no system prompt) of each one-level question
+    (:func:`~taxonlens.train.finedefics.species_questions`) is its truth."""
+    correct = np.zeros(len(questions), dtype=bool)
+    for rank in dict.fromkeys(ranks):
+        idx = [i for i, r in enumerate(ranks) if r == rank]
+        scored = level_logprobs(lmm, [questions[i] for i in idx], load, [rank], organism, batch_size)
+        for i, (lp,) in zip(idx, scored):
+            options = [o.lower() for o in questions[i].choices[0]]
+            correct[i] = options[int(np.argmax(lp))] == questions[i].levels[0].lower()
+    return correct
 
 
-def open_set_accuracy(lmm: LMM, questions: Sequence[VQARecord], ranks: Sequence[str], load: Callable[[Any], Any],
-                      names: Sequence[str], organism: str = "organism", batch_size: int = 16,
-                      max_new_tokens: int = 16) -> dict[str, Any]:
+def open_set_answers(lmm: LMM, questions: Sequence[VQARecord], ranks: Sequence[str], load: Callable[[Any], Any],
+                     names: Sequence[str], organism: str = "organism", batch_size: int = 16,
+                     max_new_tokens: int = 16) -> dict[str, Any]:
     """The open question (:data:`~taxonlens.train.finedefics.OPEN_QUESTION`, no system prompt)
-    answered by greedy generation: ``{"n", "acc": percent whose cleaned answer is the true name
-    (case-insensitive), "named_pct": percent that name one of ``names``, "examples": the first 5
-    (answer, truth) pairs}``."""
+    answered by greedy generation: ``{"correct": [N] bool (the cleaned answer is the true name,
+    case ignored), "named": [N] bool (it is one of ``names``), "answers": [N] raw answers}``."""
     answers: list[str] = []
     for start in range(0, len(questions), batch_size):
         chunk = range(start, min(start + batch_size, len(questions)))
@@ -174,15 +246,8 @@ def open_set_accuracy(lmm: LMM, questions: Sequence[VQARecord], ranks: Sequence[
                                 max_new_tokens)
     cleaned = [clean_answer(a).lower() for a in answers]
     known = {n.lower() for n in names}
-    truth = [q.levels[0].lower() for q in questions]
-    return {"n": len(questions), "acc": 100.0 * float(np.mean([a == t for a, t in zip(cleaned, truth)])),
-            "named_pct": 100.0 * float(np.mean([a in known for a in cleaned])),
-            "examples": [[a, t] for a, t in zip(answers, truth)][:5]}
-
-
-def _alignment(lmm: LMM, sets: Mapping[str, tuple], load, batch_size: int) -> dict[str, AlignmentReport]:
-    return {split: measure_alignment(lmm, records, labels, names, load, batch_size)
-            for split, (records, labels, names) in sets.items()}
+    return {"correct": np.array([a == q.levels[0].lower() for a, q in zip(cleaned, questions)], dtype=bool),
+            "named": np.array([a in known for a in cleaned], dtype=bool), "answers": answers}
 
 
 def plot_alignment(before: AlignmentReport, after: Mapping[str, AlignmentReport], labels: Sequence[int],
@@ -221,24 +286,39 @@ class FinedeficsSpec(HardwareSpec):
     """What ``bench finedefics`` runs.
 
     Attributes:
-        world, n_options: the world and its hierarchical questions (seeded by the world's seed,
-            the same for every seed).
-        recipe: the training of every arm: the tiny LMM preset, batch size, lr and LoRA alpha of
-            both stages, and ``epochs``, those of Stage II (``stage2_only``: ``stage1_epochs +
-            recipe.epochs`` epochs of Stage II).
-        stage1_epochs: Stage I's epochs.
-        similar, open_fraction: hard negatives / distractors per photo, share of open questions.
-        seeds: one starting model and five arms per seed.
+        start: the pretrained start (:func:`~taxonlens.train.pretrain.pretrain`); its world is the bench's.
+        start_folder: where it is (or is built); ``None``: the cache.
+        records_per_split: held-out photos of seen species and novel photos asked (see :func:`draw_data`).
+        seeds: one run of every arm per seed (LoRA initialisation, data order, Stage II's question mix).
+        stage1_epochs, stage2_epochs: each stage's epochs (``stage2_only``: their sum of Stage II).
+        batch_size, lr, lora_alpha, lora_targets: both stages' recipe (AdamW, 5% warmup, cosine decay).
+        similar: hard negatives per photo (Stage I), distractors per question (Stage II, 4-option).
+        open_fraction: Stage II's share of open questions.
         threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
     """
 
-    world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=8, images_per_species=15, novel_fraction=0.25))
-    n_options: int = 4
-    recipe: TinySFTSpec = field(default_factory=partial(TinySFTSpec, epochs=30))
-    stage1_epochs: int = 10
+    start: PretrainSpec = field(default_factory=PretrainSpec)
+    start_folder: str | None = None
+    records_per_split: int = 300
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    stage1_epochs: int = 1
+    stage2_epochs: int = 3
+    batch_size: int = 8
+    lr: float = 2e-3
+    lora_alpha: float = 32.0
+    lora_targets: str = "language+head"
     similar: int = 3
     open_fraction: float = 0.5
-    seeds: tuple[int, ...] = (0, 1, 2)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> FinedeficsSpec:
+        """Minutes: the quick start (:meth:`PretrainSpec.quick`), 2 seeds, 16 records per split."""
+        return cls(**{"start": PretrainSpec.quick(), "records_per_split": 16, "seeds": (0, 1), "stage1_epochs": 2,
+                      "stage2_epochs": 4, "batch_size": 4, **overrides})
+
+
+def _key(key: str) -> Key:
+    return tuple(key.split("/"))
 
 
 @dataclass
@@ -246,179 +326,179 @@ class FinedeficsResult:
     """What ``bench finedefics`` measured.
 
     Attributes:
-        spec: what ran.
-        world: species, novel species, records per split, questions per set.
-        runs: per seed ``start`` (the alignment before training) and per arm its steps, training
-            figures, ``closed_set``, ``open_set`` and ``scores``
-            (:func:`~taxonlens.bench.vqa.score_split`) per split, and ``alignment`` per stage and split.
-        summary: :func:`~taxonlens.bench.seed_summary` of every figure, ``start`` and every arm.
+        spec: what ran; start: the start's folder and what it knows (``knowledge``).
+        data: trained species, novel species, training photos, records per split.
+        runs: per seed and arm, its optimizer steps and each stage's steps, losses and seconds
+            (Stage I: the last epoch's loss parts and temperatures), scoring seconds and the first
+            open answers per split.
+        records: per seed and arm, every per-record figure, ``{"<split>/<figure>": [N] percent}``
+            (``<split>/alignment/<stage>`` for the alignment).
+        estimates: per arm and figure, the mean with its 95% interval (``mean, low, high, se``).
+        claims: :func:`~taxonlens.bench.claims.judge`'s rows for :data:`CLAIMS`.
         plot: the alignment PNG's path (None: none drawn).
         total_seconds: the whole run.
     """
 
     spec: FinedeficsSpec
-    world: dict[str, Any]
+    start: dict[str, Any]
+    data: dict[str, Any]
     runs: dict[int, dict[str, Any]]
-    summary: dict[str, Any]
+    records: dict[int, dict[str, dict[str, list[float]]]]
+    estimates: dict[str, dict[str, dict[str, float]]]
+    claims: list[dict[str, Any]]
     plot: str | None
     total_seconds: float
+
+    def values(self) -> dict[str, dict[Key, np.ndarray]]:
+        """``{arm: {figure key: [S, N]}}`` of :attr:`records` (:func:`~taxonlens.bench.claims.stack`)."""
+        return stack({seed: {arm: {_key(k): v for k, v in figures.items()} for arm, figures in arms.items()}
+                      for seed, arms in self.records.items()})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return asdict(self)
 
     def render(self):
-        """Species-level and hierarchical accuracy per split and arm, alignment inside the LLM
-        before and after each stage (mean +- sd), and the species-level accuracy of every seed."""
+        """Every arm's species-level figures and alignment (``mean [95% interval]``, percent), and
+        the claims' verdicts."""
         from rich.console import Group
 
-        summary = self.summary
-        steps = {arm: sorted({run[arm]["steps"] for run in self.runs.values()}) for arm in ARMS}
-        species = table(f"species level, mean +- sd over {len(self.spec.seeds)} seeds (percent; 4 options, similar "
-                        "distractors)", ("species", "arm", "steps", "4-option", "open set", "open: names a species"),
-                        left=("species", "arm"), no_wrap=True)
+        e = self.estimates
+        n = {split: self.data["records"][split] for split in SPLITS}
+        title = f"{len(self.spec.seeds)} seeds x {n['seen']} seen / {n['novel']} novel records"
+        species = table(f"species level, mean [95% interval], percent ({title}; 4 options, similar distractors)",
+                        ("species", "arm", "steps", *SPECIES_FIGURES), left=("species", "arm"), no_wrap=True)
+        alignment = table(f"alignment inside the LLM: the photo's nearest species name is its own, percent ({title})",
+                          ("species", "arm", "after Stage I (stage2_only: the start)", "after Stage II"),
+                          left=("species", "arm"), no_wrap=True)
         for split in SPLITS:
             for arm in ARMS:
-                species.add_row(split, arm, "/".join(map(str, steps[arm])),
-                                *(sd_cell(dig(summary, arm, split, k)) for k in ("mc_acc", "open_acc", "open_named")))
-        answers = answers_table("hierarchical questions (every rank, path distractors), mean +- sd (percent)",
-                                ("species", "arm", "answers"),
-                                (((split, arm, decoder), figure_cells(dig(summary, arm, split, decoder), sd_cell))
-                                 for split in SPLITS for arm in ARMS for decoder in SCORED_DECODERS))
-        alignment = table("alignment inside the LLM: image -> species-name retrieval (percent) and cosine gap true - "
-                          "hardest wrong, mean +- sd",
-                          ("model", "seen: retrieval", "seen: gap", "novel: retrieval", "novel: gap"),
-                          left=("model",), no_wrap=True)
-        rows = [("starting model", "start", "before")] + [
-            (f"{arm}, after Stage {roman}", arm, stage) for arm in ARMS
-            for stage, roman in (("after_stage1", "I"), ("after_stage2", "II"))]
-        for label, arm, stage in rows:
-            if dig(summary, arm, "alignment", stage):
-                alignment.add_row(label, *(sd_cell(dig(summary, arm, "alignment", stage, split, k), digits)
-                                           for split in SPLITS
-                                           for k, digits in (("retrieval_acc", 1), ("cosine_gap", 3))))
-        lines = []
-        for arm in ARMS:
-            per_seed = {f"{split} {name}": dig(summary, arm, split, key).get("values", [])
-                        for split in SPLITS for key, name in (("mc_acc", "4-option"), ("open_acc", "open"))}
-            lines.append(f"{arm}, per seed: " + "; ".join(f"{k} {', '.join(f'{v:.0f}' for v in vals)}"
-                                                          for k, vals in per_seed.items()))
-        return Group(species, answers, alignment, *lines)
+                steps = "/".join(str(s) for s in sorted({run[arm]["steps"] for run in self.runs.values()}))
+                species.add_row(split, arm, steps, *(interval_cell(e[arm].get(f"{split}/{figure}"))
+                                                     for figure in SPECIES_FIGURES))
+                alignment.add_row(split, arm, *(interval_cell(e[arm].get(f"{split}/alignment/{stage}"))
+                                                for stage in ALIGNMENT_STAGES))
+        return Group(species, alignment, claims_table(f"claims: paired difference arm - baseline ({title})",
+                                                      self.claims))
 
 
 def bench_finedefics_evidence(spec: FinedeficsSpec = FinedeficsSpec(), workdir: str | Path | None = None,
                               out: str | Path | None = None,
                               progress: Callable[[str], None] | None = None) -> FinedeficsResult:
-    """Train and score the arms of :data:`ARMS` for every seed (see the module docstring).
+    """Train and score the arms of :data:`ARMS` for every seed from the pretrained start (see the
+    module docstring); the start is built first if it is not there.
 
     Args:
-        workdir: where the world and the models are written (a temporary folder if None).
+        workdir: where the models are written (a temporary folder if None).
         out: folder for ``alignment.png`` (no plot if None).
         progress: called with a line at the start of each stage.
     """
     say = progress or (lambda _msg: None)
+    start = pretrain(spec.start, spec.start_folder, spec.threads, say)
     with bench_run(workdir, spec.threads, "finedefics") as work:
-        return _run(spec, work, Path(out) if out is not None else None, say)
+        return _run(spec, start, work, Path(out) if out is not None else None, say)
 
 
-def figures(arm: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
-    """The figures of one arm of one seed that the summary averages: ``(split, "mc_acc" |
-    "open_acc" | "open_named")``, ``(split, decoder, figure)`` and ``("alignment", stage, split,
-    "retrieval_acc" | "cosine_gap")``."""
-    out: dict[tuple[str, ...], float] = {}
-    for split, r in arm.get("closed_set", {}).items():
-        out[(split, "mc_acc")] = r["acc"]
-    for split, r in arm.get("open_set", {}).items():
-        out[(split, "open_acc")] = r["acc"]
-        out[(split, "open_named")] = r["named_pct"]
-    out |= vqa_figures(arm.get("scores", {}))
-    for stage, splits in arm.get("alignment", {}).items():
-        for split, a in splits.items():
-            out |= {("alignment", stage, split, k): a[k] for k in ("retrieval_acc", "cosine_gap")}
+def _alignment(lmm: LMM, data: FinedeficsData, batch_size: int = 16) -> dict[str, AlignmentReport]:
+    """Per split, image -> species-name retrieval among :meth:`FinedeficsData.taxonomy`'s species."""
+    out = {}
+    for split, records in data.asked.items():
+        if records:
+            tax = data.taxonomy(split)
+            out[split] = measure_alignment(lmm, records, record_leaves(records, tax), leaf_names(tax), data.load,
+                                           batch_size)
     return out
 
 
-def summarize(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean, sd (``ddof=1``; 0 for one seed) and per-seed values of every figure of :func:`figures`,
-    for the starting model (``start``) and every arm."""
-    return seed_summary(runs, ("start", *ARMS), figures)
+def _stage_log(result, stage1: bool) -> dict[str, Any]:
+    """Steps, first and last loss and seconds of a training run (Stage I: the last epoch's parts and temperatures)."""
+    first, last = result.metrics[0], result.metrics[-1]
+    row = {"steps": result.steps, "first_loss": first["train_loss"], "last_loss": last["train_loss"],
+           "seconds": sum(m["train_seconds"] for m in result.metrics)}
+    if stage1:
+        row["last_parts"] = {k[:-5]: v for k, v in last.items() if k.endswith("_loss") and k != "train_loss"}
+        row["temperature"] = last["temperature"]
+    return row
 
 
-def _run(s: FinedeficsSpec, work: Path, out: Path | None, say: Callable[[str], None]) -> FinedeficsResult:
+def _percent(hits: np.ndarray) -> list[float]:
+    return (100.0 * np.asarray(hits, dtype=np.float64)).tolist()
+
+
+def _run(s: FinedeficsSpec, start: Pretrained, work: Path, out: Path | None,
+         say: Callable[[str], None]) -> FinedeficsResult:
     from taxonlens.models.encoders import load_encoder
 
-    start = time.perf_counter()
-    say(f"synthworld: {s.world.n_species} species x {s.world.images_per_species} photos")
-    vw = vqa_world(s.world, s.n_options, "path", work / "world")
-    taxonomy, seen = vw.taxonomy, seen_taxonomy(vw)
-    ranks, train = list(taxonomy.ranks), vw.records["train"]
-    encoder = s.load(load_encoder, SIMILAR_ENCODER)
-    emb_seen, emb_all = leaf_embeddings(encoder, seen), leaf_embeddings(encoder, taxonomy)
-    asked = {split: species_questions(recs, taxonomy, emb_all, s.similar, s.world.seed)
-             for split, recs in (("seen", vw.records["test"]), ("novel", vw.records["novel"])) if recs}
-    sets = _alignment_sets(vw, seen)
-    names = _leaf_names(taxonomy)
-    recipe = s.recipe
-    common = {"batch_size": recipe.batch_size, "lr": recipe.lr, "lora_alpha": recipe.lora_alpha,
-              "lora_targets": "language+head", "encoder": SIMILAR_ENCODER, "similar": s.similar, "eval_every": 0,
-              **s.train_settings}
+    tick = time.perf_counter()
+    world = s.start.world.create()
+    data = draw_data(world, s.records_per_split)
+    say(f"{len(data.asked['seen'])} seen records of {data.trained.n_leaves} trained species ({len(data.train)} training "
+        f"photos), {len(data.asked['novel'])} novel records")
+    encoder = s.load(load_encoder, start.bfm)
+    emb = {split: leaf_embeddings(encoder, data.taxonomy(split)) for split in SPLITS}
+    asked = {split: species_questions(recs, data.taxonomy(split), emb[split], s.similar, world.seed)
+             for split, recs in data.asked.items() if recs}
+    names = {split: leaf_names(data.taxonomy(split)) for split in SPLITS}
+    common = {"batch_size": s.batch_size, "lr": s.lr, "lora_alpha": s.lora_alpha, "lora_targets": s.lora_targets,
+              "encoder": str(start.bfm), "similar": s.similar, "eval_every": 0, **s.train_settings}
+    say("alignment of the start")
+    before = _alignment(s.load(load_lmm, start.lmm), data)
     runs: dict[int, dict[str, Any]] = {}
+    records: dict[int, dict[str, dict[str, list[float]]]] = {}
     reports: dict[str, AlignmentReport] = {}
-    before: AlignmentReport | None = None
     for seed in s.seeds:
-        say(f"seed {seed}: alignment of the starting model")
-        starting = _alignment(s.load(load_lmm, recipe.model, seed=seed), sets, vw.load, 16)
-        if before is None:
-            before = starting.get("seen")
-        run: dict[str, Any] = {"start": {"alignment": {"before": {k: r.summary() for k, r in starting.items()}}}}
         for arm, weights in STAGE1_WEIGHTS.items():
             folder = work / f"seed{seed}" / arm
-            row: dict[str, Any] = {"alignment": {}}
-            stage2_model = recipe.model
-            stage2_epochs = recipe.epochs + (0 if weights else s.stage1_epochs)
+            row: dict[str, Any] = {}
+            values: dict[str, list[float]] = {}
+            aligned, stage2_model = before, str(start.lmm)
             if weights:
-                say(f"seed {seed}: {arm}, Stage I, {s.stage1_epochs} epochs")
-                st1 = train_stage1(Stage1Config(**common, **weights, model=recipe.model, epochs=s.stage1_epochs, seed=seed,
-                                                out=str(folder / "stage1")), train, seen, vw.load, embeddings=emb_seen)
-                aligned = _alignment(s.scored(st1, load_lmm), sets, vw.load, 16)
-                if len(runs) == 0 and "seen" in aligned:
+                say(f"seed {seed}: {arm}, Stage I, {s.stage1_epochs} epoch(s)")
+                st1 = train_stage1(Stage1Config(**common, **weights, model=str(start.lmm), epochs=s.stage1_epochs,
+                                                seed=seed, out=str(folder / "stage1")),
+                                   data.train, data.trained, data.load, embeddings=emb["seen"])
+                row["stage1"] = _stage_log(st1, True)
+                aligned, stage2_model = _alignment(s.scored(st1, load_lmm), data), str(st1.model_dir)
+                if seed == s.seeds[0] and "seen" in aligned:
                     reports[arm] = aligned["seen"]
-                row["alignment"]["after_stage1"] = {k: r.summary() for k, r in aligned.items()}
-                row["stage1"] = {"steps": st1.steps, "first_loss": st1.metrics[0]["train_loss"],
-                                 "last_loss": st1.metrics[-1]["train_loss"],
-                                 "last_parts": {k[:-5]: v for k, v in st1.metrics[-1].items()
-                                                if k.endswith("_loss") and k != "train_loss"},
-                                 "temperature": st1.metrics[-1]["temperature"],
-                                 "seconds": sum(m["train_seconds"] for m in st1.metrics)}
-                stage2_model = str(st1.model_dir)
-            say(f"seed {seed}: {arm}, Stage II, {stage2_epochs} epochs")
-            st2 = train_stage2(Stage2Config(**common, model=stage2_model, epochs=stage2_epochs, seed=seed,
+            epochs = s.stage2_epochs + (0 if weights else s.stage1_epochs)
+            say(f"seed {seed}: {arm}, Stage II, {epochs} epoch(s)")
+            st2 = train_stage2(Stage2Config(**common, model=stage2_model, epochs=epochs, seed=seed,
                                             open_fraction=s.open_fraction, out=str(folder / "stage2")),
-                               train, seen, vw.load, embeddings=emb_seen)
-            row["stage2"] = {"steps": st2.steps, "first_loss": st2.metrics[0]["train_loss"],
-                             "last_loss": st2.metrics[-1]["train_loss"],
-                             "seconds": sum(m["train_seconds"] for m in st2.metrics)}
+                               data.train, data.trained, data.load, embeddings=emb["seen"])
+            row["stage2"] = _stage_log(st2, False)
             row["steps"] = st2.steps + row.get("stage1", {}).get("steps", 0)
             say(f"seed {seed}: {arm}, answering")
-            tick = time.perf_counter()
+            scoring = time.perf_counter()
             lmm = s.scored(st2, load_lmm)
-            row["closed_set"] = {split: closed_set_accuracy(lmm, qs, rk, vw.load) for split, (qs, rk) in asked.items()}
-            row["open_set"] = {split: open_set_accuracy(lmm, qs, rk, vw.load, names)
-                               for split, (qs, rk) in asked.items()}
-            row["scores"] = vqa_scores(lmm, vw, ranks)
-            row["alignment"]["after_stage2"] = {k: r.summary() for k, r in _alignment(lmm, sets, vw.load, 16).items()}
-            row["eval_seconds"] = time.perf_counter() - tick
-            run[arm] = row
-        runs[seed] = run
-    plot = None
-    if out is not None and before is not None and reports:
-        plot = str(plot_alignment(before, reports, sets["seen"][1], out / "alignment.png"))
-    return FinedeficsResult(
-        spec=s, world={"species": taxonomy.n_leaves, "novel_species": len(vw.world.novel),
-                       "records": {k: len(v) for k, v in vw.records.items()},
-                       "questions": {"species_level": {k: len(q) for k, (q, _) in asked.items()},
-                                     "hierarchical": {k: len(v) for k, v in vw.asked.items()}}},
-        runs=runs, summary=summarize(runs), plot=plot, total_seconds=time.perf_counter() - start)
+            after = _alignment(lmm, data)
+            row["open_answers"] = {}
+            for split, (questions, ranks) in asked.items():
+                opened = open_set_answers(lmm, questions, ranks, data.load, names[split])
+                values[f"{split}/4-option"] = _percent(closed_set_correct(lmm, questions, ranks, data.load))
+                values[f"{split}/open set"] = _percent(opened["correct"])
+                values[f"{split}/open: names a species"] = _percent(opened["named"])
+                values[f"{split}/alignment/stage1"] = _percent(aligned[split].correct)
+                values[f"{split}/alignment/stage2"] = _percent(after[split].correct)
+                row["open_answers"][split] = [[a, q.levels[0]] for a, q in zip(opened["answers"], questions)][:5]
+            row["scoring_seconds"] = time.perf_counter() - scoring
+            runs.setdefault(seed, {})[arm] = row
+            records.setdefault(seed, {})[arm] = values
+    result = FinedeficsResult(
+        spec=s, start={"folder": str(start.folder), "knowledge": start.knowledge},
+        data={"trained_species": data.trained.n_leaves,
+              "novel_species": data.asked_over.n_leaves - data.trained.n_leaves, "training_photos": len(data.train),
+              "records": {split: len(recs) for split, recs in data.asked.items()}},
+        runs=runs, records=records, estimates={}, claims=[], plot=None, total_seconds=0.0)
+    values = result.values()
+    result.estimates = {arm: {"/".join(k): e.to_dict() for k, e in figures.items()}
+                        for arm, figures in estimates(values).items()}
+    result.claims = judge(CLAIMS, values)
+    if out is not None and "seen" in before and reports:
+        result.plot = str(plot_alignment(before["seen"], reports, record_leaves(data.asked["seen"], data.trained),
+                                         out / "alignment.png"))
+    result.total_seconds = time.perf_counter() - tick
+    return result
 
 
 # ----------------------------------------------------------------------- cost
@@ -539,7 +619,7 @@ def bench_finedefics_cost(spec: FinedeficsCostSpec = FinedeficsCostSpec(), workd
                                 total_seconds=time.perf_counter() - start)
 
 
-__all__ = ["ARMS", "COST_PRESETS", "COST_RATIOS", "COST_STAGES", "SPLITS", "STAGE1_WEIGHTS", "FinedeficsCostResult",
-           "FinedeficsCostSpec", "FinedeficsResult", "FinedeficsSpec", "bench_finedefics_cost",
-           "bench_finedefics_evidence", "closed_set_accuracy", "figures", "open_set_accuracy", "plot_alignment",
-           "seen_taxonomy", "summarize"]
+__all__ = ["ALIGNMENT_STAGES", "ARMS", "CLAIMS", "COST_PRESETS", "COST_RATIOS", "COST_STAGES", "SPECIES_FIGURES", "SPLITS",
+           "STAGE1_WEIGHTS", "FinedeficsCostResult", "FinedeficsCostSpec", "FinedeficsData", "FinedeficsResult",
+           "FinedeficsSpec", "bench_finedefics_cost", "bench_finedefics_evidence", "closed_set_correct", "draw_data",
+           "leaf_names", "open_set_answers", "plot_alignment"]

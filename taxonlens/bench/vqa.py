@@ -1,56 +1,74 @@
-"""Evidence for consistent decoding of hierarchical-VQA answers, measured on synthworld with a
-tiny multimodal LLM fine-tuned from random weights (``taxonlens bench vqa``).
+"""Evidence for consistent decoding of hierarchical-VQA answers, from the pretrained start
+(``taxonlens bench vqa``).
 
-One run builds a small synthworld with held-out (novel) species, asks hierarchical-VQA
-questions (:func:`~taxonlens.data.vqa_build.build_vqa`) about its photos, fine-tunes the LMM
-with LoRA on the training photos (:func:`~taxonlens.train.sft.train_sft`) and answers the
-test photos of the seen species and the photos of the novel ones three ways:
+The start (:func:`~taxonlens.train.pretrain.pretrain`: ``small-qwen2.5-vl`` pretrained on the
+descriptions and taxonomic captions of a 400-species synthworld, never on these questions) is
+fine-tuned once per seed with LoRA (:func:`~taxonlens.train.sft.train_sft`) on the hierarchical
+questions (:func:`~taxonlens.data.vqa_build.build_vqa`, ``path`` distractors by default) of the
+start world's training photos, built over the seen species' taxonomy only (no novel species' name
+is ever shown in training). Each seed's model then answers ``records_per_split`` test photos of
+the seen species (``seen``) and as many photos of the novel species (``novel``), drawn once with
+the world's seed (the same records for every seed and answer), three ways from the same
+per-level option probabilities:
 
 - ``independent``: the best option of every level on its own (per-level argmax);
 - ``consistent``: the most probable path of offered options
-  (:func:`~taxonlens.recognize.vqa.consistent_decode`) from the same per-level probabilities;
+  (:func:`~taxonlens.recognize.vqa.consistent_decode`);
 - ``blind_control``: consistent decoding with uniform probabilities
   (:func:`~taxonlens.recognize.vqa.blind_decode`), what the offered options alone reveal.
 
-All three are scored by :func:`~taxonlens.recognize.vqa_answer.consistency_report` (HCA, leaf
-accuracy, POR, S-POR, TOR, valid paths), on all records and on the leakage-free ones.
+Every record's own figures (:func:`record_figures`: HCA, leaf accuracy, POR, S-POR, TOR on the
+levels that offer a choice, and whether the answer is a path of the taxonomy) are kept per seed
+and answer, on all records of each split and on its leakage-free ones (``<split>-leakage-free``:
+the options spell more than one path of the taxonomy, so they do not give the answer away); each
+answer's mean has a 95% bootstrap interval over records and seeds, and the claims
+(:data:`CLAIMS`) are judged on the paired differences (:func:`~taxonlens.bench.claims.judge`).
 
-The model is trained as a random-weight tiny preset needs (see ``tests/train/test_sft.py``):
-option names as answers, no system prompt, LoRA on the language model and its output layer,
-lr 2e-3, alpha 32, batch 4. It is asked exactly as trained: the options' names scored by
-:meth:`~taxonlens.models.mllm.LMM.option_logprobs` after the same question, without a system
-prompt (the scoring of :func:`~taxonlens.train.sft.evaluate_sft` for ``answer="name"``), the
-scores normalised over the offered options. The training questions are built over the
-taxonomy of the seen species only, so no novel species' name is ever shown in training; the
-test and novel questions over the whole world's taxonomy.
+The model is asked exactly as trained: the options' names scored by
+:meth:`~taxonlens.models.mllm.LMM.option_logprobs` after the question, without a system prompt,
+normalised over the offered options (:func:`level_logprobs`).
+
+The recipe (:class:`~taxonlens.bench.TinySFTSpec`: option names as answers, LoRA on the language
+model and its output layer, alpha 32, batch 4, lr 2e-3) was measured on the quick start (90
+training photos, 622 questions per epoch, every question for 5 epochs; per-question accuracy on
+the 126 seen test questions, chance 35.5%): LoRA on ``language+head`` brings the training loss
+from 2.6 to 1.2 in two epochs, the accuracy to 46.0% there (44.4% after five: overfitting; at lr
+5e-4 it needs four epochs for 44.4%), while LoRA on ``language`` alone barely moves the loss
+(4.4 to 3.9 at lr 2e-3, to 3.6 at 5e-3) for 40-42%. Hence two epochs at the quick size; the full size trains one epoch of one question per
+training photo (4,080 questions, drawn anew per seed), the most the 90-minute budget leaves after
+answering (see the README).
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import nonmember
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
-from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run
-from taxonlens.bench.cells import FIGURES, answers_table, figure_cells, figures_table
+from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run, mean_sd
+from taxonlens.bench.cells import FIGURES, answers_table, figure_cells, figures_table, sd_cell
+from taxonlens.bench.claims import Claim, Key, claims_table, estimates, interval_cell, judge, stack
 from taxonlens.choices import Choice
 from taxonlens.data import Record, VQARecord, read_manifest
 from taxonlens.data.vqa_build import build_vqa
+from taxonlens.data.vqa_options import consistent_path_count
+from taxonlens.evaluate.metrics import per_record, select_levels, valid_per_record
 from taxonlens.models.mllm import LMM, load_lmm
 from taxonlens.recognize.vqa import blind_decode, consistent_decode, leakage
-from taxonlens.recognize.vqa_answer import answer_records, consistency_report
+from taxonlens.recognize.vqa_answer import answer_records, consistency_report, scored_levels
 from taxonlens.synthworld import SynthWorld
 from taxonlens.taxonomy import Taxonomy
+from taxonlens.train.pretrain import Pretrained, PretrainSpec, pretrain
 from taxonlens.train.sft import check_records, image_loader, train_sft
 
-
+T = TypeVar("T")
 class VQAMode(Choice):
     """Distractor modes the benchmark accepts (``similar`` needs embeddings it does not have)."""
 
@@ -137,87 +155,40 @@ def vqa_figures(scores: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
             if s["all"]["n"] for decoder in SCORED_DECODERS for figure in FIGURES}
 
 
-@dataclass(frozen=True)
-class VQASpec(HardwareSpec):
-    """What ``bench vqa`` runs.
-
-    Attributes:
-        world: the synthworld (its seed seeds the questions and the fine-tuning too).
-        n_options, mode: options per level and distractor mode of :func:`build_vqa`
-            (``path``: leakage-free, ``random``).
-        recipe: the fine-tuning.
-        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
-    """
-
-    world: WorldSpec = field(default_factory=partial(WorldSpec, n_species=8, images_per_species=15, novel_fraction=0.25))
-    n_options: int = 4
-    mode: str = "path"
-    recipe: TinySFTSpec = field(default_factory=partial(TinySFTSpec, epochs=40))
 
 
-@dataclass
-class VQAResult:
-    """What ``bench vqa`` measured.
-
-    Attributes:
-        spec: what ran.
-        world: species, novel species (names), records per split.
-        training: questions, epochs, steps, seconds, first and last epoch loss.
-        answer_seconds, total_seconds: answering, the whole run.
-        splits: ``{"seen" | "novel": score_split(...)}``.
-    """
-
-    spec: VQASpec
-    world: dict[str, Any]
-    training: dict[str, Any]
-    answer_seconds: float
-    total_seconds: float
-    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
-
-    def render(self):
-        """The fine-tuning run, the answers per split and subset, and per split its question
-        accuracy and leakage."""
-        from rich.console import Group
-
-        training = self.training
-        run = figures_table(f"fine-tuning {self.spec.recipe.model} ({self.spec.mode} distractors)", {
-            "species (novel)": f"{self.world['species']} ({len(self.world['novel_species'])})",
-            **{f"{split} records": n for split, n in self.world["records"].items()},
-            "training questions": training["questions"], "epochs": training["epochs"], "steps": training["steps"],
-            "first / last epoch loss": f"{training['first_loss']:.3f} / {training['last_loss']:.3f}",
-            "training s": training["train_seconds"], "answering s": self.answer_seconds,
-            "total s": self.total_seconds})
-        answers = answers_table("answers per split and subset (percent)", ("species", "records", "n", "answers"), (
-            ((split, subset.replace("_", "-"), str(r[subset]["n"]), decoder.replace("_", " ")),
-             figure_cells(r[subset][decoder]))
-            for split, r in self.splits.items() for subset in ("all", "leakage_free")
-            for decoder in (DECODERS if r[subset]["n"] else ())), left=("species", "records", "answers"))
-        lines = [f"{split}: {r['questions']} questions, independent per-question accuracy "
-                 f"{r['question_acc']:.1f}% (chance {r['chance']:.1f}%); records answerable from the options "
-                 f"alone {r['leakage']['share_unique_pct']:.1f}%" for split, r in self.splits.items()]
-        return Group(run, answers, *lines)
+def drawn(items: Sequence[T], n: int, seed: int) -> list[T]:
+    """``n`` of ``items`` (all when fewer) drawn with ``seed``, in their order: a benchmark's test
+    records, the same for every seed and arm of a run."""
+    keep = random.Random(f"taxonlens-bench-records:{seed}").sample(range(len(items)), min(n, len(items)))
+    return [items[i] for i in sorted(keep)]
 
 
-def bench_vqa_evidence(spec: VQASpec = VQASpec(), workdir: str | Path | None = None,
-                       progress: Callable[[str], None] | None = None) -> VQAResult:
-    """Independent per-level answers vs consistent decoding vs the image-blind control, on the
-    seen species' test photos (``seen``) and the novel species' photos (``novel``).
+def leakage_free(records: Sequence[VQARecord], taxonomy: Taxonomy) -> np.ndarray:
+    """bool ``[N]``: the records whose options spell more than one path of ``taxonomy`` (the
+    ``leakage_free`` subset of :func:`~taxonlens.recognize.vqa_answer.consistency_report`)."""
+    return np.asarray([consistent_path_count(r, taxonomy) > 1 for r in records], dtype=bool)
 
-    Args:
-        workdir: where the world and the fine-tuned model are written (a temporary folder if None).
-        progress: called with a line at the start of each stage.
 
-    Raises:
-        TaxonlensError: an unknown distractor mode.
-    """
-    VQAMode(spec.mode)
-    say = progress or (lambda _msg: None)
-    with bench_run(workdir, spec.threads, "vqa") as work:
-        return _run(spec, work, say)
+def record_figures(records: Sequence[VQARecord], rows: Sequence[dict], taxonomy: Taxonomy) -> dict[str, np.ndarray]:
+    """Each record's own figures of the answers ``rows`` (one per record, in order), float64
+    ``[N]`` in percent, keyed as :data:`FIGURES`: ``hca``, ``acc_leaf``, ``por``, ``s_por``, ``tor``
+    (:func:`~taxonlens.evaluate.metrics.per_record` on the levels that offer a choice somewhere)
+    and ``valid_path_pct`` (100 when the full answer is a path of ``taxonomy``); their means are
+    :func:`~taxonlens.recognize.vqa_answer.consistency_report`'s figures on all records."""
+    levels = scored_levels(records)
+    out = per_record([select_levels(r.levels, levels) for r in records],
+                     [select_levels(row["path"], levels) for row in rows])
+    out["valid_path_pct"] = valid_per_record([row["path"] for row in rows], taxonomy)
+    return out
+
+
+def split_records(records: Sequence[VQARecord], logprobs: Sequence[Sequence[np.ndarray | None]],
+                  taxonomy: Taxonomy) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`record_figures` of every decoder of :data:`DECODERS` from the same per-level
+    log-probabilities (:func:`level_logprobs`): ``{decoder: {figure: [N]}}``."""
+    rows = decode_rows(records, logprobs, taxonomy)
+    return {name: record_figures(records, rows[name], taxonomy) for name in DECODERS}
 
 
 @dataclass
@@ -274,39 +245,209 @@ def vqa_world(spec: WorldSpec, n_options: int, mode: str, folder: Path) -> VQAWo
     return VQAWorld(world, manifest, by_split, train, asked, load)
 
 
+#: the answers' figures per record are kept on these subsets of each split's records
+SUBSETS = ("", "-leakage-free")
+#: what is judged: consistent decoding helps (this repository's claim), and its gain over the
+#: image-blind control, on all records and where the options do not give the answer away, is the image's
+CLAIMS = (
+    Claim("taxonlens", "consistent decoding raises seen HCA", "consistent", "independent", ("seen", "hca")),
+    Claim("taxonlens", "consistent decoding raises seen POR", "consistent", "independent", ("seen", "por")),
+    Claim("taxonlens", "consistent decoding raises novel POR", "consistent", "independent", ("novel", "por")),
+    Claim("taxonlens", "the image adds to the options (seen HCA)", "consistent", "blind_control", ("seen", "hca")),
+    Claim("taxonlens", "the image adds to the options (seen, leakage-free HCA)", "consistent", "blind_control",
+          ("seen-leakage-free", "hca")),
+    Claim("taxonlens", "the image adds to the options (novel, leakage-free HCA)", "consistent", "blind_control",
+          ("novel-leakage-free", "hca")),
+)
+
+
+@dataclass(frozen=True)
+class VQASpec(HardwareSpec):
+    """What ``bench vqa`` runs.
+
+    Attributes:
+        start: the pretrained start; its world is the benchmark's, and that world's seed seeds
+            the questions and draws the answered records.
+        start_folder: the start's folder (``None``: the cache,
+            :func:`~taxonlens.train.pretrain.pretrain_folder`); pretrained there if unfinished.
+        records_per_split: seen species' test photos and novel species' photos answered (all
+            when fewer), the same for every seed and answer.
+        seeds: one fine-tuning per seed.
+        n_options, mode: options per level and distractor mode of :func:`build_vqa`
+            (``path``: leakage-free, ``random``).
+        epochs, questions_per_record, batch_size, lr, lora_alpha: the LoRA fine-tuning of the
+            start's LMM (:class:`~taxonlens.bench.TinySFTSpec`; ``questions_per_record`` levels
+            of each training photo per epoch, drawn anew each epoch, 0: all).
+        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
+    """
+
+    start: PretrainSpec = field(default_factory=PretrainSpec)
+    start_folder: str | None = None
+    records_per_split: int = 300
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    n_options: int = 4
+    mode: str = "path"
+    epochs: int = 1
+    questions_per_record: int = 1
+    batch_size: int = 4
+    lr: float = 2e-3
+    lora_alpha: float = 32.0
+
+    @classmethod
+    def quick(cls) -> VQASpec:
+        """The size of ``--quick``: :meth:`PretrainSpec.quick`'s start, 2 seeds, 48 records per
+        split, every question of its 90 training photos for 2 epochs."""
+        return cls(start=PretrainSpec.quick(), records_per_split=48, seeds=(0, 1), epochs=2, questions_per_record=0)
+
+    def recipe(self, model: str | Path) -> TinySFTSpec:
+        """The fine-tuning of ``model`` (the start's LMM)."""
+        return TinySFTSpec(str(model), self.epochs, self.batch_size, self.lr, self.lora_alpha)
+
+
+def _stacked(runs: Mapping[int, Mapping[str, Mapping[str, Sequence[float]]]]) -> dict[str, dict[Key, np.ndarray]]:
+    """:func:`~taxonlens.bench.claims.stack` of runs whose figure keys are ``"split/figure"``."""
+    return stack({seed: {arm: {tuple(k.split("/")): v for k, v in figures.items()} for arm, figures in run.items()}
+                  for seed, run in runs.items()})
+
+
+@dataclass
+class VQAResult:
+    """What ``bench vqa`` measured.
+
+    Attributes:
+        spec: what ran.
+        start: the start's folder and LMM size.
+        world: species, novel species, training photos and questions, and per split the records
+            answered, the leakage-free ones, the questions and the chance per question.
+        seeds: per seed, the fine-tuning (steps, seconds, first and last epoch loss), the
+            answering (seconds, questions per second) and the independent answers' per-question
+            accuracy per split.
+        runs: ``runs[seed][decoder]["<split>[-leakage-free]/<figure>"]``: every record's value.
+        claims: :func:`~taxonlens.bench.claims.judge` of :data:`CLAIMS`.
+        total_seconds: the whole run.
+    """
+
+    spec: VQASpec
+    start: dict[str, Any]
+    world: dict[str, Any]
+    seeds: dict[int, dict[str, Any]]
+    runs: dict[int, dict[str, dict[str, list[float]]]]
+    claims: list[dict[str, Any]]
+    total_seconds: float
+
+    def values(self) -> dict[str, dict[Key, np.ndarray]]:
+        """``{decoder: {(split, figure): [S, N]}}`` over the seeds and records."""
+        return _stacked(self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy, with each answer's estimates (``{decoder: {"split/figure": {mean,
+        low, high, se}}}``)."""
+        return asdict(self) | {"estimates": {arm: {"/".join(k): e.to_dict() for k, e in figures.items()}
+                                             for arm, figures in estimates(self.values()).items()}}
+
+    def render(self):
+        """The run, every answer's figures (mean [95% interval]) per split and subset, the claims,
+        and per split the independent answers' question accuracy."""
+        from rich.console import Group
+
+        w, seeds = self.world, list(self.seeds.values())
+        run = figures_table(f"bench vqa: LoRA from the pretrained {self.start['model']} ({self.spec.mode} distractors)", {
+            "species (novel)": f"{w['species']} ({w['novel_species']})",
+            "training photos / questions per epoch": f"{w['train_records']} / {w['train_questions']}",
+            "epochs": self.spec.epochs, "seeds": len(seeds),
+            **{f"{split} records (leakage-free)": f"{n} ({w['leakage_free'][split]})" for split, n in w["records"].items()},
+            "training s per seed": float(np.mean([r["train_seconds"] for r in seeds])),
+            "answering s per seed": float(np.mean([r["answer_seconds"] for r in seeds])),
+            "answered questions / s": float(np.mean([r["questions_per_second"] for r in seeds])),
+            "total s": self.total_seconds})
+        found = estimates(self.values())
+        answers = answers_table("answers per split: mean [95% interval over seeds and records] (percent)",
+                                ("records", "answers"), (
+            ((f"{split}{subset}", decoder.replace("_", " ")),
+             figure_cells({k[1]: e for k, e in found[decoder].items() if k[0] == f"{split}{subset}"}, interval_cell))
+            for split in w["records"] for subset in SUBSETS for decoder in DECODERS
+            if (f"{split}{subset}", "hca") in found[decoder]))
+        lines = [f"{split}: {w['questions'][split]} questions, independent per-question accuracy "
+                 f"{sd_cell(mean_sd([r['question_acc'][split] for r in seeds]))}% (chance {w['chance'][split]:.1f}%)"
+                 for split in w["records"]]
+        return Group(run, answers, claims_table("claims: paired differences over seeds and records", self.claims),
+                     *lines)
+
+
+def bench_vqa_evidence(spec: VQASpec = VQASpec(), workdir: str | Path | None = None,
+                       progress: Callable[[str], None] | None = None) -> VQAResult:
+    """Independent per-level answers vs consistent decoding vs the image-blind control, from the
+    pretrained start fine-tuned per seed, on the seen species' test photos (``seen``) and the
+    novel species' photos (``novel``).
+
+    Args:
+        workdir: where the world and the fine-tuned models are written (a temporary folder if None).
+        progress: called with a line at the start of each stage.
+
+    Raises:
+        TaxonlensError: an unknown distractor mode.
+    """
+    VQAMode(spec.mode)
+    say = progress or (lambda _msg: None)
+    with bench_run(workdir, spec.threads, "vqa") as work:
+        return _run(spec, work, say)
+
+
 def _run(s: VQASpec, work: Path, say: Callable[[str], None]) -> VQAResult:
-    start = time.perf_counter()
-    say(f"synthworld: {s.world.n_species} species x {s.world.images_per_species} photos")
-    vw = vqa_world(s.world, s.n_options, s.mode, work / "world")
-    world, taxonomy, train, asked, load = vw.world, vw.taxonomy, vw.train, vw.asked, vw.load
-    by_split = {k: v for k, v in vw.records.items() if k != "val"}
-    ranks = list(taxonomy.ranks)
-    config = s.recipe.config(work / "sft", s, s.world.seed)
-    n_questions = len(check_records(train, ranks))
-    say(f"fine-tuning {s.recipe.model}: {n_questions} questions x {s.recipe.epochs} epochs")
     tick = time.perf_counter()
-    result = train_sft(config, train, load, ranks)
-    train_wall = time.perf_counter() - tick
-    losses = [m["train_loss"] for m in result.metrics]
-    training = {"records": len(train), "questions": n_questions, "epochs": s.recipe.epochs, "steps": result.steps,
-                "train_seconds": sum(m["train_seconds"] for m in result.metrics), "wall_seconds": train_wall,
-                "first_loss": losses[0], "last_loss": losses[-1]}
-    splits: dict[str, Any] = {}
-    tick = time.perf_counter()
-    lmm = s.scored(result, load_lmm)
+    start = pretrain(s.start, s.start_folder, threads=s.threads, say=say)
+    w = s.start.world
+    say(f"the start's synthworld: {w.n_species} species x {w.images_per_species} photos")
+    vw = vqa_world(w, s.n_options, s.mode, work / "world")
+    taxonomy = vw.taxonomy
+    asked = {name: drawn(recs, s.records_per_split, w.seed) for name, recs in vw.asked.items() if recs}
+    free = {name: leakage_free(recs, taxonomy) for name, recs in asked.items()}
+    runs: dict[int, dict[str, dict[str, list[float]]]] = {}
+    seeds: dict[int, dict[str, Any]] = {}
+    for seed in s.seeds:
+        runs[seed], seeds[seed] = _seed_run(s, start, vw, asked, free, seed, work / f"seed-{seed}", say)
+    world = {"species": taxonomy.n_leaves, "novel_species": len(vw.world.novel), "train_records": len(vw.train),
+             "train_questions": len(check_records(vw.train, taxonomy.ranks)),
+             "records": {name: len(recs) for name, recs in asked.items()},
+             "leakage_free": {name: int(mask.sum()) for name, mask in free.items()},
+             "questions": {name: sum(len(c) > 1 for r in recs for c in r.choices) for name, recs in asked.items()},
+             "chance": {name: 100.0 * float(np.mean([1 / len(c) for r in recs for c in r.choices if len(c) > 1]))
+                        for name, recs in asked.items()}}
+    return VQAResult(spec=s, start={"folder": str(start.folder), "model": s.start.model,
+                                    "lmm_parameters": start.knowledge.get("lmm_parameters")},
+                     world=world, seeds=seeds, runs=runs, claims=judge(CLAIMS, _stacked(runs)),
+                     total_seconds=time.perf_counter() - tick)
+
+
+def _seed_run(s: VQASpec, start: Pretrained, vw: VQAWorld, asked: Mapping[str, Sequence[VQARecord]],
+              free: Mapping[str, np.ndarray], seed: int, out: Path, say: Callable[[str], None]
+              ) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any]]:
+    """One seed: the start's LMM fine-tuned, then every drawn record answered and scored per
+    decoder; ``(runs[seed], what the seed's fine-tuning and answering took)``."""
+    ranks = list(vw.taxonomy.ranks)
+    config = replace(s.recipe(start.lmm).config(out, s, seed), questions_per_record=s.questions_per_record)
+    say(f"seed {seed}: fine-tuning {s.start.model} on {len(vw.train)} training photos x {s.epochs} epochs")
+    trained = train_sft(config, vw.train, vw.load, ranks)
+    losses = [m["train_loss"] for m in trained.metrics]
+    lmm = s.scored(trained, load_lmm)
+    run: dict[str, dict[str, list[float]]] = {decoder: {} for decoder in DECODERS}
+    question_acc, tick, questions = {}, time.perf_counter(), 0
     for name, recs in asked.items():
-        if not recs:
-            continue
-        say(f"answering {len(recs)} {name} records")
-        lps = level_logprobs(lmm, recs, load, ranks)
-        splits[name] = score_split(recs, lps, taxonomy)
+        say(f"seed {seed}: answering {len(recs)} {name} records")
+        rows = decode_rows(recs, level_logprobs(lmm, recs, vw.load, ranks), vw.taxonomy)
+        question_acc[name] = question_accuracy(recs, rows["independent"])
+        questions += sum(len(c) > 1 for r in recs for c in r.choices)
+        for decoder in DECODERS:
+            figures = record_figures(recs, rows[decoder], vw.taxonomy)
+            for subset, keep in zip(SUBSETS, (np.ones(len(recs), dtype=bool), free[name])):
+                if keep.any():
+                    run[decoder] |= {f"{name}{subset}/{k}": v[keep].tolist() for k, v in figures.items()}
     answer_seconds = time.perf_counter() - tick
-    novel = sorted(taxonomy.names[taxonomy.leaves[i]] for i in world.novel)
-    return VQAResult(spec=s, world={"species": taxonomy.n_leaves, "novel_species": novel,
-                                    "records": {k: len(v) for k, v in by_split.items()}},
-                     training=training, answer_seconds=answer_seconds, total_seconds=time.perf_counter() - start,
-                     splits=splits)
+    return run, {"steps": trained.steps, "train_seconds": trained.seconds, "first_loss": losses[0],
+                 "last_loss": losses[-1], "answer_seconds": answer_seconds,
+                 "questions_per_second": questions / answer_seconds, "question_acc": question_acc}
 
 
-__all__ = ["DECODERS", "FIGURES", "SCORED_DECODERS", "VQAMode", "VQAResult", "VQASpec", "VQAWorld", "bench_vqa_evidence", "decode_rows",
-           "level_logprobs", "question_accuracy", "score_split", "vqa_figures", "vqa_scores", "vqa_world"]
+__all__ = ["CLAIMS", "DECODERS", "FIGURES", "SCORED_DECODERS", "VQAMode", "VQAResult", "VQASpec", "VQAWorld",
+           "bench_vqa_evidence", "decode_rows", "drawn", "leakage_free", "level_logprobs", "question_accuracy",
+           "record_figures", "score_split", "vqa_figures", "vqa_scores", "vqa_world"]

@@ -196,31 +196,38 @@ def bench_pybioclip(
 
 @app.command("vqa")
 def bench_vqa(
-    species: SpeciesHeldOutOpt = 8,
-    images_per_species: Annotated[int, typer.Option()] = 15,
-    novel_fraction: Annotated[float, typer.Option(help="Share of the species held out (novel).")] = 0.25,
+    quick: Annotated[bool, typer.Option("--quick", help="The test size: the quick pretrained start (24 species, "
+                                                        "tiny-qwen2.5-vl), 2 seeds, 48 records per split.")] = False,
+    seeds: Annotated[int | None, typer.Option(help="Seeds, one fine-tuning each (default: 5; --quick: 2).")] = None,
+    records_per_split: Annotated[int | None, typer.Option(help="Seen test photos and novel photos answered "
+                                                               "(default: 300; --quick: 48).")] = None,
+    start_folder: Annotated[Path | None, typer.Option(help="The pretrained start's folder (default: the cache; "
+                                                           "pretrained there if unfinished).")] = None,
     mode: Annotated[VQAMode, typer.Option(help="Distractors: path (leakage-free) or random.")] = VQAMode.path,
     options: Annotated[int, typer.Option(help="Options per level.")] = 4,
-    model: Annotated[str, typer.Option(help="Multimodal LLM fine-tuned (a tiny preset by default).")
-                     ] = "tiny-qwen2.5-vl",
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 40,
     threads: ThreadsOpt = 1,
-    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here.")] = None,
     device: DeviceOpt = Device.cpu,
     precision: PrecisionOpt = Precision.fp32,
 ) -> None:
-    """Hierarchical VQA on synthworld after LoRA fine-tuning of a tiny LMM: independent per-level
-    answers vs consistent decoding vs the image-blind control (HCA, leaf accuracy, POR, S-POR,
-    TOR, valid paths), seen and novel species, all and leakage-free records."""
-    from taxonlens.bench import TinySFTSpec, WorldSpec
+    """Hierarchical VQA from the pretrained start, LoRA fine-tuned per seed: independent per-level
+    answers vs consistent decoding vs the image-blind control (HCA, leaf accuracy, POR, S-POR, TOR,
+    valid paths; mean and 95% interval over seeds and records), seen and novel species, all and
+    leakage-free records, and the verdict on each claim."""
     from taxonlens.bench.vqa import VQASpec
     from taxonlens.bench.vqa import bench_vqa_evidence as run
 
-    spec = VQASpec(world=WorldSpec(n_species=species, images_per_species=images_per_species,
-                                   novel_fraction=novel_fraction, seed=seed), n_options=options, mode=mode,
-                   recipe=TinySFTSpec(model=model, epochs=epochs), threads=threads or None, device=device,
-                   precision=precision)
-    print_wide(run(spec, progress=say).render(), 100)
+    if out is not None:
+        check_writable(out)  # before the run, not after it
+    base = VQASpec.quick() if quick else VQASpec()
+    spec = replace(base, seeds=tuple(range(seeds)) if seeds is not None else base.seeds,
+                   records_per_split=records_per_split if records_per_split is not None else base.records_per_split,
+                   start_folder=str(start_folder) if start_folder is not None else None, n_options=options, mode=mode,
+                   threads=threads or None, device=device, precision=precision)
+    result = run(spec, progress=say)
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+    print_wide(result.render(), 160)
 
 
 @app.command("tara")
@@ -256,16 +263,20 @@ def bench_tara(
 
 @app.command("finedefics")
 def bench_finedefics(
-    species: Annotated[int, typer.Option(help="synthworld species (some held out as novel; all seen with --cost).")
-                       ] = 8,
-    images_per_species: Annotated[int, typer.Option()] = 15,
-    model: Annotated[str, typer.Option(help="Tiny LMM preset (the evidence; --cost runs every tiny preset).")
-                     ] = "tiny-qwen2.5-vl",
-    stage1_epochs: Annotated[int, typer.Option(help="Stage I epochs (stage2_only gets them as Stage II epochs).")
-                             ] = 10,
-    stage2_epochs: Annotated[int, typer.Option(help="Stage II epochs.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Photos per step, both stages.")] = 4,
-    seeds: Annotated[int, typer.Option(help="Seeds (one starting model and five arms each).")] = 3,
+    quick: Annotated[bool, typer.Option("--quick", help="Minutes: the quick pretrained start, 2 seeds, 16 records "
+                                                        "per split.")] = False,
+    seeds: Annotated[int | None, typer.Option(help="Seeds (every arm once each; default 5, --quick 2).")] = None,
+    records_per_split: Annotated[int | None, typer.Option(help="Held-out photos of seen species and novel photos asked (default "
+                                                               "300, --quick 16).")] = None,
+    start_folder: Annotated[Path | None, typer.Option(help="The pretrained start's folder (default: the cache; "
+                                                           "built there if missing).")] = None,
+    stage1_epochs: Annotated[int | None, typer.Option(help="Stage I epochs (stage2_only gets them as Stage II "
+                                                           "epochs).")] = None,
+    stage2_epochs: Annotated[int | None, typer.Option(help="Stage II epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Photos per step, both stages (default: the spec's; "
+                                                        "--cost: 4).")] = None,
+    species: Annotated[int, typer.Option(help="--cost: synthworld species (all seen).")] = 8,
+    images_per_species: Annotated[int, typer.Option(help="--cost: photos per species.")] = 15,
     threads: ThreadsOpt = 1,
     out: Annotated[Path, typer.Option(help="Folder for result.json and alignment.png (cost.json with --cost).")
                    ] = Path("taxonlens-bench-finedefics"),
@@ -275,11 +286,12 @@ def bench_finedefics(
     device: DeviceOpt = Device.cpu,
     precision: PrecisionOpt = Precision.fp32,
 ) -> None:
-    """Finedefics on synthworld, same budget, several seeds: Stage II only vs Stage I (object-category contrast
-    only; the three contrasts OAC, ACC, CCC; NTP + OAC + ACC + OCC; NTP + OAC + ACC + CCC) + Stage II.
-    Species-level 4-option and open-set accuracy, HCA, leaf, POR, S-POR, TOR (mean +- sd over seeds) on seen and
-    novel species, and image -> name alignment inside the LLM before and after Stage I, with a plot. --cost: what each stage costs per step."""
-    from taxonlens.bench import TinySFTSpec, WorldSpec
+    """Finedefics from the pretrained start, same budget, 5 seeds: Stage II only vs Stage I (the three contrasts OAC,
+    ACC, CCC; NTP + OAC + ACC + OCC; NTP + OAC + ACC + CCC) + Stage II. Species-level
+    4-option and open-set accuracy on seen and novel species and image -> name alignment inside the LLM after each
+    stage, per record: each arm's mean with its 95% interval, the paper's claims judged on paired differences, and an
+    alignment plot. --cost: what each stage costs per step."""
+    from taxonlens.bench import WorldSpec
     from taxonlens.bench import finedefics as fd
 
     if cost and (device, precision) != (Device.cpu, Precision.fp32):
@@ -289,18 +301,20 @@ def bench_finedefics(
     if cost:
         cost_result = fd.bench_finedefics_cost(fd.FinedeficsCostSpec(
             world=WorldSpec(n_species=species, images_per_species=images_per_species, novel_fraction=0.0),
-            batch_size=batch_size, threads=threads or None), progress=say)
+            batch_size=batch_size or 4, threads=threads or None), progress=say)
         (out / "cost.json").write_text(json.dumps(cost_result.to_dict(), indent=1))
         print_wide(cost_result.render(), 130)
         console.print(f"written {out / 'cost.json'}; total {cost_result.total_seconds:.0f} s")
         return
-    spec = fd.FinedeficsSpec(world=WorldSpec(n_species=species, images_per_species=images_per_species),
-                             recipe=TinySFTSpec(model=model, epochs=stage2_epochs, batch_size=batch_size),
-                             stage1_epochs=stage1_epochs, seeds=tuple(range(seeds)), threads=threads or None,
-                             device=device, precision=precision)
+    chosen = {"seeds": tuple(range(seeds)) if seeds is not None else None, "records_per_split": records_per_split,
+              "start_folder": str(start_folder) if start_folder is not None else None,
+              "stage1_epochs": stage1_epochs, "stage2_epochs": stage2_epochs, "batch_size": batch_size}
+    spec = replace(fd.FinedeficsSpec.quick() if quick else fd.FinedeficsSpec(),
+                   **{k: v for k, v in chosen.items() if v is not None}, threads=threads or None, device=device,
+                   precision=precision)
     result = fd.bench_finedefics_evidence(spec, out=out, progress=say)
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
-    print_wide(result.render(), 120)
+    print_wide(result.render(), 160)
     console.print(f"plot {result.plot}; result {out / 'result.json'}; total {result.total_seconds:.0f} s")
 
 

@@ -94,6 +94,10 @@ def predict(
     _check_out(engine, out) if detections is None else check_detections_output(out)
     if thresholds is not None:
         read_thresholds(thresholds)  # a malformed file fails before the model loads
+    if detections is not None:
+        from taxonlens.data.megadetector import read_detections
+
+        read_detections(detections)  # so does a missing or malformed detections file
     files = expand_inputs(paths) if detections is None else []
     with progress_bar() as bar:
         recognizer = _recognizer(bar, options)

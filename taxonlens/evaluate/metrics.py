@@ -217,7 +217,18 @@ def valid_path_pct(preds: Paths, taxonomy: Taxonomy) -> float:
     """
     if not preds:
         raise ValueError("no predictions to check")
-    return _mean_pct((_node(taxonomy, p) is not None for p in preds), len(preds))
+    return float(valid_per_record(preds, taxonomy).mean())
+
+
+def valid_per_record(preds: Paths, taxonomy: Taxonomy) -> np.ndarray:
+    """Each predicted FULL path's own :func:`valid_path_pct`: 100.0 when it is a path of
+    ``taxonomy``, else 0.0, float64 ``[N]``.
+
+    >>> tax = Taxonomy.from_paths([["Plantae", "Rosa", "Rosa canina"], ["Plantae", "Bellis", "Bellis perennis"]])
+    >>> valid_per_record([["Plantae", "Rosa"], ["Plantae", "Bellis", "Rosa canina"]], tax).tolist()
+    [100.0, 0.0]
+    """
+    return np.asarray([100.0 * (_node(taxonomy, p) is not None) for p in preds], dtype=np.float64)
 
 
 @dataclass(frozen=True)

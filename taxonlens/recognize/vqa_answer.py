@@ -158,6 +158,13 @@ def answer_benchmark(lmm: LMM, records: Sequence[VQARecord], out: str | Path, im
                         overwrite=overwrite)
 
 
+def scored_levels(records: Sequence[VQARecord]) -> list[int]:
+    """The 0-based levels a benchmark's answers are scored on: those that offer a choice in at
+    least one record."""
+    return [k for k in range(max(len(r.levels) for r in records))
+            if any(len(r.choices[k]) > 1 for r in records if k < len(r.choices))]
+
+
 def consistency_report(records: Sequence[VQARecord], rows: Sequence[dict], taxonomy: Taxonomy) -> dict[str, dict]:
     """Figures (percent) of the answers ``rows`` and of the image-blind control (consistent
     decoding with uniform option probabilities), on all records and on the leakage-free ones
@@ -177,8 +184,7 @@ def consistency_report(records: Sequence[VQARecord], rows: Sequence[dict], taxon
     missing = [r.image for r in records if r.image not in by_image]
     if missing:
         raise DataError(f"{len(missing)} records have no answer, e.g. {missing[0]}")
-    levels = [k for k in range(max(len(r.levels) for r in records)) if any(len(r.choices[k]) > 1 for r in records
-                                                                           if k < len(r.choices))]
+    levels = scored_levels(records)
     free = [consistent_path_count(r, taxonomy) > 1 for r in records]
     out: dict[str, dict] = {}
     for subset, keep in (("all", [True] * len(records)), ("leakage_free", free)):

@@ -369,6 +369,7 @@ class AlignmentReport:
         n: images.
         accuracy: percent of images whose nearest category name (cosine of global
             representations) is their own.
+        correct: ``[N]`` bool, whether each image's nearest category name is its own.
         gap: mean over images of ``cos(image, true name) - max cos(image, wrong name)``.
         names: ``[C]`` the category names.
         image_xy, category_xy: ``[N, 2]`` and ``[C, 2]`` coordinates of the unit representations
@@ -377,6 +378,7 @@ class AlignmentReport:
 
     n: int
     accuracy: float
+    correct: np.ndarray
     gap: float
     names: list[str]
     image_xy: np.ndarray
@@ -422,8 +424,9 @@ def measure_alignment(lmm: LMM, images: Sequence, labels: Sequence[int], names: 
     true = cos[torch.arange(len(y)), y]
     wrong = cos.scatter(1, y[:, None], -torch.inf).max(dim=1).values
     xy = pca_2d(torch.cat([img, cat]).numpy())
-    return AlignmentReport(len(y), 100.0 * float((cos.argmax(dim=1) == y).float().mean()),
-                           float((true - wrong).mean()), list(names), xy[:len(y)], xy[len(y):])
+    correct = (cos.argmax(dim=1) == y).numpy()
+    return AlignmentReport(len(y), 100.0 * float(correct.mean()), correct, float((true - wrong).mean()), list(names),
+                           xy[:len(y)], xy[len(y):])
 
 
 # ---------------------------------------------------------------- training

@@ -3,9 +3,14 @@
 The questions are the benchmark's (:func:`~taxonlens.recognize.answers.question_text`), each
 record asked at ``levels_per_record`` levels drawn at random (seeded; 1 by default, so every
 sample is asked at one random rank), answered directly: no reasoning is asked for and a
-completion is at most ``max_new_tokens`` tokens. The reward of a completion is 1 when
-:func:`~taxonlens.recognize.answers.parse_answer` reads the true option from it (a letter or
-the option's name, whichever the model writes), else 0.
+completion is at most ``max_new_tokens`` tokens. The levels are drawn anew for every epoch, as
+the SFT arm's are (:func:`~taxonlens.train.sft.epoch_examples` with the epoch's number): trl
+cannot change its dataset's rows between epochs, so trl is given one dataset holding the
+questions of every epoch, in epoch order, and trains one pass over it (``num_train_epochs=1``),
+which trl shuffles as a whole: a step may mix questions of two epochs. The reward of a
+completion is 1 when :func:`~taxonlens.recognize.answers.exact_option` reads the true option
+from it (its letter, or exactly its name, whichever the model writes), else 0: a completion
+that lists several options, adds words or misspells the name earns 0.
 
 trl's :class:`~trl.GRPOTrainer` does the rest: ``generations`` completions sampled per question, advantages relative to their group (reward minus the group
 mean, over the group's standard deviation), the clipped policy ratio (``epsilon``) and a KL
@@ -53,7 +58,7 @@ from typing import Any
 from taxonlens.data import VQARecord
 from taxonlens.errors import DataError, TaxonlensError
 from taxonlens.models.mllm import LMM, load_lmm
-from taxonlens.recognize.answers import parse_answer, question_text
+from taxonlens.recognize.answers import exact_option, question_text
 from taxonlens.train.checkpoint import CheckpointError, check_config, isolated_run, read_metrics, write_jsonl
 from taxonlens.train.config import LMMConfig, QuestionConfig, with_defaults
 from taxonlens.train.loop import METRICS_FILE, MODEL_DIR, StepLog, TrainResult
@@ -80,12 +85,12 @@ class RFTConfig(LMMConfig, QuestionConfig):
     :class:`~taxonlens.train.config.LMMConfig` (``lora_r = 0``: full fine-tuning; no ``+head``
     target sets), :class:`~taxonlens.train.config.QuestionConfig` (the format the warm start was
     trained on; each field's help is in its metadata) and GRPO's and TARA's own settings. The
-    learning rate decays linearly to 0 after the warmup; ``checkpoint_every`` 0 checkpoints at
-    every epoch end."""
+    learning rate decays linearly to 0 after the warmup; ``checkpoint_every`` 0 checkpoints after
+    every epoch's worth of steps (one epoch's questions over ``questions_per_step``)."""
 
     questions_per_step: int = field(default=4, metadata={
         "help": "GRPO: questions per optimizer step, each answered `generations` times (trl leaves out the last "
-                "len % questions_per_step questions of each epoch's order)"})
+                "len % questions_per_step questions of its shuffled pass over every epoch's questions)"})
     generations: int = field(default=4, metadata={
         "help": "GRPO: completions sampled per question, the group the advantages are relative to (>= 2)"})
     beta: float = field(default=0.04, metadata={
@@ -96,7 +101,8 @@ class RFTConfig(LMMConfig, QuestionConfig):
     max_new_tokens: int = field(default=16, metadata={
         "help": "GRPO: longest completion in tokens; answers are direct, without reasoning"})
     levels_per_record: int = field(default=1, metadata={
-        "help": "GRPO: levels asked per record, drawn at random with the seed (0: every level that offers a choice)"})
+        "help": "GRPO: levels asked per record, drawn at random with the seed anew every epoch (0: every level that "
+                "offers a choice)"})
     tara: bool = field(default=False, metadata={
         "help": "alternate a TARA alignment update with every GRPO update"})
     bfm: str = field(default="tiny-clip", metadata={
@@ -104,7 +110,8 @@ class RFTConfig(LMMConfig, QuestionConfig):
     visual_layer: int = field(default=0, metadata={
         "help": "TARA: LMM layer whose image-token states are aligned (0: the middle layer)"})
     label_layer: int = field(default=0, metadata={
-        "help": "TARA: LMM layer whose answer state is aligned (0: the last layer)"})
+        "help": "TARA: LMM layer (1-based) whose state at the first answer token is aligned to the label's BFM text "
+                "embedding (0: the last layer, as the paper's reference code reads)"})
     visual_weight: float = field(default=0.5, metadata={
         "help": "TARA: weight of the visual alignment loss in their weighted mean"})
     label_weight: float = field(default=0.5, metadata={
@@ -151,11 +158,13 @@ def shots_per_species(records: Sequence[VQARecord], shots: int, seed: int = 0) -
 
 
 def rft_examples(lmm: LMM, records: Sequence[VQARecord], ranks: Sequence[str], config: RFTConfig) -> list[SFTExample]:
-    """The questions trained on: ``levels_per_record`` levels of each record (all of them when 0),
-    drawn once with the run's seed, as SFT examples (prompt text and true answer), which the
-    TARA alignment pass reads too."""
+    """The questions of every epoch, in epoch order (the same count in each): in epoch ``e``,
+    ``levels_per_record`` levels of each record (all of them when 0) drawn with the run's seed
+    and ``e`` (:func:`~taxonlens.train.sft.epoch_examples`), as SFT examples (prompt text and
+    true answer), which the reward and the TARA alignment pass read too."""
     examples = build_examples(lmm, records, ranks, config.answer, config.organism, config.system_prompt)
-    return [examples[j] for j in epoch_examples(examples, config.levels_per_record, config.seed, 0)]
+    return [examples[j] for epoch in range(config.epochs)
+            for j in epoch_examples(examples, config.levels_per_record, config.seed, epoch)]
 
 
 def rft_dataset(examples: Sequence[SFTExample], records: Sequence[VQARecord], ranks: Sequence[str],
@@ -171,7 +180,8 @@ def rft_dataset(examples: Sequence[SFTExample], records: Sequence[VQARecord], ra
 
 
 def answer_reward(examples: Sequence[SFTExample], records: Sequence[VQARecord]) -> Callable[..., list[float]]:
-    """trl's reward function: 1.0 for a completion that names the true option, else 0.0."""
+    """trl's reward function: 1.0 for a completion that names exactly the true option
+    (:func:`~taxonlens.recognize.answers.exact_option`), else 0.0."""
     truth = [records[ex.record].levels[ex.level].lower() for ex in examples]
     options = [list(records[ex.record].choices[ex.level]) for ex in examples]
 
@@ -179,7 +189,7 @@ def answer_reward(examples: Sequence[SFTExample], records: Sequence[VQARecord]) 
         out = []
         for completion, j in zip(completions, row):
             text = completion[-1]["content"] if isinstance(completion, list) else completion
-            picked = parse_answer(text, options[j]).index
+            picked = exact_option(text, options[j])
             out.append(float(picked is not None and options[j][picked].lower() == truth[j]))
         return out
 
@@ -228,7 +238,8 @@ def train_grpo(
         return _run(config, records, load, ranks, out, bool(checkpoints), progress)
 
 
-def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int, suppress: list[int], place: Placement):
+def _trl_args(config: RFTConfig, out: Path, total_steps: int, steps_per_epoch: int, suppress: list[int],
+              place: Placement):
     from trl import GRPOConfig
 
     completions = config.questions_per_step * config.generations
@@ -238,11 +249,11 @@ def _trl_args(config: RFTConfig, out: Path, steps_per_epoch: int, suppress: list
     return GRPOConfig(
         output_dir=str(out), use_cpu=place.device.type == "cpu", bf16=place.precision == "bf16",
         fp16=place.precision == "fp16", deepspeed=place.deepspeed, seed=config.seed,
-        data_seed=config.seed, num_train_epochs=config.epochs,
+        data_seed=config.seed, num_train_epochs=1,  # one pass over every epoch's questions
         per_device_train_batch_size=completions // place.world,
         num_generations=config.generations, max_completion_length=config.max_new_tokens,
         temperature=config.temperature, learning_rate=config.lr, lr_scheduler_type="linear",
-        warmup_steps=round(config.warmup * steps_per_epoch * config.epochs), weight_decay=config.weight_decay,
+        warmup_steps=round(config.warmup * total_steps), weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         beta=config.beta, epsilon=config.epsilon, loss_type="grpo", scale_rewards="group",
         logging_steps=1, report_to=[], disable_tqdm=True, save_strategy="steps",
@@ -280,12 +291,13 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
         lmm.add_lora(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
     examples = rft_examples(lmm, records, ranks, config)
     dataset = rft_dataset(examples, records, ranks, load, config)
-    steps_per_epoch = len(examples) // config.questions_per_step  # trl leaves out an incomplete last batch
+    per_epoch = len(examples) // config.epochs
+    steps_per_epoch = per_epoch // config.questions_per_step
     if not steps_per_epoch:
-        raise DataError(f"{len(examples)} training questions: fewer than questions_per_step "
+        raise DataError(f"{per_epoch} training questions per epoch: fewer than questions_per_step "
                         f"({config.questions_per_step})")
-    args = _trl_args(config, out, steps_per_epoch, lmm.non_answer_token_ids, place)
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = len(examples) // config.questions_per_step  # trl leaves out an incomplete last batch
+    args = _trl_args(config, out, total_steps, steps_per_epoch, lmm.non_answer_token_ids, place)
 
     class Journal(TrainerCallback):
         step_start = time.perf_counter()
@@ -301,7 +313,8 @@ def _run(config: RFTConfig, records: list[VQARecord], load: Callable[[VQARecord]
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
             if progress is not None:
-                progress(StepLog(max(1, math.ceil(state.epoch or 0)), state.global_step, total_steps,
+                epoch = min(config.epochs, max(1, math.ceil(state.global_step * config.questions_per_step / per_epoch)))
+                progress(StepLog(epoch, state.global_step, total_steps,
                                  row.get("loss", math.nan), row.get("learning_rate", math.nan),
                                  time.perf_counter() - self.step_start, row))
 

@@ -282,7 +282,7 @@ def _epochs(config: LoopConfig, run: LoopRun, place: Placement, out: Path, ckpt_
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(total_steps, round(config.warmup * total_steps)))
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    run_config = asdict(config)
+    run_config = asdict(config) | {"precision": place.precision}  # resolved: "auto" on a CPU resumes an "fp32" run
     identities = {name: now for name, (now, _) in run.identities.items()}
 
     # fp16 losses are scaled here, or by DeepSpeed's engine

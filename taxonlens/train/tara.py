@@ -12,11 +12,15 @@ as a tiny BioCLIP-style encoder trained on synthworld), alternating with no-thin
   are matched by average-pooling the finer one to the coarser grid (Qwen's merged patches
   against a ViT's patches), anything else by taking evenly spaced tokens of both (Idefics2's
   perceiver latents have no grid);
-- **label alignment**: the hidden state of layer ``m`` (default: the last) at the position that
-  emits the first answer token (the last prompt token: the state that decides the answer,
-  which has not seen it), through a second projector, against the BFM's text embedding of the
-  true label at the asked rank ("a photo of <kingdom> ... <taxon at that rank>.", BioCLIP's
-  taxonomic caption); loss ``1 - cosine similarity``;
+- **label alignment**: the hidden state of layer ``m`` at the first answer token (the paper's
+  representation of the answer's first token at layer ``m``; here the teacher-forced true
+  answer's first token, whose state has seen the prompt and that token), through a second
+  projector, against the BFM's text embedding of the true label at the asked rank ("a photo of
+  <kingdom> ... <taxon at that rank>.", BioCLIP's taxonomic caption); loss ``1 - cosine
+  similarity``. ``m`` defaults to the last layer (the final norm's output), the reference
+  code's choice: the paper calls it layer ``m``, and its public code (``grpo_trainer_tara.py``)
+  reads ``hidden_states[1][-1]`` of generation, the last layer's state at the first generated
+  token (``target_layer`` defaulting to ``-1``), while its visual alignment reads the middle layer;
 - TARA loss = ``(w_v * visual + w_l * label) / (w_v + w_l)`` (0.5 / 0.5 by default).
 
 The alignment is computed in a teacher-forced forward pass with gradients (prompt + true
@@ -81,8 +85,8 @@ def label_text(record: VQARecord, level: int) -> str:
 
 def alignment_targets(bfm: str, examples: Sequence[SFTExample], records: Sequence[VQARecord],
                       load: Callable[[VQARecord], Any], batch_size: int = 64) -> AlignmentTargets:
-    """Patch features of every asked record's image and label embeddings of every example, from
-    the encoder ``bfm`` (a taxonlens encoder name or folder)."""
+    """Patch features of every asked record's image and label embeddings of every example (each
+    caption encoded once), from the encoder ``bfm`` (a taxonlens encoder name or folder)."""
     encoder = load_encoder(bfm)
     asked = list(dict.fromkeys(ex.record for ex in examples))
     patches: dict[int, torch.Tensor] = {}
@@ -90,8 +94,11 @@ def alignment_targets(bfm: str, examples: Sequence[SFTExample], records: Sequenc
         chunk = asked[start:start + batch_size]
         feats = encoder.patch_features(torch.stack([encoder.preprocess(load(records[i])) for i in chunk]))
         patches.update(zip(chunk, feats))
-    labels = encoder.encode_texts([label_text(records[ex.record], ex.level) for ex in examples])
-    return AlignmentTargets(patches, labels)
+    texts = [label_text(records[ex.record], ex.level) for ex in examples]
+    unique = list(dict.fromkeys(texts))  # every epoch asks the same captions again
+    embedded = encoder.encode_texts(unique)
+    row = {text: i for i, text in enumerate(unique)}
+    return AlignmentTargets(patches, embedded[[row[t] for t in texts]])
 
 
 # ------------------------------------------------------------------ losses
@@ -177,7 +184,7 @@ class TARAAligner(nn.Module):
         Args:
             hidden_states: the LMM's ``output_hidden_states`` (``[B, L, H]`` per layer, embeddings first).
             image_mask: bool ``[B, L]``, the image's token positions.
-            answer_at: ``[B]``, the position that emits each first answer token.
+            answer_at: ``[B]``, the position of each row's first answer token.
             patches: per row, the BFM patch features ``[P_i, C]`` of its image.
             labels: ``[B, D]``, the label embeddings.
         """
@@ -191,10 +198,10 @@ class TARAAligner(nn.Module):
 def alignment_batch(lmm: LMM, images: Sequence[Any], examples: Sequence[SFTExample]
                     ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """The teacher-forced inputs of ``prompt + true answer`` (padded on the right), the image
-    token mask ``[B, L]`` and the position ``[B]`` of the last prompt token (whose state emits the
-    first answer token)."""
+    token mask ``[B, L]`` and the position ``[B]`` of the true answer's first token (the first
+    position the labels score), whose state the label alignment reads."""
     batch, labels = sft_inputs(lmm, images, examples)
-    answer_at = (labels != -100).int().argmax(dim=1) - 1
+    answer_at = (labels != -100).int().argmax(dim=1)
     return batch, lmm.image_positions(batch["input_ids"]), answer_at
 
 

@@ -1,16 +1,31 @@
-"""The consistent-decoding evidence benchmark (``taxonlens bench vqa``) at a tiny size: its
-structure and invariants (consistent answers are paths of the taxonomy, the blind control is
-what ``leakage``/``blind_decode`` give, every figure a percentage); no timing assertion."""
+"""The consistent-decoding evidence benchmark (``taxonlens bench vqa``) from the micro pretrained
+start: per-record figures ``[S, N]`` for every answer, the claims judged, and the invariants
+(consistent answers are paths of the taxonomy, the blind control is what ``leakage`` /
+``blind_decode`` give and does not depend on the seed, the per-record values average to
+``consistency_report``'s figures); no timing assertion."""
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import numpy as np
 import pytest
+from rich.console import Console
+from typer.testing import CliRunner
 
-from taxonlens.bench import TinySFTSpec, WorldSpec
-from taxonlens.bench.vqa import DECODERS, FIGURES, VQASpec, bench_vqa_evidence, decode_rows, level_logprobs, score_split
+from taxonlens.bench.claims import Claim, judge
+from taxonlens.bench.vqa import (
+    CLAIMS,
+    DECODERS,
+    FIGURES,
+    VQASpec,
+    bench_vqa_evidence,
+    decode_rows,
+    drawn,
+    leakage_free,
+    level_logprobs,
+    record_figures,
+    score_split,
+)
+from taxonlens.cli import app
 from taxonlens.data.vqa_build import build_vqa
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.mllm import load_lmm
@@ -20,49 +35,59 @@ from taxonlens.train.sft import evaluate_sft
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
+LABELS = {"reproduced", "not reproduced", "reversed"}
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    spec = VQASpec(world=WorldSpec(n_species=4, images_per_species=5, novel_fraction=0.25), recipe=TinySFTSpec(epochs=1))
+def result(micro_start, tmp_path_factory):
+    spec = VQASpec(start=micro_start.spec, start_folder=str(micro_start.folder), records_per_split=5, seeds=(0, 1),
+                   epochs=1, questions_per_record=1)
     return bench_vqa_evidence(spec, workdir=tmp_path_factory.mktemp("bench-vqa"))
 
 
-def test_structure(result):
-    assert {f.name for f in fields(result)} == {"spec", "world", "training", "answer_seconds", "total_seconds", "splits"}
-    assert result.spec.mode == "path" and result.world["species"] == 4
-    assert len(result.world["novel_species"]) == 1
-    assert result.world["records"] == {"train": 9, "test": 3, "novel": 5}
-    t = result.training
-    assert t["epochs"] == 1 and t["steps"] == -(-t["questions"] // 4) and t["train_seconds"] > 0
-    assert set(result.splits) == {"seen", "novel"}
-    for name, split in result.splits.items():
-        assert split["records"] == result.world["records"]["test" if name == "seen" else "novel"]
-        assert split["all"]["n"] == split["records"] and 0 <= split["leakage_free"]["n"] <= split["records"]
-        for subset in ("all", "leakage_free"):
-            if split[subset]["n"]:
-                assert set(split[subset]) == {"n", *DECODERS}
-                for decoder in DECODERS:
-                    assert set(split[subset][decoder]) == set(FIGURES)
+def test_every_answer_has_per_record_figures_of_the_drawn_records(result):
+    assert result.world["records"] == {"seen": 5, "novel": 5} and result.world["novel_species"] == 3
+    values = result.values()
+    assert set(values) == set(DECODERS)
+    for decoder in DECODERS:
+        for split in ("seen", "novel"):
+            for figure in FIGURES:
+                v = values[decoder][(split, figure)]
+                assert v.shape == (2, 5) and ((v >= 0) & (v <= 100)).all()
+            free = result.world["leakage_free"][split]
+            assert ((split + "-leakage-free", "hca") in values[decoder]) == (free > 0)
+    for seed in result.seeds.values():
+        assert seed["steps"] > 0 and seed["questions_per_second"] > 0
+        assert set(seed["question_acc"]) == {"seen", "novel"}
 
 
-def test_every_figure_is_a_percentage(result):
-    for split in result.splits.values():
-        for key in ("question_acc", "chance"):
-            assert 0 <= split[key] <= 100
-        assert all(0 <= v <= 100 for v in split["leakage"].values())
-        for subset in ("all", "leakage_free"):
-            for decoder in DECODERS:
-                for figure, value in split[subset].get(decoder, {}).items():
-                    assert 0 <= value <= 100, (subset, decoder, figure)
+def test_claims_are_judged_with_ordered_intervals(result):
+    judged = {row["statement"]: row for row in result.claims}
+    assert {c.statement for c in CLAIMS[:4]} <= set(judged)
+    for row in result.claims:
+        split = row["figure"].split("/")[0]
+        n = result.world["leakage_free"][split.removesuffix("-leakage-free")] if split.endswith("-leakage-free") \
+            else result.world["records"][split]
+        assert row["label"] in LABELS and (row["seeds"], row["records"]) == (2, n)
+        for e in (row["arm_estimate"], row["baseline_estimate"], row["difference"]):
+            assert e["low"] <= e["mean"] <= e["high"]
+    # an answer against itself: no difference, so never reproduced
+    (same,) = judge([Claim("test", "same", "consistent", "consistent", ("seen", "hca"))], result.values())
+    assert same["label"] == "not reproduced" and same["difference"]["mean"] == 0
+    data = result.to_dict()
+    assert data["estimates"]["consistent"]["seen/hca"]["low"] <= data["estimates"]["consistent"]["seen/hca"]["high"]
+    console = Console(width=250, record=True)
+    console.print(result.render())
+    text = console.export_text()
+    assert CLAIMS[0].statement in text and "blind control" in text and "per-question accuracy" in text
 
 
-def test_consistent_answers_are_valid_paths(result):
-    for split in result.splits.values():
-        for subset in ("all", "leakage_free"):
-            if split[subset]["n"]:
-                assert split[subset]["consistent"]["valid_path_pct"] == 100.0
-                assert split[subset]["blind_control"]["valid_path_pct"] == 100.0
+def test_consistent_and_blind_answers_are_paths_and_the_blind_control_ignores_the_seed(result):
+    values = result.values()
+    for split in ("seen", "novel"):
+        assert (values["consistent"][(split, "valid_path_pct")] == 100).all()
+        blind = values["blind_control"][(split, "hca")]
+        assert (blind[0] == blind[1]).all()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +107,7 @@ def test_blind_control_is_what_leakage_and_blind_decode_give(small):
     assert split["all"]["blind_control"]["hca"] == pytest.approx(leak.blind_hca)
     assert split["leakage"]["blind_hca"] == pytest.approx(leak.blind_hca)
     assert split["leakage"]["share_unique_pct"] == pytest.approx(100 * leak.share_unique)
-    assert split["leakage_free"]["n"] == leak.n_records - leak.n_unique
+    assert split["leakage_free"]["n"] == leak.n_records - leak.n_unique == int(leakage_free(records, taxonomy).sum())
     rows = decode_rows(records, lps, taxonomy)
     assert [row["path"] for row in rows["blind_control"]] == [list(blind_decode(r, taxonomy).path) for r in records]
     # the independent answers are the per-question argmax evaluate_sft scores for names without a system prompt
@@ -90,8 +115,41 @@ def test_blind_control_is_what_leakage_and_blind_decode_give(small):
     for row, r, lp in zip(rows["consistent"], records, lps):
         assert taxonomy.try_node_of_path(row["path"]) is not None
         assert all(x is None or np.exp(x).sum() == pytest.approx(1.0) for x in lp)  # normalised over the options
+    # each record's figures average to the report's, on all records and on the leakage-free ones
+    free = leakage_free(records, taxonomy)
+    for decoder in DECODERS:
+        figures = record_figures(records, rows[decoder], taxonomy)
+        for figure in FIGURES:
+            assert figures[figure].shape == (len(records),)
+            assert figures[figure].mean() == pytest.approx(split["all"][decoder][figure])
+            if free.any():
+                assert figures[figure][free].mean() == pytest.approx(split["leakage_free"][decoder][figure])
+
+
+def test_drawn_records_are_a_seeded_subset_in_order():
+    items = list(range(50))
+    picked = drawn(items, 10, seed=3)
+    assert picked == sorted(picked) and len(set(picked)) == 10 and picked == drawn(items, 10, seed=3)
+    assert picked != drawn(items, 10, seed=4) and drawn(items, 80, seed=3) == items
 
 
 def test_unknown_mode_is_refused():
     with pytest.raises(TaxonlensError, match="distractor mode"):
         bench_vqa_evidence(VQASpec(mode="similar"))
+
+
+def test_cli_sizes_reach_the_spec(monkeypatch):
+    from taxonlens.bench import vqa
+
+    class Ran(Exception):
+        pass
+
+    def fake(spec, *args, **kwargs):
+        raise Ran(spec)
+
+    monkeypatch.setattr(vqa, "bench_vqa_evidence", fake)
+    quick = CliRunner().invoke(app, ["bench", "vqa", "--quick", "--seeds", "3"]).exception.args[0]
+    assert quick.start == VQASpec.quick().start and quick.seeds == (0, 1, 2) and quick.records_per_split == 48
+    full = CliRunner().invoke(app, ["bench", "vqa", "--records-per-split", "400", "--start-folder", "x"]).exception.args[0]
+    assert full.seeds == VQASpec().seeds and len(full.seeds) >= 5 and full.records_per_split == 400
+    assert full.start_folder == "x" and full.start == VQASpec().start

@@ -55,6 +55,7 @@ def test_predict_detections_writes_the_detector_file_with_classifications(scene_
     (["photos/", "--detections", "md.json"], "give photo PATHS or --detections FILE"),
     (["--detections", "md.json", "--format", "pybioclip"], "--format pybioclip does not apply"),
     (["--detections", "md.json", "--out", "x.txt"], "unknown output format '.txt'"),
+    (["--detections", "missing.json", "--out", "x.json"], "missing.json"),  # before the (unknown) model loads
 ])
 def test_usage_errors_are_one_line(monkeypatch, capsys, extra, message):
     code, err = _main(monkeypatch, capsys, ["predict", "--model", "no-such-model", *extra])

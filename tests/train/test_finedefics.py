@@ -528,6 +528,7 @@ def test_measure_alignment_follows_its_definition(six, lmm):
     hits = [int(np.argmax(c)) == y for c, y in zip(cos, labels)]
     gaps = [c[y] - max(c[k] for k in range(3) if k != y) for c, y in zip(cos, labels)]
     assert report.n == 6 and report.accuracy == pytest.approx(100 * np.mean(hits))
+    assert report.correct.tolist() == hits
     assert report.gap == pytest.approx(float(np.mean(gaps)), abs=1e-5)
     assert report.image_xy.shape == (6, 2) and report.category_xy.shape == (3, 2)
     assert report.summary() == {"n": 6, "retrieval_acc": report.accuracy, "cosine_gap": report.gap}

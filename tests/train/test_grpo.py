@@ -15,17 +15,23 @@ from taxonlens.train.grpo import RFTConfig, answer_reward, rft_dataset, rft_exam
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 
-def test_reward_is_one_exactly_when_the_completion_names_the_truth(deep, lmm):
+def test_reward_is_one_exactly_when_the_completion_names_the_truth_and_nothing_else(deep, lmm):
     w, records, _ = deep
     examples = rft_examples(lmm, records, w.taxonomy.ranks, RFTConfig(levels_per_record=0))
     reward = answer_reward(examples, records)
-    ex = next(e for e in examples if len(records[e.record].choices[e.level]) == 4)
+    ex = max((e for e in examples if len(records[e.record].choices[e.level]) == 4),
+             key=lambda e: records[e.record].levels[e.level] == max(records[e.record].choices[e.level], key=len))
     options, truth = records[ex.record].choices[ex.level], records[ex.record].levels[ex.level]
+    assert truth == max(options, key=len)  # listing every option would name the truth as the longest name
     j, t = examples.index(ex), options.index(truth)
     wrong = options[(t + 1) % 4]
-    completions = [[{"role": "assistant", "content": text}] for text in
-                   (truth, f"It is {truth.upper()}.", "ABCD"[t], wrong, "no idea", "")]
-    assert reward(completions, [j] * 6) == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    texts = {truth: 1.0, f" {truth.upper()}. ": 1.0, "ABCD"[t]: 1.0, f"({'ABCD'[t]})": 1.0,
+             f"{'ABCD'[t]}. {truth}": 1.0, wrong: 0.0, "no idea": 0.0, "": 0.0,
+             " ".join(options): 0.0, ", ".join(reversed(options)): 0.0,  # listing the options
+             truth[:-1] + "x": 0.0, truth + "s": 0.0,  # near misses
+             f"It is {truth}.": 0.0, f"{'ABCD'[t]}. {wrong}": 0.0, f"{'ABCD'[t]} or {'ABCD'[(t + 1) % 4]}": 0.0}
+    completions = [[{"role": "assistant", "content": text}] for text in texts]
+    assert dict(zip(texts, reward(completions, [j] * len(texts)))) == texts
     assert reward([truth, wrong], [j, j]) == [1.0, 0.0]  # plain-text completions too
 
 
@@ -49,10 +55,21 @@ def test_trl_renders_each_question_as_the_sft_prompt_at_one_random_rank(deep, lm
     assert sorted(ex.record for ex in examples) == list(range(12))  # one level per record
     assert len({ex.level for ex in examples}) > 2  # drawn at random, not always the same rank
     assert rft_examples(lmm, records, w.taxonomy.ranks, config) == examples
+    assert rft_examples(lmm, records, w.taxonomy.ranks, RFTConfig(levels_per_record=1, seed=3, epochs=3))[:12] == examples
     data = rft_dataset(examples, records, w.taxonomy.ranks, photos, config)
     assert data.column_names == ["prompt", "image", "row"] and data["row"] == list(range(12))
     for row, ex in zip(data, examples):  # trl applies the processor's chat template to the messages
         assert lmm.processor.apply_chat_template(row["prompt"], add_generation_prompt=True) == ex.prompt
+
+
+def test_every_epoch_asks_each_record_at_a_new_random_rank(deep, lmm):
+    w, records, _ = deep
+    examples = rft_examples(lmm, records, w.taxonomy.ranks, RFTConfig(levels_per_record=1, seed=3, epochs=3))
+    assert len(examples) == 36
+    epochs = [examples[12 * e:12 * (e + 1)] for e in range(3)]
+    assert all(sorted(ex.record for ex in epoch) == list(range(12)) for epoch in epochs)  # each record once per epoch
+    levels = {r: [next(ex.level for ex in epoch if ex.record == r) for epoch in epochs] for r in range(12)}
+    assert sum(len(set(v)) > 1 for v in levels.values()) >= 8  # most records are asked at other ranks later
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -70,9 +87,12 @@ def test_bad_settings_are_refused(change, message):
 def test_plain_grpo_run_logs_rewards_keeps_out_tara_and_refuses_to_overwrite(deep, tmp_path):
     w, records, photos = deep
     seen = []
-    config = RFTConfig(out=tmp_path, epochs=1, questions_per_step=6, threads=1, max_new_tokens=4, lr=1e-3)
+    config = RFTConfig(out=tmp_path, epochs=2, questions_per_step=12, generations=2, threads=1, max_new_tokens=4,
+                       lr=1e-3)
     result = train_grpo(config, records, photos, w.taxonomy.ranks, progress=seen.append)
-    assert result.steps == 2 and [log.step for log in seen] == [1, 2] and seen[-1].total_steps == 2
+    # 2 epochs of 12 questions (each record at a rank drawn per epoch), one trl pass of 2 steps
+    assert result.steps == 2 and [(log.epoch, log.step) for log in seen] == [(1, 1), (2, 2)]
+    assert seen[-1].total_steps == 2 and [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-2"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows == result.metrics and all(0 <= r["reward"] <= 1 and "kl" in r for r in rows)
     assert not any(k.startswith("tara/") for k in rows[0])

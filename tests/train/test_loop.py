@@ -126,6 +126,13 @@ def test_resume_refuses_other_settings_and_an_existing_run(tmp_path):
     assert fit(tmp_path, resume=True, eval_every=2, threads=1).steps == 9  # these do not change the weights
 
 
+def test_resume_compares_the_resolved_precision(tmp_path):
+    """A run started with --precision fp32 resumes under auto, which is fp32 on the CPU, and back."""
+    with pytest.raises(Stop):
+        fit(tmp_path, stop_at=3, precision="fp32")
+    assert fit(tmp_path, resume=True, precision="auto").steps == 9
+
+
 def test_a_checkpoint_with_the_older_running_sum_resumes(tmp_path):
     """Checkpoints written before the loop was shared kept the running loss as ``loss_sum``."""
     straight = fit(tmp_path / "straight", parts=False)

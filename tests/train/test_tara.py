@@ -10,7 +10,7 @@ import torch
 from taxonlens.models.mllm import load_lmm
 from taxonlens.models.presets import LMM_PRESETS
 from taxonlens.train.grpo import RFTConfig, rft_examples, train_grpo
-from taxonlens.train.sft import SFTConfig, train_sft
+from taxonlens.train.sft import SFTConfig, sft_inputs, train_sft
 from taxonlens.train.tara import (
     ALIGNMENT_FILE,
     TARAAligner,
@@ -66,6 +66,40 @@ def test_aligner_reads_the_middle_and_the_last_layer_by_default():
         TARAAligner(8, 4, 5, 6, visual_layer=5)
 
 
+def test_label_alignment_reads_the_first_answer_tokens_state_at_its_layer(deep, lmm):
+    """The label state is the one at the true answer's first token: changing that token changes
+    the label loss (the state before it, the last prompt token's, would not see it), changing the
+    tokens after it does not, and neither touches the visual loss."""
+    w, records, photos = deep
+    examples = rft_examples(lmm, records, w.taxonomy.ranks, RFTConfig(levels_per_record=1))[:2]
+    images = [photos(records[ex.record]) for ex in examples]
+    batch, image_mask, answer_at = alignment_batch(lmm, images, examples)
+    labels = sft_inputs(lmm, images, examples)[1]
+    assert answer_at.tolist() == [int(torch.nonzero(row != -100)[0]) for row in labels]
+    torch.manual_seed(0)
+    patches, texts = [torch.randn(16, 8) for _ in examples], torch.randn(2, 6)
+    aligner = TARAAligner(lmm.hidden_size, lmm.n_layers, 8, 6, label_layer=1)
+    rows = torch.arange(2)
+
+    def losses(ids):
+        with torch.no_grad():
+            out = lmm.model(**{**batch, "input_ids": ids}, output_hidden_states=True)
+            visual, label = aligner(out.hidden_states, image_mask, answer_at, patches, texts)
+            read = aligner.label(out.hidden_states[1][rows, answer_at].float())  # layer 1 as configured
+        assert float(label) == pytest.approx(float(label_alignment_loss(read, texts)))
+        return float(visual), float(label)
+
+    ids = batch["input_ids"]
+    base = losses(ids)
+    first = ids.clone()
+    first[rows, answer_at] = (ids[rows, answer_at] + 7) % lmm.tokenizer.vocab_size
+    after = ids.clone()
+    after[rows, answer_at + 1] = (ids[rows, answer_at + 1] + 7) % lmm.tokenizer.vocab_size
+    changed = losses(first)
+    assert changed[0] == base[0] and changed[1] != pytest.approx(base[1], abs=1e-6)
+    assert losses(after) == base
+
+
 # ------------------------------------------------------------------- targets
 def test_bfm_targets_are_patch_grids_and_taxonomic_label_captions(deep, lmm):
     w, records, photos = deep
@@ -93,9 +127,9 @@ def test_alignment_loss_alone_moves_the_lmm_weights(deep, preset):
     images = [photos(records[ex.record]) for ex in examples]
     batch, image_mask, answer_at = alignment_batch(lmm, images, examples)
     ids = batch["input_ids"]
-    for row, ex in enumerate(examples):  # the position before the answer's first token
+    for row, ex in enumerate(examples):  # the answer's first token
         first = lmm.tokenizer(ex.target, add_special_tokens=False)["input_ids"][0]
-        assert int(ids[row, answer_at[row] + 1]) == first and bool(image_mask[row].any())
+        assert int(ids[row, answer_at[row]]) == first and bool(image_mask[row].any())
     targets = alignment_targets("tiny-clip", examples, records, photos)
     aligner = TARAAligner(lmm.hidden_size, lmm.n_layers, targets.patch_dim, targets.text_dim)
     lora = {n: p for n, p in lmm.model.named_parameters() if p.requires_grad}
