@@ -16,17 +16,18 @@ nuisance 0.6). The training photos of each seen species are split in two (``enco
   on 3/4 of the training photos (3,040), 6 epochs, top-1 14.0%, recall@3 / 5 / 10 30.0 / 44.3 /
   64.0% (396 s); on half of them, 4 epochs, 5.7% and 12.7 / 20.0 / 31.0% (too weak: 14 points
   between top-1 and recall@5);
-- **the ranker's lists**: ``ranker_lists`` of the ranker part's photos (drawn once), each with the encoder's ``max(ks)`` retrieved
-  candidates (the truth put in when missed, :func:`~taxonlens.recognize.rerank.ranker_records`):
-  photos the encoder never saw, so their lists look like the test's. The pretrained LMM
+- **the ranker's lists**: ``ranker_lists`` of the ranker part's photos (drawn once), each with the
+  encoder's ``max(ks)`` retrieved candidates (the truth put in when missed,
+  :func:`~taxonlens.recognize.rerank.ranker_records`): photos the encoder never saw, so their lists look like the test's. The pretrained LMM
   (:attr:`Pretrained.lmm <taxonlens.train.pretrain.Pretrained.lmm>`) learns them with LoRA, once per
   seed, answering the species name (no system prompt), stopped early on the validation loss of up
   to ``val_lists`` lists of the val split (``patience`` epochs without a lower loss; the weights of
   the best epoch are kept, :class:`~taxonlens.train.loop.EarlyStopping`), so it cannot memorise.
 
 On ``records_per_split`` test photos of each of ``splits`` (``seen``: the seen species' test
-photos; ``novel``: the novel species' photos), drawn once with the world's seed, every arm keeps per photo: ``species`` (its top-1
-species is right, percent 0/100), ``genus`` (its top-1 species is in the right genus) and, for
+photos; ``novel``: the novel species' photos), drawn once with the world's seed
+(:func:`~taxonlens.bench.vqa.drawn`), every arm keeps per photo: ``species`` (its top-1 species
+is right, percent 0/100), ``genus`` (its top-1 species is in the right genus) and, for
 ``rerank@k``, ``recall`` (the truth is among the encoder's top ``k``: the ceiling of any ranker).
 ``rerank@k`` is :class:`~taxonlens.recognize.rerank.LMMReranker` (``score``: the log-likelihood of
 each candidate's name) on the top ``k``. The claims (:func:`claims`) are judged per ``k`` with
@@ -46,7 +47,6 @@ arm named a novel species, so it is off by default.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -60,6 +60,7 @@ from PIL import Image
 from taxonlens.bench import HardwareSpec, bench_run
 from taxonlens.bench.cells import figures_table, table
 from taxonlens.bench.claims import Claim, claims_table, estimates, interval_cell, judge, stack
+from taxonlens.bench.vqa import drawn
 from taxonlens.data import Record
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.encoders import load_encoder
@@ -265,13 +266,11 @@ def _run(s: RarSpec, start: Pretrained, work: Path, say: Callable[[str], None]) 
     world = s.start.world.create()
     tax: Taxonomy = world.taxonomy
     load = world.image_source()
-    draw = random.Random(f"taxonlens-bench-rar:{s.start.world.seed}")
     enc_photos, rank_part = encoder_part(world.records("train"), s.encoder_share)
-    val = world.records("val")
-    val = draw.sample(val, min(s.val_lists, len(val)))
-    rank_photos = draw.sample(rank_part, min(s.ranker_lists, len(rank_part)))
+    val = drawn(world.records("val"), s.val_lists, s.start.world.seed)
+    rank_photos = drawn(rank_part, s.ranker_lists, s.start.world.seed)
     photos = {name: world.records(SPLITS[name]) for name in s.splits}
-    tests = {name: draw.sample(recs, min(s.records_per_split, len(recs))) for name, recs in photos.items() if recs}
+    tests = {name: drawn(recs, s.records_per_split, s.start.world.seed) for name, recs in photos.items() if recs}
 
     say(f"memory: tiny-clip on {len(enc_photos)} photos x {s.encoder_epochs} epochs")
     tick = time.perf_counter()

@@ -145,9 +145,9 @@ def bench_lmm(
 def bench_rar(
     quick: Annotated[bool, typer.Option(help="The quick start (24 species), 2 seeds: checks the tables, decides "
                                              "nothing.")] = False,
-    seeds: Annotated[int, typer.Option(help="Ranker fine-tuning seeds (default 5; 2 with --quick).")] = 0,
-    records_per_split: Annotated[int, typer.Option(help="Test photos drawn per split, seen and novel (default "
-                                                        "300).")] = 0,
+    seeds: Annotated[int | None, typer.Option(help="Ranker fine-tuning seeds (default 5; --quick 2).")] = None,
+    records_per_split: Annotated[int | None, typer.Option(help="Test photos drawn per split (default 300 seen; "
+                                                               "--quick 48 seen and novel).")] = None,
     start_folder: Annotated[Path | None, typer.Option(help="Folder of the pretrained start (default: the cache; "
                                                            "trained there if missing).")] = None,
     k: Annotated[list[int] | None, typer.Option("--k", help="Candidates retrieved per photo (repeat; default 3, 5, "
@@ -167,8 +167,8 @@ def bench_rar(
     if out is not None:
         check_writable(out)
     spec = RarSpec.quick() if quick else RarSpec()
-    changes = {"seeds": tuple(range(seeds)) if seeds else spec.seeds,
-               "records_per_split": records_per_split or spec.records_per_split,
+    changes = {"seeds": tuple(range(seeds)) if seeds is not None else spec.seeds,
+               "records_per_split": records_per_split if records_per_split is not None else spec.records_per_split,
                "start_folder": str(start_folder) if start_folder else None, "ks": tuple(k or spec.ks),
                "threads": threads or None, "device": device, "precision": precision}
     result = run(replace(spec, **changes), progress=say)

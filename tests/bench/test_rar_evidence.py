@@ -25,7 +25,8 @@ LABELS = {"reproduced", "not reproduced", "reversed"}
 @pytest.fixture(scope="module")
 def result(micro_start, tmp_path_factory):
     spec = RarSpec(start=micro_start.spec, start_folder=str(micro_start.folder), ks=(3, 2), seeds=(0, 1),
-                   records_per_split=RECORDS, splits=("seen", "novel"), encoder_epochs=1, ranker_lists=12, ranker_epochs=3, patience=1, val_lists=4)
+                   records_per_split=RECORDS, splits=("seen", "novel"), encoder_share=0.5, encoder_epochs=1,
+                   ranker_lists=12, ranker_epochs=3, patience=1, val_lists=4)
     return bench_rar_evidence(spec, workdir=tmp_path_factory.mktemp("bench-rar"))
 
 
