@@ -226,11 +226,13 @@ class RarResult:
             curves.add_row(str(seed), f"{r['stopped_epoch']}", "  ".join(
                 f"{e['train_loss']:.2f}/{e['val_loss']:.2f}{'*' if e['epoch'] == r['best_epoch'] else ''}"
                 for e in r["curve"]))
-        keys = list(dict.fromkeys(k for arm in self.estimates.values() for k in arm))
         arms = table(f"test photos (percent, mean [95% interval] over {len(self.spec.seeds)} seeds and photos)",
-                     ("arm", *keys), left=("arm",), no_wrap=True)
+                     ("arm", "split", "species top-1", "genus top-1", "top-k recall"), left=("arm", "split"),
+                     no_wrap=True)
         for arm, figures in self.estimates.items():
-            arms.add_row(arm, *(interval_cell(figures.get(k)) for k in keys))
+            for split in self.spec.splits:
+                arms.add_row(arm, split, *(interval_cell(figures.get(f"{split}/{fig}"))
+                                           for fig in ("species", "genus", "recall")))
         return Group(sizes, curves, arms, claims_table("RAR's claims", self.judged))
 
 

@@ -174,7 +174,7 @@ def bench_rar(
     result = run(replace(spec, **changes), progress=say)
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=1))
-    print_wide(result.render(), 120)
+    print_wide(result.render(), 160)
 
 
 @app.command("pybioclip")

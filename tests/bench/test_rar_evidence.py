@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from taxonlens.bench.claims import stack
 from taxonlens.bench.rar import RarSpec, bench_rar_evidence, encoder_part, recall_values, top1_values
@@ -68,6 +69,10 @@ def test_intervals_and_claims(result):
     for row in result.judged:
         assert row["label"] in LABELS and row["baseline"] == "encoder" and row["figure"] == "seen/species"
         assert (row["seeds"], row["records"]) == (2, RECORDS)
+    console = Console(record=True, width=200)
+    console.print(result.render())
+    text = console.export_text()
+    assert all(name in text for name in ("encoder", "rerank@2", "rerank@3", "novel", "RAR's claims", "stopped"))
 
 
 def test_the_ranker_stops_on_its_validation_loss_and_keeps_the_best(result):
