@@ -38,9 +38,9 @@ Recipe, measured on the quick start (one seed, 54 lists of 10, 6 epochs, lr 1e-3
 (5.29 -> 4.72), so ``language+head``. Size, from the per-unit costs of small-qwen2.5-vl at 64 px
 measured on the loaded 2-core machine (one thread): 0.37 s per training list of 10 names, 0.14 s
 per validation list (loss only: scoring its options would cost 1.1 s), 0.23 / 0.45 / 1.09 s per
-test photo reranked at k = 3 / 5 / 10; tiny-clip trained at 13.7 to 46 photos/s. Per seed: 250
-lists x at most 3 epochs (~320 s with the validation of 100 lists) and 300 seen photos x k = 3, 5,
-10 (~530 s); five seeds, the memory (400 to 1,330 s) and rendering the photos (~60 s): 79 to 95
+test photo reranked at k = 3 / 5 / 10; tiny-clip trained at 13.7 to 46 photos/s. Per seed: 200
+lists x at most 3 epochs (~265 s with the validation of 100 lists) and 300 seen photos x k = 3, 5,
+10 (~530 s); five seeds, the memory (400 to 1,330 s) and rendering the photos (~60 s): 74 to 89
 minutes at those loads, less on an idle machine. The novel split (``splits``) doubles the scoring; on the quick start no
 arm named a novel species, so it is off by default.
 """
@@ -164,7 +164,7 @@ class RarSpec(HardwareSpec):
     encoder_epochs: int = 6
     encoder_batch_size: int = 32
     encoder_lr: float = 1e-3
-    ranker_lists: int = 250
+    ranker_lists: int = 200
     ranker_epochs: int = 3
     ranker_batch_size: int = 8
     ranker_lr: float = 1e-3
