@@ -137,6 +137,7 @@ class TARAResult:
 
     Attributes:
         spec: what ran.
+        start: the pretrained start's folder and what its models know (:attr:`Pretrained.knowledge`).
         world: species, novel species, training photos, records scored per split.
         training: per seed and arm (``warm_start`` too), steps and seconds; GRPO's mean reward in
             its first and last epoch; TARA's visual and label losses in those epochs.
@@ -148,6 +149,7 @@ class TARAResult:
     """
 
     spec: TARASpec
+    start: dict[str, Any]
     world: dict[str, Any]
     training: dict[int, dict[str, dict[str, Any]]]
     runs: dict[int, dict[str, dict[str, list[float]]]]
@@ -276,7 +278,8 @@ def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
                     for seed, run in runs.items()})
     seconds["total"] = time.perf_counter() - start
     return TARAResult(
-        spec=s, world={"species": vw.taxonomy.n_leaves, "novel_species": len(vw.world.novel),
+        spec=s, start={"folder": str(pre.folder), "knowledge": pre.knowledge},
+        world={"species": vw.taxonomy.n_leaves, "novel_species": len(vw.world.novel),
                        "training_photos": len(vw.train), "records": {k: len(v) for k, v in asked.items()}},
         training=training, runs=runs,
         estimates={arm: {"/".join(k): e.to_dict() for k, e in figures.items()} for arm, figures in estimates(values).items()},
