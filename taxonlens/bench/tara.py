@@ -24,13 +24,14 @@ asked at one rank drawn per epoch, ``questions_per_step`` questions per optimize
 The arms train LoRA adapters on the language model (``language``: trl's GRPO cannot adapt the
 output layer, so more SFT adapts the same weights and the arms differ only in their objective);
 the warm start adapts the output layer too (``language+head``). Measured on the quick start
-(:meth:`TARASpec.quick`, seed 0, 2 shots per species, 4 warm epochs at lr 2e-3, scored on 12 seen
-test photos): ``language+head`` brought the warm start's loss from 3.39 to 1.66 and its
-per-question accuracy to 48.8% (chance about 27%; greedy answers naming the true option: 19% of
-the training questions), ``language`` only to 4.03 and 41.7% (6%); lr 5e-3 reached loss 1.23 but
-45.2%. GRPO's sampled answers from that warm start were right 4% of the time at temperature 1
-(most groups all wrong: no advantage) and 10% at 0.5, hence ``temperature`` 0.5; lr 1e-3,
-2e-3 and 5e-3 of the arms did not separate on those photos (within 2 points), 2e-3 is kept.
+(:meth:`TARASpec.quick`, seed 0, 2 shots per species, lr 2e-3, scored on 12 seen test photos):
+after 4 warm epochs ``language+head`` had brought the loss from 3.39 to 1.66 and the
+per-question accuracy to 48.8% (chance about 27%), ``language`` only to 4.03 and 41.7%; lr 5e-3
+reached loss 1.23 but 45.2%. GRPO's reward (one option named, exactly) needs well-formed names:
+sampled answers after those 4 epochs earned 0.01 (every group all wrong: no advantage), after 10
+epochs (loss 0.57, accuracy 46.4%: still many mistakes) 0.26 at temperature 0.5 and 0.10 at 1.0,
+hence ``temperature`` 0.5 and the quick spec's 10 warm epochs. lr 1e-3, 2e-3 and 5e-3 of the arms
+did not separate on those photos (within 2 points); 2e-3 is kept.
 
 Every model is asked as it was trained (option names scored after the question, no system
 prompt: :func:`~taxonlens.bench.vqa.level_logprobs`) and answered with independent per-level
@@ -45,9 +46,10 @@ was shared, so wall times were 2-7 times longer): scoring answers 12.2 questions
 small-qwen2.5-vl (45 with tiny-qwen2.5-vl; every option name is a forward pass of question and
 name), an SFT step of 4 questions takes 0.6 s, a GRPO step (4 questions x 4 answers of at most 16
 tokens) 3.3 s, with TARA about the same. The full size (:class:`TARASpec`'s defaults: 300 + 300
-records, 7 questions each, 3 arms, 5 seeds: 63,000 questions) scores for about 5,200 s, trains
-for about 700 s per seed (340 shots: 170 warm-start steps, 85 steps per arm) and so needs about
-8,800 CPU seconds: 90 minutes only with ``threads=2`` on an otherwise idle machine.
+records, 6.9 questions each in the start's world, 3 arms, 5 seeds: 62,400 questions) scores for about 5,100 s, trains
+for about 820 s per seed (340 shots: 340 warm-start steps, 85 steps per arm) and so needs about
+9,100 CPU seconds (less as GRPO's answers get shorter than the 16 tokens measured): 90 minutes
+only with ``threads=2`` on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ class TARASpec(HardwareSpec):
     records_per_split: int = 300
     n_options: int = 4
     shots: int = 1
-    warm_epochs: int = 1
+    warm_epochs: int = 2
     warm_levels: int = 2
     warm_lr: float = 2e-3
     epochs: int = 1
@@ -127,7 +129,7 @@ class TARASpec(HardwareSpec):
     @classmethod
     def quick(cls, **changes: Any) -> TARASpec:
         """A few-minute run from :meth:`PretrainSpec.quick`'s start: 2 seeds, 12 records per split."""
-        return replace(cls(start=PretrainSpec.quick(), records_per_split=12, shots=2, warm_epochs=4, warm_levels=0,
+        return replace(cls(start=PretrainSpec.quick(), records_per_split=12, shots=2, warm_epochs=10, warm_levels=0,
                            epochs=2, seeds=(0, 1)), **changes)
 
 
