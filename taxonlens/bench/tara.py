@@ -140,8 +140,8 @@ class TARAResult:
     Attributes:
         spec: what ran.
         start: the pretrained start's folder and what its models know (:attr:`Pretrained.knowledge`).
-        world: species, novel species, training photos, records scored per split.
-        training: per seed and arm (``warm_start`` too), steps and seconds; GRPO's mean reward in
+        world: species, novel species, training photos (the shots' pool), records scored per split.
+        training: per seed and arm (``warm_start`` too, with its shots), steps and seconds; GRPO's mean reward in
             its first and last epoch; TARA's visual and label losses in those epochs.
         runs: per seed and arm, ``{"split/decoder/figure": per-record values}`` (the same records
             for every seed and arm).
@@ -253,7 +253,7 @@ def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
                                              batch_size=s.questions_per_step, lr=s.sft_lr, lora_targets="language",
                                              questions_per_record=1, eval_every=0, seed=seed, **settings),
                                    budget, vw.load, ranks)}
-        trained = {"warm_start": {"steps": warm.steps, "seconds": sum(m["train_seconds"] for m in warm.metrics)},
+        trained = {"warm_start": {"photos": len(shots), "steps": warm.steps, "seconds": sum(m["train_seconds"] for m in warm.metrics)},
                    "sft": {"steps": models["sft"].steps,
                            "seconds": sum(m["train_seconds"] for m in models["sft"].metrics)}}
         for arm in ("grpo", "grpo+tara"):
@@ -281,8 +281,8 @@ def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
     seconds["total"] = time.perf_counter() - start
     return TARAResult(
         spec=s, start={"folder": str(pre.folder), "knowledge": pre.knowledge},
-        world={"species": vw.taxonomy.n_leaves, "novel_species": len(vw.world.novel),
-                       "training_photos": len(vw.train), "records": {k: len(v) for k, v in asked.items()}},
+        world={"species": vw.taxonomy.n_leaves, "novel_species": len(vw.world.novel), "training_photos": len(vw.train),
+               "records": {k: len(v) for k, v in asked.items()}},
         training=training, runs=runs,
         estimates={arm: {"/".join(k): e.to_dict() for k, e in figures.items()} for arm, figures in estimates(values).items()},
         claims=judge(CLAIMS, values), seconds=seconds)
