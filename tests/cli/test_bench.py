@@ -1,6 +1,7 @@
 """``taxonlens bench memory``: the options reach the spec, the tables print and ``--out`` holds the
 result as JSON (no tiny preset checked: counting on the meta device only); the training benchmarks'
-``--device`` and ``--precision`` reach their spec (the runner replaced: nothing trains)."""
+``--device`` and ``--precision`` reach their spec, and ``bench tara``'s ``--quick`` and sizes (the runner
+replaced: nothing trains)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,16 @@ def test_bench_rar_sizes(monkeypatch, tmp_path):
 def test_bench_finedefics_cost_refuses_another_device(tmp_path):
     ran = CliRunner().invoke(app, ["bench", "finedefics", "--cost", "--device", "cuda", "--out", str(tmp_path)])
     assert ran.exit_code != 0 and "--cost measures the CPU" in str(ran.exception)
+
+
+def test_bench_tara_quick_and_sizes_reach_the_spec(monkeypatch, tmp_path):
+    from taxonlens.bench.tara import TARASpec
+
+    monkeypatch.setattr(importlib.import_module("taxonlens.bench.tara"), "bench_tara_evidence", _fake_runner)
+    ran = CliRunner().invoke(app, ["bench", "tara", "--quick", "--seeds", "3", "--records-per-split", "7",
+                                   "--start-folder", str(tmp_path)])
+    spec = ran.exception.args[0]
+    assert spec.start == TARASpec.quick().start and spec.seeds == (0, 1, 2) and spec.records_per_split == 7
+    assert spec.start_folder == str(tmp_path) and spec.epochs == TARASpec.quick().epochs
+    full = CliRunner().invoke(app, ["bench", "tara", "--epochs", "3"]).exception.args[0]
+    assert full.start == TARASpec().start and full.seeds == TARASpec().seeds and full.epochs == 3
