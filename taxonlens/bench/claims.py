@@ -38,13 +38,16 @@ class Claim:
     direction: int = 1
 
 
-def stack(runs: Mapping[int, Mapping[str, Mapping[Key, Sequence[float]]]]) -> dict[str, dict[Key, np.ndarray]]:
+def stack(runs: Mapping[int, Mapping[str, Mapping[Key | str, Sequence[float]]]]) -> dict[str, dict[Key, np.ndarray]]:
     """``runs[seed][arm][key]`` (per-record values) -> ``{arm: {key: [S, N]}}`` over the seeds in
-    order; a figure some seed lacks, or whose record counts differ between seeds, is refused.
+    order; a key is a tuple or its ``"/"``-joined string (JSON-ready runs), given back as a tuple; a
+    figure some seed lacks, or whose record counts differ between seeds, is refused.
 
     Raises:
         ValueError: ragged runs.
     """
+    runs = {seed: {arm: {tuple(k.split("/")) if isinstance(k, str) else tuple(k): v for k, v in figures.items()}
+                   for arm, figures in run.items()} for seed, run in runs.items()}
     seeds = list(runs)
     arms = list(dict.fromkeys(arm for run in runs.values() for arm in run))
     out: dict[str, dict[Key, np.ndarray]] = {}
@@ -61,6 +64,11 @@ def stack(runs: Mapping[int, Mapping[str, Mapping[Key, Sequence[float]]]]) -> di
 def estimates(values: Mapping[str, Mapping[Key, np.ndarray]]) -> dict[str, dict[Key, Estimate]]:
     """Each arm's mean of each figure with its 95% interval over seeds and records."""
     return {arm: {key: bootstrap_mean(v) for key, v in figures.items()} for arm, figures in values.items()}
+
+
+def estimates_json(values: Mapping[str, Mapping[Key, np.ndarray]]) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`estimates` JSON-ready: ``{arm: {"split/figure": {mean, low, high, se}}}``."""
+    return {arm: {"/".join(k): e.to_dict() for k, e in figures.items()} for arm, figures in estimates(values).items()}
 
 
 def judge(claims: Sequence[Claim], values: Mapping[str, Mapping[Key, np.ndarray]]) -> list[dict[str, Any]]:
@@ -100,4 +108,4 @@ def claims_table(title: str, judged: Sequence[Mapping[str, Any]]):
     return out
 
 
-__all__ = ["Claim", "Key", "claims_table", "estimates", "interval_cell", "judge", "stack"]
+__all__ = ["Claim", "Key", "claims_table", "estimates", "estimates_json", "interval_cell", "judge", "stack"]

@@ -100,7 +100,7 @@ import numpy as np
 
 from taxonlens.bench import HardwareSpec, WorldSpec, bench_run
 from taxonlens.bench.cells import table
-from taxonlens.bench.claims import Claim, Key, claims_table, estimates, interval_cell, judge, stack
+from taxonlens.bench.claims import Claim, Key, claims_table, estimates_json, interval_cell, judge, stack
 from taxonlens.bench.vqa import level_logprobs, vqa_world
 from taxonlens.data import Record, VQARecord
 from taxonlens.data.records import record_leaves
@@ -317,10 +317,6 @@ class FinedeficsSpec(HardwareSpec):
                       "stage2_epochs": 4, "batch_size": 4, **overrides})
 
 
-def _key(key: str) -> Key:
-    return tuple(key.split("/"))
-
-
 @dataclass
 class FinedeficsResult:
     """What ``bench finedefics`` measured.
@@ -351,8 +347,7 @@ class FinedeficsResult:
 
     def values(self) -> dict[str, dict[Key, np.ndarray]]:
         """``{arm: {figure key: [S, N]}}`` of :attr:`records` (:func:`~taxonlens.bench.claims.stack`)."""
-        return stack({seed: {arm: {_key(k): v for k, v in figures.items()} for arm, figures in arms.items()}
-                      for seed, arms in self.records.items()})
+        return stack(self.records)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -491,8 +486,7 @@ def _run(s: FinedeficsSpec, start: Pretrained, work: Path, out: Path | None,
               "records": {split: len(recs) for split, recs in data.asked.items()}},
         runs=runs, records=records, estimates={}, claims=[], plot=None, total_seconds=0.0)
     values = result.values()
-    result.estimates = {arm: {"/".join(k): e.to_dict() for k, e in figures.items()}
-                        for arm, figures in estimates(values).items()}
+    result.estimates = estimates_json(values)
     result.claims = judge(CLAIMS, values)
     if out is not None and "seen" in before and reports:
         result.plot = str(plot_alignment(before["seen"], reports, record_leaves(data.asked["seen"], data.trained),

@@ -59,7 +59,7 @@ from PIL import Image
 
 from taxonlens.bench import HardwareSpec, bench_run
 from taxonlens.bench.cells import figures_table, table
-from taxonlens.bench.claims import Claim, claims_table, estimates, interval_cell, judge, stack
+from taxonlens.bench.claims import Claim, claims_table, estimates_json, interval_cell, judge, stack
 from taxonlens.bench.vqa import drawn
 from taxonlens.data import Record
 from taxonlens.errors import TaxonlensError
@@ -324,8 +324,7 @@ def _run(s: RarSpec, start: Pretrained, work: Path, say: Callable[[str], None]) 
             runs[seed][f"rerank@{k}"] = arm
         seconds["reranking"] = seconds.get("reranking", 0.0) + time.perf_counter() - tick
 
-    values = stack({seed: {arm: {tuple(key.split("/")): v for key, v in figs.items()} for arm, figs in run.items()}
-                    for seed, run in runs.items()})
+    values = stack(runs)
     return RarResult(
         spec=s, world={"species": tax.n_leaves, "photos": {split: len(world.records(split)) for split in
                                                            ("train", "val", "test", "novel")},
@@ -334,7 +333,7 @@ def _run(s: RarSpec, start: Pretrained, work: Path, say: Callable[[str], None]) 
         encoder_training={"photos": len(enc_photos), "epochs": s.encoder_epochs, "steps": trained.steps,
                           "first_loss": losses[0], "last_loss": losses[-1], "seconds": seconds["encoder_training"]},
         ranker_training=ranker_training, seconds=seconds, total_seconds=time.perf_counter() - begin, runs=runs,
-        estimates={arm: {"/".join(k): e.to_dict() for k, e in figs.items()} for arm, figs in estimates(values).items()},
+        estimates=estimates_json(values),
         judged=judge(claims(s.ks), values))
 
 

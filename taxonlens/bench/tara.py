@@ -65,7 +65,7 @@ import numpy as np
 
 from taxonlens.bench import HardwareSpec, bench_run
 from taxonlens.bench.cells import table
-from taxonlens.bench.claims import Claim, claims_table, estimates, interval_cell, judge, stack
+from taxonlens.bench.claims import Claim, claims_table, estimates_json, interval_cell, judge, stack
 from taxonlens.bench.vqa import SCORED_DECODERS, VQAWorld, decode_rows, level_logprobs, vqa_world
 from taxonlens.data import VQARecord
 from taxonlens.evaluate.metrics import per_record
@@ -276,15 +276,14 @@ def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
                       for arm in ARMS}
         seconds["scoring"] += time.perf_counter() - tick
         training[seed] = trained
-    values = stack({seed: {arm: {tuple(k.split("/")): v for k, v in figures.items()} for arm, figures in run.items()}
-                    for seed, run in runs.items()})
+    values = stack(runs)
     seconds["total"] = time.perf_counter() - start
     return TARAResult(
         spec=s, start={"folder": str(pre.folder), "knowledge": pre.knowledge},
         world={"species": vw.taxonomy.n_leaves, "novel_species": len(vw.world.novel), "training_photos": len(vw.train),
                "records": {k: len(v) for k, v in asked.items()}},
         training=training, runs=runs,
-        estimates={arm: {"/".join(k): e.to_dict() for k, e in figures.items()} for arm, figures in estimates(values).items()},
+        estimates=estimates_json(values),
         claims=judge(CLAIMS, values), seconds=seconds)
 
 

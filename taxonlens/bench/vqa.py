@@ -54,7 +54,7 @@ from PIL import Image
 
 from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run, mean_sd
 from taxonlens.bench.cells import FIGURES, answers_table, figure_cells, figures_table, sd_cell
-from taxonlens.bench.claims import Claim, Key, claims_table, estimates, interval_cell, judge, stack
+from taxonlens.bench.claims import Claim, Key, claims_table, estimates, estimates_json, interval_cell, judge, stack
 from taxonlens.choices import Choice
 from taxonlens.data import Record, VQARecord, read_manifest
 from taxonlens.data.vqa_build import build_vqa
@@ -304,12 +304,6 @@ class VQASpec(HardwareSpec):
         return TinySFTSpec(str(model), self.epochs, self.batch_size, self.lr, self.lora_alpha)
 
 
-def _stacked(runs: Mapping[int, Mapping[str, Mapping[str, Sequence[float]]]]) -> dict[str, dict[Key, np.ndarray]]:
-    """:func:`~taxonlens.bench.claims.stack` of runs whose figure keys are ``"split/figure"``."""
-    return stack({seed: {arm: {tuple(k.split("/")): v for k, v in figures.items()} for arm, figures in run.items()}
-                  for seed, run in runs.items()})
-
-
 @dataclass
 class VQAResult:
     """What ``bench vqa`` measured.
@@ -337,13 +331,12 @@ class VQAResult:
 
     def values(self) -> dict[str, dict[Key, np.ndarray]]:
         """``{decoder: {(split, figure): [S, N]}}`` over the seeds and records."""
-        return _stacked(self.runs)
+        return stack(self.runs)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy, with each answer's estimates (``{decoder: {"split/figure": {mean,
         low, high, se}}}``)."""
-        return asdict(self) | {"estimates": {arm: {"/".join(k): e.to_dict() for k, e in figures.items()}
-                                             for arm, figures in estimates(self.values()).items()}}
+        return asdict(self) | {"estimates": estimates_json(self.values())}
 
     def render(self):
         """The run, every answer's figures (mean [95% interval]) per split and subset, the claims,
@@ -415,7 +408,7 @@ def _run(s: VQASpec, work: Path, say: Callable[[str], None]) -> VQAResult:
                         for name, recs in asked.items()}}
     return VQAResult(spec=s, start={"folder": str(start.folder), "model": s.start.model,
                                     "lmm_parameters": start.knowledge.get("lmm_parameters")},
-                     world=world, seeds=seeds, runs=runs, claims=judge(CLAIMS, _stacked(runs)),
+                     world=world, seeds=seeds, runs=runs, claims=judge(CLAIMS, stack(runs)),
                      total_seconds=time.perf_counter() - tick)
 
 

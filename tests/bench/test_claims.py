@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from taxonlens.bench.claims import Claim, claims_table, estimates, interval_cell, judge, stack
+from taxonlens.bench.claims import Claim, claims_table, estimates, estimates_json, interval_cell, judge, stack
 
 KEY = ("seen", "consistent", "hca")
 
@@ -23,6 +23,9 @@ def _runs(gain: float, seeds: int = 5, n: int = 300) -> dict:
 def test_stack_gives_seeds_by_records_and_refuses_ragged_runs():
     values = stack(_runs(0.1, seeds=3, n=20))
     assert values["grpo"][KEY].shape == (3, 20)
+    joined = {s: {arm: {"/".join(k): v for k, v in f.items()} for arm, f in run.items()}
+              for s, run in _runs(0.1, seeds=3, n=20).items()}  # JSON-ready keys come back as tuples
+    assert np.array_equal(stack(joined)["grpo"][KEY], values["grpo"][KEY])
     ragged = _runs(0.1, seeds=2, n=20)
     ragged[1]["grpo"][KEY] = ragged[1]["grpo"][KEY][:10]
     with pytest.raises(ValueError, match="same records"):
@@ -45,6 +48,7 @@ def test_judge_pairs_the_arms_and_gives_the_verdict(gain, direction, label):
 
 def test_estimates_and_cells():
     e = estimates(stack(_runs(0.1)))["grpo+tara"][KEY]
+    assert estimates_json(stack(_runs(0.1)))["grpo+tara"]["seen/consistent/hca"] == e.to_dict()
     assert interval_cell(e).startswith(f"{e.mean:.1f} [")
     assert interval_cell(e.to_dict(), signed=True).startswith("+")
     assert interval_cell(None) == ""
