@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +28,7 @@ from taxonlens.synthworld.spec import WorldSpec as WorldSpec  # the worlds bench
 
 if TYPE_CHECKING:
     from taxonlens.train.loop import TrainResult
+    from taxonlens.train.pretrain import Pretrained, PretrainSpec
     from taxonlens.train.sft import SFTConfig
 
 T = TypeVar("T")
@@ -63,6 +64,32 @@ class HardwareSpec:
         if resolve_precision(self.precision, self.device) == "fp32":
             return trained.model
         return self.load(loader, trained.model_dir)
+
+
+def _default_start() -> PretrainSpec:
+    from taxonlens.train.pretrain import PretrainSpec
+
+    return PretrainSpec()
+
+
+@dataclass(frozen=True)
+class EvidenceSpec(HardwareSpec):
+    """The base of a method benchmark's spec (``bench tara | vqa | rar | finedefics``): the
+    pretrained ``start`` it runs from (:func:`~taxonlens.train.pretrain.pretrain`; its world is the
+    benchmark's) and the ``start_folder`` it is in or built in (``None``: the cache), the
+    ``records_per_split`` answered (seen species' held-out photos and novel species' photos, drawn
+    once with the world's seed, the same for every seed and arm) and the ``seeds``."""
+
+    start: PretrainSpec = field(default_factory=_default_start)
+    start_folder: str | None = None
+    records_per_split: int = 300
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+    def pretrained(self, say: Callable[[str], None] | None = None) -> Pretrained:
+        """The start, loaded from its folder or trained there first (on :attr:`threads`)."""
+        from taxonlens.train.pretrain import pretrain
+
+        return pretrain(self.start, self.start_folder, self.threads, say)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ from typing import Any
 
 import numpy as np
 
-from taxonlens.bench import HardwareSpec, WorldSpec, bench_run
+from taxonlens.bench import EvidenceSpec, WorldSpec, bench_run
 from taxonlens.bench.cells import table
 from taxonlens.bench.claims import Claim, Key, claims_table, estimates_json, interval_cell, judge, stack
 from taxonlens.bench.vqa import level_logprobs, vqa_world
@@ -120,7 +120,7 @@ from taxonlens.train.finedefics import (
     train_stage1,
     train_stage2,
 )
-from taxonlens.train.pretrain import Pretrained, PretrainSpec, pretrain
+from taxonlens.train.pretrain import Pretrained, PretrainSpec
 from taxonlens.train.sft import image_loader
 
 #: the arms, in table order, and their Stage I loss weights (``None``: no Stage I)
@@ -282,7 +282,7 @@ def plot_alignment(before: AlignmentReport, after: Mapping[str, AlignmentReport]
 
 # ------------------------------------------------------------------- evidence
 @dataclass(frozen=True)
-class FinedeficsSpec(HardwareSpec):
+class FinedeficsSpec(EvidenceSpec):
     """What ``bench finedefics`` runs.
 
     Attributes:
@@ -294,13 +294,9 @@ class FinedeficsSpec(HardwareSpec):
         batch_size, lr, lora_alpha, lora_targets: both stages' recipe (AdamW, 5% warmup, cosine decay).
         similar: hard negatives per photo (Stage I), distractors per question (Stage II, 4-option).
         open_fraction: Stage II's share of open questions.
-        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
+        threads, device, precision: :class:`~taxonlens.bench.EvidenceSpec`.
     """
 
-    start: PretrainSpec = field(default_factory=PretrainSpec)
-    start_folder: str | None = None
-    records_per_split: int = 300
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     stage1_epochs: int = 1
     stage2_epochs: int = 3
     batch_size: int = 8
@@ -389,7 +385,7 @@ def bench_finedefics_evidence(spec: FinedeficsSpec = FinedeficsSpec(), workdir: 
         progress: called with a line at the start of each stage.
     """
     say = progress or (lambda _msg: None)
-    start = pretrain(spec.start, spec.start_folder, spec.threads, say)
+    start = spec.pretrained(say)
     with bench_run(workdir, spec.threads, "finedefics") as work:
         return _run(spec, start, work, Path(out) if out is not None else None, say)
 

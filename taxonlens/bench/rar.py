@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from taxonlens.bench import HardwareSpec, bench_run
+from taxonlens.bench import EvidenceSpec, bench_run
 from taxonlens.bench.cells import figures_table, table
 from taxonlens.bench.claims import Claim, claims_table, estimates_json, interval_cell, judge, stack
 from taxonlens.bench.vqa import drawn
@@ -71,7 +71,7 @@ from taxonlens.recognize.rerank import LMMReranker, ranker_records
 from taxonlens.recognize.zeroshot import ZeroShotClassifier
 from taxonlens.taxonomy import Taxonomy
 from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
-from taxonlens.train.pretrain import Pretrained, PretrainSpec, pretrain
+from taxonlens.train.pretrain import Pretrained, PretrainSpec
 from taxonlens.train.sft import SFTConfig, train_sft
 
 #: candidates per photo compared by default
@@ -133,7 +133,7 @@ def encoder_part(records: Sequence[Record], share: float) -> tuple[list[Record],
 
 
 @dataclass(frozen=True)
-class RarSpec(HardwareSpec):
+class RarSpec(EvidenceSpec):
     """What ``bench rar`` runs.
 
     Attributes:
@@ -151,14 +151,10 @@ class RarSpec(HardwareSpec):
             fine-tuning (at most ``ranker_epochs``).
         patience: validation evaluations without a lower loss before the ranker stops.
         val_lists: validation lists (drawn once from the val split) the ranker is stopped on.
-        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
+        threads, device, precision (and the start, records and seeds): :class:`~taxonlens.bench.EvidenceSpec`.
     """
 
-    start: PretrainSpec = field(default_factory=PretrainSpec)
-    start_folder: str | None = None
     ks: tuple[int, ...] = RAR_KS
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    records_per_split: int = 300
     splits: tuple[str, ...] = ("seen",)
     encoder_share: float = 0.75
     encoder_epochs: int = 6
@@ -257,7 +253,7 @@ def bench_rar_evidence(spec: RarSpec = RarSpec(), workdir: str | Path | None = N
     if not spec.splits or not set(spec.splits) <= set(SPLITS):
         raise TaxonlensError(f"bench rar scores the splits {', '.join(SPLITS)}; got {list(spec.splits)}")
     say = progress or (lambda _msg: None)
-    start = pretrain(spec.start, spec.start_folder, threads=spec.threads, say=say)
+    start = spec.pretrained(say)
     with bench_run(workdir, spec.threads, "rar") as work:
         return _run(replace(spec, ks=ks), start, work, say)
 

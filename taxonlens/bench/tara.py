@@ -57,13 +57,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from taxonlens.bench import HardwareSpec, bench_run
+from taxonlens.bench import EvidenceSpec, bench_run
 from taxonlens.bench.cells import table
 from taxonlens.bench.claims import Claim, claims_table, estimates_json, interval_cell, judge, stack
 from taxonlens.bench.vqa import SCORED_DECODERS, VQAWorld, decode_rows, level_logprobs, vqa_world
@@ -71,7 +71,7 @@ from taxonlens.data import VQARecord
 from taxonlens.evaluate.metrics import per_record
 from taxonlens.models.mllm import load_lmm
 from taxonlens.train.grpo import RFTConfig, shots_per_species, train_grpo
-from taxonlens.train.pretrain import PretrainSpec, pretrain
+from taxonlens.train.pretrain import PretrainSpec
 from taxonlens.train.sft import SFTConfig, train_sft
 
 #: the arms compared, in table order
@@ -92,7 +92,7 @@ CLAIMS = tuple(
 
 
 @dataclass(frozen=True)
-class TARASpec(HardwareSpec):
+class TARASpec(EvidenceSpec):
     """What ``bench tara`` runs.
 
     Attributes:
@@ -106,12 +106,9 @@ class TARASpec(HardwareSpec):
         sft_lr, rl_lr: the learning rates of more SFT and of GRPO (with or without TARA).
         generations, temperature, beta: GRPO's group size, sampling temperature and KL weight.
         seeds: one warm start and three arms per seed.
-        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
+        threads, device, precision (and the start, records and seeds): :class:`~taxonlens.bench.EvidenceSpec`.
     """
 
-    start: PretrainSpec = field(default_factory=PretrainSpec)
-    start_folder: str | None = None
-    records_per_split: int = 300
     n_options: int = 4
     shots: int = 1
     warm_epochs: int = 2
@@ -124,7 +121,6 @@ class TARASpec(HardwareSpec):
     generations: int = 4
     temperature: float = 0.5
     beta: float = 0.04
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
 
     @classmethod
     def quick(cls, **changes: Any) -> TARASpec:
@@ -228,7 +224,7 @@ def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
     tick = start = time.perf_counter()
     seconds: dict[str, float] = {}
     say(f"pretrained start: {s.start.model}, {s.start.world.n_species} species")
-    pre = pretrain(s.start, None if s.start_folder is None else Path(s.start_folder), threads=s.threads, say=say)
+    pre = s.pretrained(say)
     seconds["start"] = time.perf_counter() - tick
     tick = time.perf_counter()
     vw = vqa_world(s.start.world, s.n_options, "path", work / "world")

@@ -44,7 +44,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from enum import nonmember
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from taxonlens.bench import HardwareSpec, TinySFTSpec, WorldSpec, bench_run, mean_sd
+from taxonlens.bench import EvidenceSpec, TinySFTSpec, WorldSpec, bench_run, mean_sd
 from taxonlens.bench.cells import FIGURES, answers_table, figure_cells, figures_table, sd_cell
 from taxonlens.bench.claims import Claim, Key, claims_table, estimates, estimates_json, interval_cell, judge, stack
 from taxonlens.choices import Choice
@@ -65,7 +65,7 @@ from taxonlens.recognize.vqa import blind_decode, consistent_decode, leakage
 from taxonlens.recognize.vqa_answer import answer_records, consistency_report, scored_levels
 from taxonlens.synthworld import SynthWorld
 from taxonlens.taxonomy import Taxonomy
-from taxonlens.train.pretrain import Pretrained, PretrainSpec, pretrain
+from taxonlens.train.pretrain import Pretrained, PretrainSpec
 from taxonlens.train.sft import check_records, image_loader, train_sft
 
 T = TypeVar("T")
@@ -262,7 +262,7 @@ CLAIMS = (
 
 
 @dataclass(frozen=True)
-class VQASpec(HardwareSpec):
+class VQASpec(EvidenceSpec):
     """What ``bench vqa`` runs.
 
     Attributes:
@@ -278,13 +278,9 @@ class VQASpec(HardwareSpec):
         epochs, questions_per_record, batch_size, lr, lora_alpha: the LoRA fine-tuning of the
             start's LMM (:class:`~taxonlens.bench.TinySFTSpec`; ``questions_per_record`` levels
             of each training photo per epoch, drawn anew each epoch, 0: all).
-        threads, device, precision: :class:`~taxonlens.bench.HardwareSpec`.
+        threads, device, precision (and the start, records and seeds): :class:`~taxonlens.bench.EvidenceSpec`.
     """
 
-    start: PretrainSpec = field(default_factory=PretrainSpec)
-    start_folder: str | None = None
-    records_per_split: int = 300
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     n_options: int = 4
     mode: str = "path"
     epochs: int = 1
@@ -388,7 +384,7 @@ def bench_vqa_evidence(spec: VQASpec = VQASpec(), workdir: str | Path | None = N
 
 def _run(s: VQASpec, work: Path, say: Callable[[str], None]) -> VQAResult:
     tick = time.perf_counter()
-    start = pretrain(s.start, s.start_folder, threads=s.threads, say=say)
+    start = s.pretrained(say)
     w = s.start.world
     say(f"the start's synthworld: {w.n_species} species x {w.images_per_species} photos")
     vw = vqa_world(w, s.n_options, s.mode, work / "world")
