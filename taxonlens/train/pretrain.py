@@ -57,7 +57,7 @@ from taxonlens.train.contrastive import ContrastiveConfig, train_contrastive
 from taxonlens.train.finedefics import DESCRIBE_QUESTION
 from taxonlens.train.finedefics_losses import image_reps, text_reps
 from taxonlens.train.loop import MODEL_DIR, StepLog
-from taxonlens.train.sft import SFTExample, TuneConfig, examples_task, tune_lmm
+from taxonlens.train.sft import SFTExample, TuneConfig, examples_by_record, examples_task, tune_lmm
 
 #: bumped whenever the objectives change, so that a cached start is rebuilt
 PRETRAIN_VERSION = 1
@@ -140,11 +140,8 @@ def pretrain_examples(lmm: LMM, records: Sequence[Record], organism: str = "orga
 def epoch_plan(examples: Sequence[SFTExample], seed: int, epoch: int) -> list[int]:
     """One example per record for ``epoch``: its description or, with the same chance, a caption
     at a rank drawn uniformly, from a stream seeded by ``(seed, epoch, record)``."""
-    by_record: dict[int, list[int]] = {}
-    for j, ex in enumerate(examples):
-        by_record.setdefault(ex.record, []).append(j)
     plan = []
-    for rec, idx in by_record.items():
+    for rec, idx in examples_by_record(examples).items():
         rng = random.Random(f"taxonlens-pretrain:{seed}:{epoch}:{rec}")
         plan.append(idx[0] if rng.random() < 0.5 or len(idx) == 1 else rng.choice(idx[1:]))
     return plan

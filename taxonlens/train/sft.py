@@ -259,17 +259,22 @@ def data_fingerprint(records: Sequence[VQARecord], ranks: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def examples_by_record(examples: Sequence[SFTExample]) -> dict[int, list[int]]:
+    """Indices into ``examples`` of each record's examples, records in order of first appearance."""
+    by_record: dict[int, list[int]] = {}
+    for j, ex in enumerate(examples):
+        by_record.setdefault(ex.record, []).append(j)
+    return by_record
+
+
 def epoch_examples(examples: Sequence[SFTExample], per_record: int, seed: int, epoch: int) -> list[int]:
     """Indices into ``examples`` trained in ``epoch``: all of them (``per_record == 0``), else up to
     ``per_record`` levels of each record, drawn from a stream seeded by ``(seed, epoch, record)``.
     The count is the same in every epoch."""
     if per_record == 0:
         return list(range(len(examples)))
-    by_record: dict[int, list[int]] = {}
-    for j, ex in enumerate(examples):
-        by_record.setdefault(ex.record, []).append(j)
     chosen = []
-    for rec, idx in by_record.items():
+    for rec, idx in examples_by_record(examples).items():
         rng = random.Random(f"taxonlens-sft:{seed}:{epoch}:{rec}")
         chosen += sorted(rng.sample(idx, min(per_record, len(idx))))
     return chosen
