@@ -28,6 +28,11 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
+def clause(attribute: str, value: str) -> str:
+    """One attribute as the description states it: ``"wing bars are white"``, ``"bill shape is short"``."""
+    return f"{attribute} {_verb(attribute)} {value}"
+
+
 def describe(attributes: Mapping[str, str], organism: str = "organism") -> str:
     """One sentence naming every attribute with its value, in the mapping's order.
 
@@ -39,6 +44,6 @@ def describe(attributes: Mapping[str, str], organism: str = "organism") -> str:
     pairs = [(k.strip(), str(v).strip()) for k, v in attributes.items() if k != DESCRIPTION and str(v).strip()]
     if not pairs:
         return f"{article(organism)} {organism}."
-    clauses = [f"{name} {_verb(name)} {value}" for name, value in pairs]
+    clauses = [clause(name, value) for name, value in pairs]
     listed = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
     return f"{article(organism)} {organism} whose {listed}."

@@ -46,7 +46,7 @@ from PIL import Image
 
 from taxonlens.data import Record
 from taxonlens.errors import TaxonlensError
-from taxonlens.knowledge.template import DESCRIPTION, describe
+from taxonlens.knowledge.template import DESCRIPTION, clause, describe
 from taxonlens.models.mllm import LMM
 from taxonlens.models.text import label_prompts, taxon_text
 from taxonlens.recognize.labels import default_cache_dir
@@ -154,11 +154,12 @@ def _names(text: str, name: str) -> bool:
 
 
 def description_recall(text: str, attributes: dict[str, str]) -> float:
-    """Percent of a photo's described attributes ("body plan is radial") that ``text`` states."""
+    """Percent of a photo's described attributes that ``text`` states as the description template
+    writes them (:func:`~taxonlens.knowledge.template.clause`: "body plan is radial")."""
     pairs = [(k, v) for k, v in attributes.items() if k != DESCRIPTION and str(v).strip()]
     if not pairs:
         return 0.0
-    return 100.0 * sum(_names(text, f"{k} is {v}") or _names(text, f"{k} are {v}") for k, v in pairs) / len(pairs)
+    return 100.0 * sum(_names(text, clause(k, v)) for k, v in pairs) / len(pairs)
 
 
 @torch.inference_mode()
