@@ -34,6 +34,8 @@ from taxonlens.models.device import DTYPES, attention_implementation, resolve_de
 from taxonlens.models.hub import offline_help, state_fingerprint
 from taxonlens.models.presets import LMM_PRESETS, RANDOM_PREFIX, is_built_offline
 
+#: model types whose language model takes multimodal rotary positions (``rope_deltas`` after a prompt)
+_MROPE = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl"})
 #: The end-of-turn text of each chat family (what follows an answer).
 _END_OF_TURN = {"qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "qwen2_vl": "<|im_end|>",
                 "idefics2": "<end_of_utterance>"}
@@ -197,15 +199,17 @@ class LMM:
 
         A question whose options are all single tokens (letters, short names) is scored in one
         pass of its prompt: ``log p(option | image, question)`` read from the next-token
-        distribution (no option is then a prefix of another). Otherwise every option is
-        appended to the prompt and ``log p(option tokens, end of turn | image, question)`` is
-        summed over its tokens, the end-of-turn token keeping an option that is a prefix of
-        another from being favoured.
+        distribution (no option is then a prefix of another). Otherwise
+        ``log p(option tokens, end of turn | image, question)`` is summed over the option's
+        tokens, the end-of-turn token keeping an option that is a prefix of another from being
+        favoured: one pass over image and question fills a key/value cache that every option
+        of the question then continues (:meth:`_score`), so the image and the question are
+        encoded once per question, not once per option.
 
         Args:
             images, questions: one question per image.
             options: the options of each question (any number each).
-            batch_size: sequences (prompts, or prompt x option) per forward pass.
+            batch_size: prompts per forward pass (their options continue them in one more pass).
             system: an optional system message before each question.
 
         Returns:
@@ -222,14 +226,16 @@ class LMM:
             logprobs = self._next_token_logprobs([images[i] for i in chunk], [prompts[i] for i in chunk])
             for row, i in enumerate(chunk):
                 out[i] = logprobs[row, single[i]]
-        rows = [(i, opt) for i, opts in enumerate(options) if single[i] is None for opt in opts]
-        scores = torch.empty(len(rows))
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            scores[start:start + len(chunk)] = self._score([images[i] for i, _ in chunk],
-                                                           [prompts[i] for i, _ in chunk], [o for _, o in chunk])
-        slow = iter(torch.split(scores, [len(options[i]) for i in dict.fromkeys(i for i, _ in rows)]))
-        return [o if o is not None else next(slow) for o in out]
+        chunk: list[int] = []
+        for i in [i for i, ids in enumerate(single) if ids is None] + [None]:
+            if chunk and (i is None or len(chunk) == batch_size):
+                scores = self._score([images[j] for j in chunk], [prompts[j] for j in chunk], [options[j] for j in chunk])
+                for j, score in zip(chunk, scores):
+                    out[j] = score
+                chunk = []
+            if i is not None:
+                chunk.append(i)
+        return out
 
     def _single_tokens(self, prompt: str, options: Sequence[str]) -> list[int] | None:
         """The token id of each option when every option is one token that stays one token
@@ -253,20 +259,66 @@ class LMM:
         return torch.log_softmax(self.model(**batch).logits[:, -1].float(), dim=-1).cpu()
 
     @torch.inference_mode()
-    def _score(self, images: Sequence[Image.Image], prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
-        """``[N]`` summed log-probabilities of ``answer + end of turn`` after each prompt."""
-        targets = [self.tokenizer(a + self.end_of_turn, add_special_tokens=False)["input_ids"] for a in answers]
-        batch = self.inputs(images, [p + a + self.end_of_turn for p, a in zip(prompts, answers)], "right")
-        ids, lengths = batch["input_ids"].cpu(), batch["attention_mask"].sum(dim=1).cpu()
-        logprobs = torch.log_softmax(self.model(**batch).logits.float(), dim=-1).cpu()
-        out = torch.empty(len(answers))
-        for r, (target, length) in enumerate(zip(targets, lengths.tolist())):
-            pos = torch.arange(length - len(target), length)
-            if ids[r, pos].tolist() != target:
-                raise RuntimeError(f"{self.name}: the answer {answers[r]!r} tokenizes differently after the prompt; "
+    def _score(self, images: Sequence[Image.Image], prompts: Sequence[str], answers: Sequence[Sequence[str]]
+               ) -> list[torch.Tensor]:
+        """Per prompt ``b``, ``[K_b]`` summed log-probabilities of ``answer + end of turn`` after it.
+
+        The ``B`` prompts (left padded to ``L`` tokens) run once and fill a key/value cache;
+        each prompt's rows of it are then repeated for its answers, and the ``R = sum K_b``
+        answers (right padded to ``T`` tokens) run once on top. An answer's first token is read
+        from the prompt's last logits, the others from the continuation's. Positions continue
+        the prompt's: the count of its real tokens, plus for M-RoPE models the ``rope_deltas``
+        its image left (its last position plus one, as generation continues).
+        """
+        targets = [self._answer_ids(p, opts) for p, opts in zip(prompts, answers)]
+        batch = self.inputs(images, prompts, "left")
+        mask = batch["attention_mask"]
+        mrope = self.model_type in _MROPE
+        prefix = self.model(**batch, use_cache=True,
+                            **({} if mrope else {"position_ids": (mask.long().cumsum(-1) - 1).clamp(min=0)}))
+        first = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)  # [B, V]
+        owner = torch.tensor([b for b, opts in enumerate(targets) for _ in opts], device=mask.device)  # [R]
+        flat = [t for opts in targets for t in opts]
+        width = max(map(len, flat))
+        ids = torch.full((len(flat), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        for r, t in enumerate(flat):
+            ids[r, :len(t)] = torch.tensor(t)
+        ids = ids.to(mask.device)
+        answer_mask = (torch.arange(width) < torch.tensor([len(t) for t in flat])[:, None]).to(mask)  # [R, T]
+        positions = mask.long().sum(-1)[owner, None] + torch.arange(width, device=mask.device)  # [R, T]
+        if mrope:
+            deltas = self._base_model().model.rope_deltas.to(mask.device)  # [B, 1]
+            positions = (positions + deltas[owner]).unsqueeze(0).expand(3, -1, -1)  # [3, R, T]
+        cache = prefix.cache
+        cache.batch_select_indices(owner)
+        logits = self.model(input_ids=ids, attention_mask=torch.cat([mask[owner], answer_mask], dim=1),
+                            position_ids=positions, cache=cache, use_cache=True).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()  # [R, T, V]
+        first, owner = first.cpu(), owner.cpu()
+        scores = torch.tensor([float(first[owner[r], t[0]]) + sum(float(logprobs[r, k - 1, t[k]]) for k in range(1, len(t)))
+                               for r, t in enumerate(flat)])
+        return list(torch.split(scores, [len(opts) for opts in targets]))
+
+    def _answer_ids(self, prompt: str, answers: Sequence[str]) -> list[list[int]]:
+        """The token ids of each ``answer + end of turn`` as they stand after ``prompt``.
+
+        Raises:
+            RuntimeError: an answer does not start a new token after the prompt (scoring it
+                from the prompt's cache would then score other tokens than the text's).
+        """
+        base = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        texts = [a + self.end_of_turn for a in answers]
+        targets = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        joined = self.tokenizer([prompt + t for t in texts], add_special_tokens=False)["input_ids"]
+        for answer, target, ids in zip(answers, targets, joined):
+            if ids != base + target:
+                raise RuntimeError(f"{self.name}: the answer {answer!r} tokenizes differently after the prompt; "
                                    "option scoring needs the answer to start a new token")
-            out[r] = logprobs[r, pos - 1, ids[r, pos]].sum()
-        return out
+        return targets
+
+    def _base_model(self) -> torch.nn.Module:
+        """The transformers model under any peft wrapper."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def fingerprint(self) -> str:
         """A short hash that changes whenever the weights or configuration change (not the

@@ -62,6 +62,9 @@ def test_hidden_states_have_one_entry_per_layer_of_the_documented_width(lmm, ima
 def test_option_logprobs_are_batch_independent_log_likelihoods(lmm, images):
     scores = lmm.option_logprobs(images, QUESTIONS, OPTIONS, batch_size=4)
     assert [s.shape for s in scores] == [torch.Size([4]), torch.Size([2])]
+    # both questions in one pass (prompts of other lengths: left padding under the cache)
+    for together, apart in zip(lmm.option_logprobs(images, QUESTIONS, OPTIONS, batch_size=6), scores):
+        torch.testing.assert_close(together, apart, atol=2e-4, rtol=0)
     assert all(bool((s < 0).all()) and bool(torch.isfinite(s).all()) for s in scores)
     for i, opts in enumerate(OPTIONS):  # alone, in other batches and with other padding: the same numbers
         for k, opt in enumerate(opts):
@@ -70,6 +73,13 @@ def test_option_logprobs_are_batch_independent_log_likelihoods(lmm, images):
     # the image matters: another image gives other scores
     other = lmm.option_logprobs(images[::-1], QUESTIONS, OPTIONS)
     assert not torch.allclose(other[0], scores[0])
+
+
+def test_option_logprobs_of_a_lora_wrapped_model_are_those_of_the_model(lmm, images):
+    """Fresh LoRA adapters change nothing (B starts at 0); scoring reaches the model under peft."""
+    wrapped = load_lmm(lmm.name).add_lora()
+    for a, b in zip(wrapped.option_logprobs(images, QUESTIONS, OPTIONS), lmm.option_logprobs(images, QUESTIONS, OPTIONS)):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
 
 
 def test_option_logprob_is_the_sum_over_the_answer_tokens(lmm, images):
