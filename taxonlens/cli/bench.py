@@ -152,6 +152,10 @@ def bench_rar(
                                                            "trained there if missing).")] = None,
     k: Annotated[list[int] | None, typer.Option("--k", help="Candidates retrieved per photo (repeat; default 3, 5, "
                                                             "10).")] = None,
+    ranker_lists: Annotated[int | None, typer.Option(help="Retrieval lists the ranker learns from, of photos the "
+                                                          "memory never saw (default 200).")] = None,
+    ranker_epochs: Annotated[int | None, typer.Option(help="The ranker's most epochs (default 3; it stops early on "
+                                                           "its validation lists).")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the result (per-photo values, claims) as JSON here.")
                    ] = None,
     threads: ThreadsOpt = 1,
@@ -170,6 +174,7 @@ def bench_rar(
     changes = {"seeds": tuple(range(seeds)) if seeds is not None else spec.seeds,
                "records_per_split": records_per_split if records_per_split is not None else spec.records_per_split,
                "start_folder": str(start_folder) if start_folder else None, "ks": tuple(k or spec.ks),
+               "ranker_lists": ranker_lists or spec.ranker_lists, "ranker_epochs": ranker_epochs or spec.ranker_epochs,
                "threads": threads or None, "device": device, "precision": precision}
     result = run(replace(spec, **changes), progress=say)
     if out is not None:

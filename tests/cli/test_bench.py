@@ -68,9 +68,10 @@ def test_bench_rar_sizes(monkeypatch, tmp_path):
     full = CliRunner().invoke(app, ["bench", "rar"]).exception.args[0]
     assert full == rar.RarSpec() and len(full.seeds) >= 5 and full.records_per_split >= 300
     ran = CliRunner().invoke(app, ["bench", "rar", "--quick", "--seeds", "3", "--k", "2", "--k", "4",
-                                   "--start-folder", str(tmp_path)])
+                                   "--start-folder", str(tmp_path), "--ranker-lists", "50", "--ranker-epochs", "9"])
     spec = ran.exception.args[0]
     assert spec.start == PretrainSpec.quick() and spec.seeds == (0, 1, 2) and spec.ks == (2, 4)
+    assert (spec.ranker_lists, spec.ranker_epochs) == (50, 9)
     assert spec.start_folder == str(tmp_path) and spec.splits == ("seen", "novel")
 
 
