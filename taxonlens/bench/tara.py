@@ -42,14 +42,11 @@ paper's, judged on the independent answers (the paper's protocol) by
 :func:`~taxonlens.bench.claims.judge`.
 
 Costs measured on the 2-core development machine, in CPU seconds of one torch thread (the machine
-was shared, so wall times were 2-7 times longer): scoring answers 12.2 questions/s with
-small-qwen2.5-vl (45 with tiny-qwen2.5-vl; every option name is a forward pass of question and
-name), an SFT step of 4 questions takes 0.6 s, a GRPO step (4 questions x 4 answers of at most 16
-tokens) 3.3 s, with TARA about the same. The full size (:class:`TARASpec`'s defaults: 300 + 300
-records, 6.9 questions each in the start's world, 3 arms, 5 seeds: 62,400 questions) scores for about 5,100 s, trains
-for about 820 s per seed (340 shots: 340 warm-start steps, 85 steps per arm) and so needs about
-9,100 CPU seconds (less as GRPO's answers get shorter than the 16 tokens measured): 90 minutes
-only with ``threads=2`` on an otherwise idle machine.
+was shared, so wall times were 2-7 times longer): an SFT step of 4 questions takes 0.6 s, a GRPO
+step (4 questions x 4 answers of at most 16 tokens) 3.3 s, with TARA about the same. The full size
+(:class:`TARASpec`'s defaults: 300 + 300 records, 3 arms, 5 seeds: 63,000 questions) ran in 78
+minutes on one thread beside two other benchmarks: per seed 534 s of training and 400 s of scoring
+12,600 questions (31.5 questions/s, every question's options continuing its prompt's cache).
 """
 
 from __future__ import annotations

@@ -3,14 +3,18 @@ is given (rendered exactly as the SFT prompts), the settings it refuses, and a p
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from taxonlens.data import VQARecord
 from taxonlens.errors import TaxonlensError
-from taxonlens.models.mllm import load_lmm
+from taxonlens.models.mllm import LMM, load_lmm
+from taxonlens.recognize.answers import exact_option
 from taxonlens.train import CheckpointError
 from taxonlens.train.grpo import RFTConfig, answer_reward, rft_dataset, rft_examples, shots_per_species, train_grpo
+from taxonlens.train.sft import SFTConfig, build_examples, train_sft
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
 
@@ -116,3 +120,55 @@ def test_full_fine_tuning_needs_a_saved_reference_and_then_trains_every_weight(d
     result = train_grpo(config, records, photos, w.taxonomy.ranks)
     assert result.steps == 2 and not any("lora" in n for n, _ in result.model.model.named_parameters())
     assert load_lmm(str(result.model_dir)).fingerprint() == result.model.fingerprint()
+
+
+def _colour_kingdoms(n_train: int = 64, n_test: int = 32) -> tuple[list[VQARecord], dict[str, Image.Image]]:
+    """A small task: 32 px photos of two kingdoms told apart by their colour (reddish animals,
+    greenish plants, each pixel with noise of sd 60), asked "what is its kingdom?" with both
+    names offered in a random order; every second photo is an animal."""
+    rng, order = np.random.default_rng(0), np.random.default_rng(1)
+    colour = {"animalia": (190, 60, 50), "plantae": (60, 170, 60)}
+    records, photos = [], {}
+    for i in range(n_train + n_test):
+        name = ("plantae", "animalia")[i % 2]
+        pixels = np.array(colour[name])[None, None] + rng.normal(0, 60, (32, 32, 3))
+        photos[f"{i}.png"] = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        options = ("animalia", "plantae")[:: 1 if order.random() < 0.5 else -1]
+        records.append(VQARecord(f"{i}.png", name, "train" if i < n_train else "test", (name,), (options,), i + 1))
+    return records, photos
+
+
+def _held_out_accuracy(lmm: LMM, records: list[VQARecord], photos: dict[str, Image.Image], temperature: float,
+                       samples: int = 8) -> float:
+    """The share of answers sampled at ``temperature`` that are exactly the true option: GRPO's
+    reward, on photos it never saw."""
+    examples = build_examples(lmm, records, ["kingdom"], "name", system=None)
+    batch = lmm.inputs([photos[records[e.record].image] for e in examples], [e.prompt for e in examples])
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        out = lmm.model.generate(**batch, max_new_tokens=4, do_sample=True, temperature=temperature, top_k=0,
+                                 num_return_sequences=samples, suppress_tokens=lmm.non_answer_token_ids)
+    texts = lmm.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    right = [exact_option(text, records[e.record].choices[0]) == records[e.record].choices[0].index(records[e.record].levels[0])
+             for j, e in enumerate(examples) for text in texts[j * samples:(j + 1) * samples]]
+    return float(np.mean(right))
+
+
+def test_grpo_learns_a_small_task_from_a_warm_start(tmp_path):
+    """A short SFT warm start answers in the format but often wrong; three GRPO epochs raise both
+    the reward on the training photos (its first 8 steps against its last 8: measured 0.66 ->
+    0.84) and the accuracy on held-out ones (0.58 -> 0.82)."""
+    records, photos = _colour_kingdoms()
+    train, test = [r for r in records if r.split == "train"], [r for r in records if r.split == "test"]
+    load = lambda r: photos[r.image]  # noqa: E731
+    question = {"answer": "name", "system": False, "threads": 1, "seed": 0}
+    warm = train_sft(SFTConfig(model="tiny-qwen2.5-vl", out=tmp_path / "warm", epochs=2, batch_size=4, lr=2e-3,
+                               lora_targets="language+head", eval_every=0, **question), train, load, ["kingdom"])
+    before = _held_out_accuracy(warm.model, test, photos, temperature=0.5)
+    result = train_grpo(RFTConfig(model=str(warm.model_dir), out=tmp_path / "grpo", epochs=3, lr=1e-4, lora_r=0,
+                                  questions_per_step=4, generations=4, temperature=0.5, beta=0.0, max_new_tokens=4,
+                                  **question), train, load, ["kingdom"])
+    rewards = np.array([m["reward"] for m in result.metrics])  # per step: 4 questions x 4 answers
+    after = _held_out_accuracy(result.model, test, photos, temperature=0.5)
+    assert len(rewards) == 48 and rewards[-8:].mean() > rewards[:8].mean() + 0.1, rewards
+    assert after > before + 0.15, (before, after)
