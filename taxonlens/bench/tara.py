@@ -134,8 +134,8 @@ class TARAResult:
         spec: what ran.
         start: the pretrained start's folder and what its models know (:attr:`Pretrained.knowledge`).
         world: species, novel species, training photos (the shots' pool), records scored per split.
-        training: per seed and arm (``warm_start`` too, with its shots), steps and seconds; GRPO's mean reward in
-            its first and last epoch; TARA's visual and label losses in those epochs.
+        training: per seed and arm (``warm_start`` too, with its shots), steps and seconds; GRPO's mean reward over
+            the first and the last quarter of its steps; TARA's visual and label losses over those steps.
         runs: per seed and arm, ``{"split/decoder/figure": per-record values}`` (the same records
             for every seed and arm).
         estimates: per arm and figure, the mean and its 95% interval over seeds and records.
@@ -211,10 +211,11 @@ def record_figures(records: Sequence[VQARecord], logprobs: Sequence[Sequence[np.
     return out
 
 
-def epoch_means(rows: Sequence[Mapping[str, float]], key: str, epochs: int) -> list[float]:
-    """The mean of ``key`` over the logged steps of the first and of the last epoch."""
-    per_epoch = max(1, len(rows) // epochs)
-    return [float(np.mean([r[key] for r in rows[:per_epoch]])), float(np.mean([r[key] for r in rows[-per_epoch:]]))]
+def start_end_means(rows: Sequence[Mapping[str, float]], key: str, share: float = 0.25) -> list[float]:
+    """The mean of ``key`` over the first and over the last ``share`` of the logged steps (at
+    least one step each): how a run began and ended, whatever its number of epochs."""
+    n = max(1, round(share * len(rows)))
+    return [float(np.mean([r[key] for r in rows[:n]])), float(np.mean([r[key] for r in rows[-n:]]))]
 
 
 def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
@@ -256,9 +257,9 @@ def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
                                temperature=s.temperature, beta=s.beta, seed=seed, tara=arm == "grpo+tara", bfm=str(pre.bfm), **settings)
             models[arm] = result = train_grpo(config, budget, vw.load, ranks)
             trained[arm] = {"steps": result.steps, "seconds": result.seconds,
-                            "reward": epoch_means(result.metrics, "reward", s.epochs)}
+                            "reward": start_end_means(result.metrics, "reward")}
             if config.tara:
-                trained[arm] |= {k: epoch_means(result.metrics, f"tara/{k}", s.epochs)
+                trained[arm] |= {k: start_end_means(result.metrics, f"tara/{k}")
                                  for k in ("visual_loss", "label_loss")}
         seconds["training"] += time.perf_counter() - tick
         tick = time.perf_counter()
@@ -281,4 +282,4 @@ def _run(s: TARASpec, work: Path, say: Callable[[str], None]) -> TARAResult:
 
 
 __all__ = ["ARMS", "CLAIMS", "RECORD_FIGURES", "TARAResult", "TARASpec", "bench_tara_evidence", "drawn",
-           "epoch_means", "record_figures"]
+           "record_figures", "start_end_means"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from taxonlens.bench.claims import Claim, judge, stack
-from taxonlens.bench.tara import ARMS, CLAIMS, RECORD_FIGURES, TARASpec, bench_tara_evidence
+from taxonlens.bench.tara import ARMS, CLAIMS, RECORD_FIGURES, TARASpec, bench_tara_evidence, start_end_means
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
 
@@ -69,3 +69,9 @@ def test_claims_are_judged_with_ordered_intervals(result):
         assert all(e["low"] <= e["mean"] <= e["high"] for e in figures.values()), arm
     same = Claim("test", "an arm against itself", "grpo", "grpo", ("seen", "independent", "hca"))
     assert judge([same], values(result))[0]["label"] == "not reproduced"
+
+
+def test_a_run_is_summed_up_by_its_first_and_last_quarter_of_steps():
+    rows = [{"reward": float(r)} for r in range(8)]
+    assert start_end_means(rows, "reward") == [0.5, 6.5]  # steps 0-1 and 6-7, whatever the epochs
+    assert start_end_means(rows[:1], "reward") == [0.0, 0.0]  # one step: at least one each
