@@ -160,7 +160,7 @@ def test_grpo_learns_a_small_task_from_a_warm_start(tmp_path):
     0.84) and the accuracy on held-out ones (0.58 -> 0.82)."""
     records, photos = _colour_kingdoms()
     train, test = [r for r in records if r.split == "train"], [r for r in records if r.split == "test"]
-    load = lambda r: photos[r.image]  # noqa: E731
+    load = lambda r: photos[r.image]
     question = {"answer": "name", "system": False, "threads": 1, "seed": 0}
     warm = train_sft(SFTConfig(model="tiny-qwen2.5-vl", out=tmp_path / "warm", epochs=2, batch_size=4, lr=2e-3,
                                lora_targets="language+head", eval_every=0, **question), train, load, ["kingdom"])
