@@ -226,31 +226,30 @@ class LMM:
             logprobs = self._next_token_logprobs([images[i] for i in chunk], [prompts[i] for i in chunk])
             for row, i in enumerate(chunk):
                 out[i] = logprobs[row, single[i]]
-        chunk: list[int] = []
-        for i in [i for i, ids in enumerate(single) if ids is None] + [None]:
-            if chunk and (i is None or len(chunk) == batch_size):
-                scores = self._score([images[j] for j in chunk], [prompts[j] for j in chunk], [options[j] for j in chunk])
-                for j, score in zip(chunk, scores):
-                    out[j] = score
-                chunk = []
-            if i is not None:
-                chunk.append(i)
+        slow = [i for i, ids in enumerate(single) if ids is None]
+        for start in range(0, len(slow), batch_size):
+            chunk = slow[start:start + batch_size]
+            scores = self._score([images[i] for i in chunk], [prompts[i] for i in chunk], [options[i] for i in chunk])
+            for i, score in zip(chunk, scores):
+                out[i] = score
         return out
 
     def _single_tokens(self, prompt: str, options: Sequence[str]) -> list[int] | None:
         """The token id of each option when every option is one token that stays one token
         after the prompt; else ``None``."""
-        ids = []
-        for opt in options:
-            alone = self.tokenizer(opt, add_special_tokens=False)["input_ids"]
-            if len(alone) != 1:
-                return None
-            ids.append(alone[0])
-        if len(set(ids)) != len(ids):
+        alone = self.tokenizer(list(options), add_special_tokens=False)["input_ids"]
+        if any(len(ids) != 1 for ids in alone) or len({ids[0] for ids in alone}) != len(alone):
             return None
+        after = self._after_prompt(prompt, options)
+        return None if after is None else [ids[0] for ids in after]
+
+    def _after_prompt(self, prompt: str, texts: Sequence[str]) -> list[list[int]] | None:
+        """The token ids of each of ``texts`` as they stand after ``prompt``, or ``None`` when one
+        of them does not start a new token there (it would merge with the prompt's last one)."""
         base = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        joined = self.tokenizer([prompt + opt for opt in options], add_special_tokens=False)["input_ids"]
-        return ids if all(j == [*base, i] for j, i in zip(joined, ids)) else None
+        targets = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        joined = self.tokenizer([prompt + t for t in texts], add_special_tokens=False)["input_ids"]
+        return targets if all(j == base + t for j, t in zip(joined, targets)) else None
 
     @torch.inference_mode()
     def _next_token_logprobs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
@@ -306,14 +305,11 @@ class LMM:
             RuntimeError: an answer does not start a new token after the prompt (scoring it
                 from the prompt's cache would then score other tokens than the text's).
         """
-        base = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        texts = [a + self.end_of_turn for a in answers]
-        targets = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        joined = self.tokenizer([prompt + t for t in texts], add_special_tokens=False)["input_ids"]
-        for answer, target, ids in zip(answers, targets, joined):
-            if ids != base + target:
-                raise RuntimeError(f"{self.name}: the answer {answer!r} tokenizes differently after the prompt; "
-                                   "option scoring needs the answer to start a new token")
+        targets = self._after_prompt(prompt, [a + self.end_of_turn for a in answers])
+        if targets is None:
+            bad = [a for a in answers if self._after_prompt(prompt, [a + self.end_of_turn]) is None]
+            raise RuntimeError(f"{self.name}: the answer {bad[0]!r} tokenizes differently after the prompt; "
+                               "option scoring needs the answer to start a new token")
         return targets
 
     def _base_model(self) -> torch.nn.Module:

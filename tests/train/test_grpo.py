@@ -11,7 +11,6 @@ from PIL import Image
 from taxonlens.data import VQARecord
 from taxonlens.errors import TaxonlensError
 from taxonlens.models.mllm import LMM, load_lmm
-from taxonlens.recognize.answers import exact_option
 from taxonlens.train import CheckpointError
 from taxonlens.train.grpo import RFTConfig, answer_reward, rft_dataset, rft_examples, shots_per_species, train_grpo
 from taxonlens.train.sft import SFTConfig, build_examples, train_sft
@@ -149,9 +148,7 @@ def _held_out_accuracy(lmm: LMM, records: list[VQARecord], photos: dict[str, Ima
         out = lmm.model.generate(**batch, max_new_tokens=4, do_sample=True, temperature=temperature, top_k=0,
                                  num_return_sequences=samples, suppress_tokens=lmm.non_answer_token_ids)
     texts = lmm.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    right = [exact_option(text, records[e.record].choices[0]) == records[e.record].choices[0].index(records[e.record].levels[0])
-             for j, e in enumerate(examples) for text in texts[j * samples:(j + 1) * samples]]
-    return float(np.mean(right))
+    return float(np.mean(answer_reward(examples, records)(texts, [j for j in range(len(examples)) for _ in range(samples)])))
 
 
 def test_grpo_learns_a_small_task_from_a_warm_start(tmp_path):
