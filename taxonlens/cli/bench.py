@@ -152,10 +152,10 @@ def bench_rar(
                                                            "trained there if missing).")] = None,
     k: Annotated[list[int] | None, typer.Option("--k", help="Candidates retrieved per photo (repeat; default 3, 5, "
                                                             "10).")] = None,
-    ranker_lists: Annotated[int | None, typer.Option(help="Retrieval lists the ranker learns from, of photos the "
-                                                          "memory never saw (default 200).")] = None,
-    ranker_epochs: Annotated[int | None, typer.Option(help="The ranker's most epochs (default 3; it stops early on "
-                                                           "its validation lists).")] = None,
+    ranker_lists: Annotated[int | None, typer.Option(min=1, help="Retrieval lists the ranker learns from, of photos "
+                                                                 "the memory never saw (default 200).")] = None,
+    ranker_epochs: Annotated[int | None, typer.Option(min=1, help="The ranker's most epochs (default 3; it stops "
+                                                                  "early on its validation lists).")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the result (per-photo values, claims) as JSON here.")
                    ] = None,
     threads: ThreadsOpt = 1,

@@ -72,6 +72,8 @@ def test_bench_rar_sizes(monkeypatch, tmp_path):
     spec = ran.exception.args[0]
     assert spec.start == PretrainSpec.quick() and spec.seeds == (0, 1, 2) and spec.ks == (2, 4)
     assert (spec.ranker_lists, spec.ranker_epochs) == (50, 9)
+    refused = CliRunner().invoke(app, ["bench", "rar", "--ranker-lists", "0"])
+    assert refused.exit_code == 2 and "--ranker-lists" in refused.output
     assert spec.start_folder == str(tmp_path) and spec.splits == ("seen", "novel")
 
 
